@@ -1,0 +1,185 @@
+"""The ``adaret`` command line: one subcommand per stage."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from collections.abc import Callable, Sequence
+
+from adaret import __version__
+from adaret.errors import AdaretError
+
+
+def budget_value(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"budget must be a number in (0, 1], got {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"budget must lie in (0, 1], got {value}")
+    return value
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train retention gates under a budget and write a checkpoint",
+                       description="Train Hard-Concrete retention gates (and a [CLS; mean] head) on an encoder "
+                                   "under a global token budget, by two-timescale gradient descent-ascent.")
+    p.add_argument("--model", default=None,
+                   help="local Hugging Face encoder directory (default: the packaged all-MiniLM-L6-v2)")
+    p.add_argument("--data", default="bbc-news",
+                   help="bbc-news, rotten-tomatoes, or a .csv/.jsonl file (default: %(default)s)")
+    p.add_argument("--text-column", default="text", help="text column of a CSV/JSONL file")
+    p.add_argument("--label-column", default="label", help="label column of a CSV/JSONL file")
+    p.add_argument("--budget", type=budget_value, default=0.4,
+                   help="target mean fraction of tokens each layer processes, in (0, 1] (default: %(default)s)")
+    p.add_argument("--out", required=True, help="checkpoint directory to write")
+    p.add_argument("--freeze-backbone", action="store_true",
+                   help="train only the gates and the head (a retention adapter)")
+    p.add_argument("--epochs", type=float, default=1.0, help="passes over the training split (default: 1)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-length", type=int, default=512, help="tokens per example after truncation")
+    p.add_argument("--lr", type=float, default=3e-3, help="primal learning rate for gates and head")
+    p.add_argument("--lr-backbone", type=float, default=2e-5, help="primal learning rate for the backbone")
+    p.add_argument("--lr-dual", type=float, default=0.2, help="dual (lambda) learning rate (default: %(default)s)")
+    p.add_argument("--rho", type=float, default=20.0,
+                   help="augmented-Lagrangian damping of the budget constraints; 0 gives the plain "
+                        "Lagrangian (default: %(default)s)")
+    p.add_argument("--budget-slack", type=float, default=0.02,
+                   help="also require C >= budget - slack, with its own multiplier; a negative value turns "
+                        "the lower bound off (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-train-samples", type=int, default=None, help="use a fixed random subset for training")
+    p.add_argument("--max-eval-samples", type=int, default=None)
+    p.add_argument("--gate-first-layer", action="store_true", help="also gate the input of layer 1")
+    p.add_argument("--scorer", choices=["linear", "mlp"], default="linear")
+    p.set_defaults(run=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from adaret.training.checkpoint import PACKAGED_MODEL
+    from adaret.training.trainer import TrainConfig, train
+
+    config = TrainConfig(
+        out=args.out, model=args.model or PACKAGED_MODEL, data=args.data, budget=args.budget,
+        freeze_backbone=args.freeze_backbone, epochs=args.epochs, batch_size=args.batch_size,
+        max_length=args.max_length, lr_primal=args.lr, lr_backbone=args.lr_backbone, lr_dual=args.lr_dual,
+        rho=args.rho, budget_slack=args.budget_slack if args.budget_slack >= 0 else None,
+        seed=args.seed, max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
+        gate_first_layer=args.gate_first_layer, scorer=args.scorer, text_column=args.text_column,
+        label_column=args.label_column)
+    checkpoint = train(config, command="adaret " + shlex.join(sys.argv[1:]))
+    m = checkpoint.info.metrics
+    print(f"wrote {args.out}")
+    print(f"accuracy  full {m['accuracy_full']:.4f}  relaxed {m['accuracy_relaxed']:.4f}  "
+          f"hard@{args.budget} {m['accuracy_hard']:.4f} ({100 * m['hard_over_full']:.1f}% of full)")
+    fractions = " ".join(f"{f:.3f}" for f in checkpoint.info.schedule["keep_fractions"])
+    print(f"keep fractions per layer: {fractions}  (achieved budget {m['achieved_budget']:.3f})")
+    return 0
+
+
+def seq_lens_value(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"sequence lengths must be integers like 128,256,512, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("give at least one sequence length")
+    return values
+
+
+def add_export_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments shared by ``adaret export`` and ``python export.py``."""
+    p.add_argument("--budget", type=budget_value, required=True,
+                   help="deployment budget in (0, 1]: the mean fraction of tokens each layer keeps; the "
+                        "checkpoint's learned schedule is rescaled to it (1.0 gives the plain encoder)")
+    p.add_argument("--checkpoint", default=None,
+                   help="retention checkpoint directory (default: the bundled BBC News MiniLM-L6 adapter)")
+    p.add_argument("--out", default=None, help="output directory (default: out/export-b<budget>)")
+    p.add_argument("--seq-len", type=seq_lens_value, default=(128, 256, 512), metavar="N[,N...]",
+                   help="sequence buckets: one static graph each with --static; otherwise the lengths at "
+                        "which the summary shows K per layer (default: 128,256,512)")
+    p.add_argument("--static", action="store_true",
+                   help="one graph per bucket with constant K per layer (for TensorRT) instead of one graph "
+                        "with K computed from the input shape (for ONNX Runtime)")
+    p.add_argument("--batch", type=int, default=None, help="fix the batch size (default: dynamic batch)")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset, >= 18 (default: %(default)s)")
+    p.add_argument("--with-positions", action="store_true",
+                   help="also output kept_positions_l<n>: the original positions each pruned layer keeps")
+    p.add_argument("--tolerance", type=float, default=1e-4,
+                   help="max |logit difference| ONNX Runtime vs PyTorch (default: %(default)s)")
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a checkpoint at a budget to a static top-M ONNX graph",
+                       description=EXPORT_DESCRIPTION)
+    add_export_arguments(p)
+    p.set_defaults(run=run_export_command)
+
+
+EXPORT_DESCRIPTION = ("Export a retention checkpoint as an ONNX graph in which the stochastic gates are replaced "
+                      "by a deterministic top-M rule (score, TopK, Gather), check it against PyTorch with ONNX "
+                      "Runtime, and write model.onnx, export_report.json and the tokenizer.")
+
+
+def run_export_command(args: argparse.Namespace) -> int:
+    from adaret.export.pipeline import ExportConfig, run_export
+    from adaret.export.summary import print_summary
+
+    config = ExportConfig(budget=args.budget, checkpoint=args.checkpoint, out=args.out, seq_lens=args.seq_len,
+                          static=args.static, batch=args.batch, opset=args.opset,
+                          with_positions=args.with_positions, tolerance=args.tolerance)
+    print_summary(run_export(config))
+    return 0
+
+
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_train, _add_export]
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """Bad arguments give one line on stderr and exit 2, without the usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineErrorParser(prog="adaret", description="Adaptive Retention: train, export and deploy "
+                                     "encoders that keep only the tokens they need.")
+    parser.add_argument("--version", action="version", version=f"adaret {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineErrorParser)
+    for add in SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def main(argv: Sequence[str] | None = None, parser: argparse.ArgumentParser | None = None) -> int:
+    args = (parser or build_parser()).parse_args(argv)
+    return run_guarded(args)
+
+
+def run_guarded(args: argparse.Namespace) -> int:
+    """Run a parsed command; user errors become one line on stderr and a non-zero exit."""
+    try:
+        _quiet_libraries()
+        return args.run(args)
+    except AdaretError as exc:
+        print(f"adaret {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"adaret {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

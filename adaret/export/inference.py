@@ -1,0 +1,57 @@
+"""The deployable module: deterministic top-M retention with ONNX-friendly inputs and outputs.
+
+The Hard-Concrete gates are gone: each gated layer scores tokens with the gate's logit, keeps
+K_l = ceil(f_l * n) of them with TopK and Gathers hidden states, mask and original positions. When the
+sequence length n is symbolic (dynamic export) K_l is integer arithmetic on the input's shape; when it is
+fixed (static export) K_l is a constant.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from adaret.modeling import DENOMINATOR, KeepSchedule, RetentionModel
+
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+LOGITS = "logits"
+
+
+def kept_positions_name(layer: int) -> str:
+    """Output name for the original positions kept before (1-based) layer ``layer + 1``."""
+    return f"kept_positions_l{layer + 1}"
+
+
+class TopMInference(nn.Module):
+    """``RetentionModel`` in hard top-M mode at a fixed schedule; returns logits (and kept positions)."""
+
+    def __init__(self, model: RetentionModel, schedule: KeepSchedule, *, with_positions: bool = False,
+                 keep_order: bool = True):
+        super().__init__()
+        self.model = model
+        self.schedule = schedule
+        self.with_positions = with_positions
+        self.keep_order = keep_order
+        self.uses_token_type_ids = model.encoder.uses_token_type_ids
+
+    @property
+    def pruned_layers(self) -> list[int]:
+        """Layers preceded by a TopK/Gather in the graph (gated, and keeping less than everything)."""
+        return [layer for layer in range(self.model.num_layers)
+                if str(layer) in self.model.gates and self.schedule.numerators[layer] < DENOMINATOR]
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(INPUT_NAMES if self.uses_token_type_ids else INPUT_NAMES[:2])
+
+    @property
+    def output_names(self) -> list[str]:
+        extra = [kept_positions_name(layer) for layer in self.pruned_layers] if self.with_positions else []
+        return [LOGITS, *extra]
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None):
+        out = self.model.forward_hard(input_ids, attention_mask, token_type_ids, self.schedule, self.keep_order)
+        if not self.with_positions:
+            return out.logits
+        return (out.logits, *out.kept_positions.values())

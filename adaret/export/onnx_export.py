@@ -1,0 +1,74 @@
+"""torch.onnx.export (dynamo) of the top-M module, in a dynamic or a static form, saved atomically."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import onnx
+import onnx_ir as ir
+import torch
+from onnx_ir.passes.common import RemoveUnusedNodesPass
+
+from adaret.export.inference import TopMInference
+from adaret.fileio import ensure_writable_dir
+
+# protobuf cannot serialise a single message above 2 GiB; leave headroom for the graph itself.
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+MIN_OPSET = 18  # opset 17 through the dynamo exporter produces invalid Split nodes
+
+
+def export_module(module: TopMInference, *, seq_len: int | None, batch: int | None, max_positions: int,
+                  opset: int = MIN_OPSET) -> onnx.ModelProto:
+    """Export ``module``. ``seq_len=None`` gives the dynamic form (K from the input's shape);
+    an integer gives the static form for that bucket (constant K). ``batch=None`` keeps batch dynamic."""
+    if opset < MIN_OPSET:
+        raise ValueError(f"opset {opset} is not supported; use {MIN_OPSET} or newer")
+    module = module.eval()  # the exporter must see eval mode: no dropout, no Hard-Concrete sampling
+    example_seq = seq_len if seq_len is not None else min(64, max_positions)
+    example_batch = batch if batch is not None else 2
+    ids = torch.ones((example_batch, example_seq), dtype=torch.long)
+    args = (ids, torch.ones_like(ids), torch.zeros_like(ids))[: len(module.input_names)]
+    batch_dim = torch.export.Dim("batch", min=1, max=4096) if batch is None else None
+    seq_dim = torch.export.Dim("sequence", min=2, max=max_positions) if seq_len is None else None
+    axes = {axis: dim for axis, dim in ((0, batch_dim), (1, seq_dim)) if dim is not None}
+    dynamic_shapes = {name: axes for name in module.input_names}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(module, args, dynamo=True, opset_version=opset, optimize=True,
+                                    input_names=module.input_names, output_names=module.output_names,
+                                    dynamic_shapes=dynamic_shapes, verbose=False, report=False)
+    if program is None:
+        raise RuntimeError("torch.onnx.export returned no program")
+    return program.model_proto
+
+
+def keep_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    """Drop every graph output not in ``names`` and the nodes that only fed them."""
+    graph_model = ir.serde.deserialize_model(model)
+    outputs = graph_model.graph.outputs
+    for value in [v for v in outputs if v.name not in names]:
+        outputs.remove(value)
+    RemoveUnusedNodesPass()(graph_model)
+    return ir.serde.serialize_model(graph_model)
+
+
+def save_model(model: onnx.ModelProto, path: Path) -> Path:
+    """Write ``path`` (and ``path.data`` for large models) so that nothing half-written is ever visible."""
+    path = Path(path)
+    ensure_writable_dir(path.parent)
+    external = model.ByteSize() > EXTERNAL_DATA_THRESHOLD
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        data_name = f"{path.name}.data"
+        onnx.save_model(model, staging / path.name, save_as_external_data=external, all_tensors_to_one_file=True,
+                        location=data_name)
+        if external:  # the data file first: a model file must never point at missing data
+            os.replace(staging / data_name, path.parent / data_name)
+        os.replace(staging / path.name, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return path

@@ -1,0 +1,206 @@
+"""``python export.py --budget B``: checkpoint -> top-M module -> ONNX -> parity -> artifacts."""
+
+from __future__ import annotations
+
+import collections
+import json
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+
+from adaret import __version__
+from adaret.errors import AdaretError, ParityError
+from adaret.export.inference import LOGITS, TopMInference
+from adaret.export.metadata import write_metadata
+from adaret.export.onnx_export import MIN_OPSET, export_module, keep_outputs, save_model
+from adaret.export.parity import DEFAULT_TOLERANCE, ParityReport, check_parity
+from adaret.fileio import atomic_file, ensure_writable_dir
+from adaret.modeling import DENOMINATOR, KeepSchedule
+from adaret.training.checkpoint import RetentionCheckpoint
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "pretrained" / "bbc-news-minilm-l6-b0.4"
+PARITY_BATCHES = (1, 8)
+PARITY_LENGTHS = (8, 37, 128, 255, 512)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+
+
+@dataclass
+class ExportConfig:
+    budget: float = 0.4
+    checkpoint: str | None = None
+    out: str | None = None
+    seq_lens: tuple[int, ...] = (128, 256, 512)
+    static: bool = False
+    batch: int | None = None
+    opset: int = MIN_OPSET
+    with_positions: bool = False
+    tolerance: float = DEFAULT_TOLERANCE
+    parity_batches: tuple[int, ...] = PARITY_BATCHES
+    parity_lengths: tuple[int, ...] | None = None
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out) if self.out else Path("out") / f"export-b{self.budget:g}"
+
+
+@dataclass
+class ExportedGraph:
+    path: Path
+    seq_len: int | None  # None: dynamic
+    keep_counts: dict[int, list[int]]
+    op_counts: dict[str, int]
+    parity: ParityReport
+    seconds: float
+
+    @property
+    def size_bytes(self) -> int:
+        return self.path.stat().st_size
+
+
+@dataclass
+class ExportResult:
+    config: ExportConfig
+    schedule: KeepSchedule
+    training_budget: float
+    checkpoint_sha256: str
+    graphs: list[ExportedGraph] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    report_path: Path | None = None
+
+
+def run_export(config: ExportConfig) -> ExportResult:
+    """Export every requested form, check each against PyTorch, write the artifacts; raise on failure."""
+    checkpoint_dir = Path(config.checkpoint) if config.checkpoint else DEFAULT_CHECKPOINT
+    checkpoint = RetentionCheckpoint.from_pretrained(checkpoint_dir, attn_implementation="eager")
+    max_positions = int(checkpoint.model.encoder.config.max_position_embeddings)
+    _validate(config, max_positions)
+    out_dir = config.out_dir
+    ensure_writable_dir(out_dir)
+    schedule, notes = _deployment_schedule(checkpoint, config.budget)
+    result = ExportResult(config, schedule, float(checkpoint.info.training["budget"]), checkpoint.sha256, notes=notes)
+    module = TopMInference(checkpoint.model, schedule, with_positions=True).eval()
+    lengths = list(config.seq_lens) if config.static else [None]
+    for seq_len in lengths:
+        result.graphs.append(_export_one(module, checkpoint, result, seq_len, max_positions))
+    _copy_tokenizer(checkpoint_dir, out_dir)
+    result.report_path = _write_report(result)
+    return result
+
+
+def _validate(config: ExportConfig, max_positions: int) -> None:
+    if not 0.0 < config.budget <= 1.0:
+        raise AdaretError(f"budget must lie in (0, 1], got {config.budget}")
+    for n in (*config.seq_lens, *(config.parity_lengths or ())):
+        if not 2 <= n <= max_positions:
+            raise AdaretError(f"sequence length {n} is outside [2, {max_positions}] (the model's max positions)")
+    if config.opset < MIN_OPSET:
+        raise AdaretError(f"opset {config.opset} is too old: the dynamo exporter needs opset >= {MIN_OPSET}")
+    if config.batch is not None and config.batch < 1:
+        raise AdaretError(f"batch must be >= 1, got {config.batch}")
+
+
+def _deployment_schedule(checkpoint: RetentionCheckpoint, budget: float) -> tuple[KeepSchedule, list[str]]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            schedule = checkpoint.info.keep_schedule.rescaled(budget)
+        except ValueError as exc:
+            raise AdaretError(str(exc)) from None
+    return schedule, [str(w.message) for w in caught]
+
+
+def _parity_shapes(config: ExportConfig, seq_len: int | None, max_positions: int) -> list[tuple[int, int]]:
+    if seq_len is not None:
+        lengths = [seq_len]
+    else:
+        lengths = [n for n in (config.parity_lengths or PARITY_LENGTHS) if n <= max_positions]
+    batches = [config.batch] if config.batch is not None else list(config.parity_batches)
+    return [(b, n) for b in batches for n in lengths]
+
+
+def _export_one(module: TopMInference, checkpoint: RetentionCheckpoint, result: ExportResult,
+                seq_len: int | None, max_positions: int) -> ExportedGraph:
+    config = result.config
+    started = time.perf_counter()
+    name = "model.onnx" if seq_len is None else f"model_seq{seq_len}.onnx"
+    final_path = config.out_dir / name
+    shown = [seq_len] if seq_len is not None else list(config.seq_lens)
+    keep_counts = {n: result.schedule.keep_counts(n) for n in shown}
+    proto = export_module(module, seq_len=seq_len, batch=config.batch, max_positions=max_positions,
+                          opset=config.opset)
+    staging = Path(tempfile.mkdtemp(prefix=".export.", dir=config.out_dir))
+    try:
+        shapes = _parity_shapes(config, seq_len, max_positions)
+        parity = check_parity(module, save_model(proto, staging / name), shapes, tolerance=config.tolerance)
+        if not config.with_positions:
+            proto = keep_outputs(proto, [LOGITS])
+            parity.cases += check_parity(module, save_model(proto, staging / name), shapes[-1:],
+                                         tolerance=config.tolerance, seed=1).cases
+        if not parity.passed:
+            raise ParityError(f"{name}: ONNX Runtime disagrees with PyTorch (max |logit diff| "
+                              f"{parity.max_abs_diff:.2e}, tolerance {config.tolerance:.0e}, kept positions "
+                              f"{'identical' if parity.positions_identical else 'DIFFERENT'}); nothing written")
+        write_metadata(proto, _metadata(module, checkpoint, result, seq_len, keep_counts, proto))
+        save_model(proto, final_path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    ops = collections.Counter(node.op_type for node in proto.graph.node)
+    return ExportedGraph(final_path, seq_len, keep_counts, dict(ops.most_common()), parity,
+                         round(time.perf_counter() - started, 2))
+
+
+def _metadata(module: TopMInference, checkpoint: RetentionCheckpoint, result: ExportResult,
+              seq_len: int | None, keep_counts: dict[int, list[int]], proto: onnx.ModelProto) -> dict:
+    schedule = result.schedule
+    rule = f"K_l = (num_l * n + {DENOMINATOR - 1}) // {DENOMINATOR}, n = input sequence length"
+    return {
+        "version": __version__,
+        "budget": result.config.budget,
+        "training_budget": result.training_budget,
+        "schedule": {"denominator": DENOMINATOR, "numerators": list(schedule.numerators),
+                     "fractions": schedule.fractions, "measured": checkpoint.info.schedule["keep_fractions"]},
+        "form": "dynamic" if seq_len is None else "static",
+        "seq_len": "dynamic" if seq_len is None else seq_len,
+        "keep_rule": rule,
+        "keep_counts": {str(n): counts for n, counts in keep_counts.items()},
+        "checkpoint_sha256": result.checkpoint_sha256,
+        "backbone": checkpoint.info.base_model.get("name", ""),
+        "task": "sequence-classification",
+        "label_names": checkpoint.info.label_names,
+        "opset": next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), result.config.opset),
+        "input_names": module.input_names,
+        "output_names": [o.name for o in proto.graph.output],
+    }
+
+
+def _copy_tokenizer(checkpoint_dir: Path, out_dir: Path) -> None:
+    """The tokenizer and the label names travel with the graph, so a deployment needs nothing else."""
+    for name in TOKENIZER_FILES:
+        source = checkpoint_dir / name
+        if source.is_file():
+            with atomic_file(out_dir / name) as tmp:
+                shutil.copyfile(source, tmp)
+
+
+def _write_report(result: ExportResult) -> Path:
+    report = {
+        "adaret_version": __version__,
+        "budget": result.config.budget,
+        "training_budget": result.training_budget,
+        "schedule_fractions": result.schedule.fractions,
+        "schedule_budget": result.schedule.budget,
+        "checkpoint_sha256": result.checkpoint_sha256,
+        "notes": result.notes,
+        "graphs": [{"path": g.path.name, "seq_len": g.seq_len or "dynamic", "size_bytes": g.size_bytes,
+                    "keep_counts": {str(k): v for k, v in g.keep_counts.items()}, "op_counts": g.op_counts,
+                    "parity": g.parity.as_dict(), "seconds": g.seconds} for g in result.graphs],
+    }
+    path = result.config.out_dir / "export_report.json"
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(report, indent=2) + "\n")
+    return path

@@ -1,0 +1,173 @@
+"""The retention wrapper: a Hugging Face encoder whose layers see only the tokens the gates keep.
+
+A gate before layer l decides which token states layer l updates. Masks are cumulative (a dropped token
+never comes back), dropped tokens are hidden from attention as keys, and their state is carried through
+unchanged (drop-and-restore), so every position still has a final state:
+
+    m[0, i] = attention_mask[i]
+    m[l, i] = m[l-1, i] * z[l, i]                     (z = 1 for an ungated layer)
+    key bias of layer l:  log(m[l, j] + tiny)
+    h[l, i] = m[l, i] * Layer_l(h[l-1])[i] + (1 - m[l, i]) * h[l-1, i]
+
+The head reads [h_cls ; mean_i h[L, i]] over the real tokens, so it is invariant to token order.
+
+Two modes share the same parameters:
+- relaxed: Hard-Concrete samples in training, deterministic gates in eval. A layer only computes the
+  tokens with m > 0 (gather, run, scatter back); a token with m == 0 would be multiplied by zero anyway.
+- hard: the deployable top-M rule. Each gated layer keeps K_l = ceil(f_l * n) tokens by score (TopK),
+  physically Gathers hidden states, mask and original positions, and runs the layer on K_l tokens only.
+  The mean pool adds each dropped token's state once, when it is dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from adaret.modeling.budget import geometric_keep_ratio
+from adaret.modeling.encoders import EncoderAdapter
+from adaret.modeling.gates import HardConcreteGate, HardConcreteParams, force_logits
+from adaret.modeling.schedule import DENOMINATOR, KeepSchedule
+
+# Additive key bias for a masked key in hard mode; finite so the graph also runs in fp16.
+MASKED_KEY_BIAS = -1e4
+
+
+@dataclass
+class RetentionConfig:
+    """Everything that defines the gates and the head (the backbone is described by its own config)."""
+
+    label_names: list[str]
+    gate_first_layer: bool = False
+    scorer: str = "linear"
+    hard_concrete: dict = field(default_factory=lambda: asdict(HardConcreteParams()))
+    init_budget: float = 0.5
+    mask_epsilon: float = 1e-9
+    pooling: str = "cls_mean"
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+    def gated_layers(self, num_layers: int) -> list[int]:
+        first = 0 if self.gate_first_layer else 1
+        return list(range(first, num_layers))
+
+
+@dataclass
+class RetentionOutput:
+    logits: torch.Tensor
+    expected_masks: list[torch.Tensor] = field(default_factory=list)  # relaxed: E[m[l]] per layer
+    masks: list[torch.Tensor] = field(default_factory=list)  # relaxed: the (sampled) m[l] per layer
+    kept_positions: dict[int, torch.Tensor] = field(default_factory=dict)  # hard: original positions
+
+
+class RetentionModel(nn.Module):
+    """An encoder with Hard-Concrete retention gates and a [CLS; mean] classification head."""
+
+    def __init__(self, encoder: EncoderAdapter, config: RetentionConfig):
+        super().__init__()
+        self.encoder = encoder
+        self.config = config
+        hidden = encoder.hidden_size
+        params = HardConcreteParams(**config.hard_concrete)
+        gated = config.gated_layers(encoder.num_layers)
+        ratio = geometric_keep_ratio(config.init_budget, encoder.num_layers, encoder.num_layers - len(gated))
+        self.gates = nn.ModuleDict({
+            str(layer): HardConcreteGate(hidden, params, config.scorer, init_open_prob=ratio) for layer in gated
+        })
+        self.head = nn.Linear(2 * hidden, config.num_labels)
+
+    @property
+    def num_layers(self) -> int:
+        return self.encoder.num_layers
+
+    def freeze_backbone(self) -> None:
+        """Retention-adapter training: only the gates and the head learn."""
+        self.encoder.requires_grad_(False)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None, *, mode: str = "relaxed",
+                schedule: KeepSchedule | None = None, keep_order: bool = True) -> RetentionOutput:
+        if mode == "relaxed":
+            return self.forward_relaxed(input_ids, attention_mask, token_type_ids, use_gates=True)
+        if mode == "full":
+            return self.forward_relaxed(input_ids, attention_mask, token_type_ids, use_gates=False)
+        if mode == "hard":
+            if schedule is None:
+                raise ValueError("hard mode needs a keep schedule")
+            return self.forward_hard(input_ids, attention_mask, token_type_ids, schedule, keep_order)
+        raise ValueError(f"unknown mode {mode!r}")
+
+    # --- relaxed (training) -------------------------------------------------------------------------
+
+    def forward_relaxed(self, input_ids, attention_mask, token_type_ids=None, use_gates: bool = True):
+        real = attention_mask.to(torch.float32)
+        positions = _positions(input_ids)
+        hidden = self.encoder.embed(input_ids, token_type_ids)
+        mask, expected, expected_masks, masks = real, real, [], []
+        for layer in range(self.num_layers):
+            gate = self.gates[str(layer)] if use_gates and str(layer) in self.gates else None
+            if gate is not None:
+                log_alpha = force_logits(gate.log_alpha(hidden), real, positions)
+                z = gate.sample(log_alpha) if self.training else gate.deterministic(log_alpha)
+                mask = mask * z
+                expected = expected * gate.prob_open(log_alpha)
+            expected_masks.append(expected)
+            masks.append(mask)
+            hidden = self._update_alive(layer, hidden, mask)
+        pooled = torch.cat([hidden[:, 0], _masked_sum(hidden, real) / real.sum(1, keepdim=True)], dim=-1)
+        return RetentionOutput(self.head(pooled), expected_masks=expected_masks, masks=masks)
+
+    def _update_alive(self, layer: int, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Drop-and-restore for the tokens with m > 0 only: gather them, run the layer, scatter back."""
+        alive = mask > 0
+        count = int(alive.sum(dim=1).max())
+        order = torch.argsort(alive.to(torch.int8), dim=1, descending=True, stable=True)[:, :count]
+        index = order.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
+        h_alive, m_alive = hidden.gather(1, index), mask.gather(1, order)
+        out = self.encoder.run_layer(layer, h_alive, torch.log(m_alive + self.config.mask_epsilon))
+        m = m_alive.unsqueeze(-1)
+        return hidden.scatter(1, index, m * out + (1.0 - m) * h_alive)
+
+    # --- hard top-M (inference and export reference) -----------------------------------------------
+
+    def forward_hard(self, input_ids, attention_mask, token_type_ids, schedule: KeepSchedule,
+                     keep_order: bool = True) -> RetentionOutput:
+        if len(schedule.numerators) != self.num_layers:
+            raise ValueError(f"schedule has {len(schedule.numerators)} layers, model has {self.num_layers}")
+        counts = schedule.keep_counts(input_ids.shape[1])
+        real = attention_mask.to(torch.float32)
+        mask, positions = real, _positions(input_ids)
+        hidden = self.encoder.embed(input_ids, token_type_ids)
+        pooled_sum = torch.zeros_like(hidden[:, 0])
+        kept: dict[int, torch.Tensor] = {}
+        for layer in range(self.num_layers):
+            if str(layer) in self.gates and schedule.numerators[layer] < DENOMINATOR:
+                scores = force_logits(self.gates[str(layer)].log_alpha(hidden), mask, positions)
+                order = torch.topk(scores, counts[layer], dim=1).indices
+                if keep_order:
+                    order = torch.sort(order, dim=1).values
+                pooled_sum = pooled_sum + _masked_sum(hidden, mask)
+                hidden, mask, positions = _take(hidden, order), mask.gather(1, order), positions.gather(1, order)
+                pooled_sum = pooled_sum - _masked_sum(hidden, mask)
+                kept[layer] = positions
+            hidden = self.encoder.run_layer(layer, hidden, (1.0 - mask) * MASKED_KEY_BIAS)
+        pooled_sum = pooled_sum + _masked_sum(hidden, mask)
+        pooled = torch.cat([hidden[:, 0], pooled_sum / real.sum(1, keepdim=True)], dim=-1)
+        return RetentionOutput(self.head(pooled), kept_positions=kept)
+
+
+def _positions(input_ids: torch.Tensor) -> torch.Tensor:
+    batch, seq = input_ids.shape
+    return torch.arange(seq, device=input_ids.device).unsqueeze(0).expand(batch, seq)
+
+
+def _masked_sum(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (hidden * mask.unsqueeze(-1)).sum(dim=1)
+
+
+def _take(hidden: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    return hidden.gather(1, order.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))

@@ -1,0 +1,1 @@
+"""Datasets, the two-timescale SGDA training loop, evaluation and checkpoints."""

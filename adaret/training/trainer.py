@@ -1,0 +1,186 @@
+"""Two-timescale stochastic gradient descent-ascent on the retention Lagrangian.
+
+    primal (gates, head, optionally backbone):  theta  <- Adam step on  task_loss + lambda * (C - b)
+    dual:                                        lambda <- max(0, lambda + eta_dual * (C - b))
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+from transformers import AutoTokenizer
+
+from adaret.errors import AdaretError
+from adaret.modeling import (
+    BudgetDuals,
+    KeepSchedule,
+    RetentionConfig,
+    RetentionModel,
+    expected_budget,
+    load_encoder,
+)
+from adaret.training.batching import Encoded
+from adaret.training.checkpoint import (
+    PACKAGED_MODEL,
+    CheckpointInfo,
+    RetentionCheckpoint,
+    backbone_weights_sha256,
+    library_versions,
+    resolve_model_source,
+)
+from adaret.training.data import load_splits
+from adaret.training.evaluate import accuracy, evaluate_relaxed
+
+
+@dataclass
+class TrainConfig:
+    out: str
+    model: str = PACKAGED_MODEL
+    data: str = "bbc-news"
+    budget: float = 0.4
+    freeze_backbone: bool = True
+    epochs: float = 1.0
+    batch_size: int = 8
+    max_length: int = 512
+    lr_primal: float = 3e-3
+    lr_backbone: float = 2e-5
+    lr_dual: float = 0.2
+    budget_slack: float | None = 0.02
+    rho: float = 20.0
+    seed: int = 0
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    gate_first_layer: bool = False
+    scorer: str = "linear"
+    text_column: str = "text"
+    label_column: str = "label"
+    eval_every: int = 50
+
+    def validate(self) -> None:
+        if not (isinstance(self.budget, float | int) and 0.0 < self.budget <= 1.0):
+            raise AdaretError(f"budget must be a number in (0, 1], got {self.budget}")
+        if self.epochs <= 0 or self.batch_size < 1:
+            raise AdaretError("epochs must be > 0 and batch size >= 1")
+        if self.max_length < 2:
+            raise AdaretError(f"max length must be at least 2, got {self.max_length}")
+
+
+def train(config: TrainConfig, command: str | None = None) -> RetentionCheckpoint:
+    """Train gates (and the head) under the budget; evaluate; write the checkpoint atomically."""
+    config.validate()
+    torch.manual_seed(config.seed)
+    started = time.perf_counter()
+    model_dir = resolve_model_source(config.model)
+    encoder = load_encoder(model_dir)
+    max_positions = getattr(encoder.config, "max_position_embeddings", None)
+    if max_positions is not None and config.max_length > max_positions:
+        raise AdaretError(f"max length {config.max_length} exceeds the model's {max_positions} positions")
+    splits = load_splits(config.data, seed=config.seed, text_column=config.text_column,
+                         label_column=config.label_column)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+    train_set = Encoded(_head(splits.train, config.max_train_samples, config.seed), tokenizer, config.max_length)
+    eval_set = Encoded(_head(splits.eval, config.max_eval_samples, config.seed), tokenizer, config.max_length)
+
+    retention = RetentionConfig(label_names=splits.train.label_names, gate_first_layer=config.gate_first_layer,
+                                scorer=config.scorer, init_budget=config.budget)
+    model = RetentionModel(encoder, retention)
+    if config.freeze_backbone:
+        model.freeze_backbone()
+    dual = _run_sgda(model, train_set, eval_set, config)
+
+    relaxed = evaluate_relaxed(model, eval_set, config.batch_size)
+    measured = KeepSchedule.from_fractions(relaxed.keep_fractions)
+    at_budget = measured.rescaled(config.budget)
+    metrics = {
+        "eval_examples": len(eval_set),
+        "accuracy_full": accuracy(model, eval_set, mode="full", batch_size=config.batch_size),
+        "accuracy_relaxed": relaxed.accuracy,
+        "accuracy_hard": accuracy(model, eval_set, mode="hard", schedule=at_budget, batch_size=config.batch_size),
+        "achieved_budget": relaxed.budget,
+        "hard_schedule_budget": at_budget.budget,
+        "final_lambda": dual.upper.value,
+        "final_mu": dual.lower.value if dual.lower else None,
+        "train_seconds": round(time.perf_counter() - started, 1),
+    }
+    metrics["hard_over_full"] = metrics["accuracy_hard"] / max(metrics["accuracy_full"], 1e-12)
+    info = CheckpointInfo(
+        base_model={"source": config.model, "model_type": encoder.config.model_type,
+                    "name": _model_name(config.model), "in_checkpoint": not config.freeze_backbone,
+                    "weights_sha256": backbone_weights_sha256(model_dir),
+                    "config": encoder.config.to_diff_dict() | {"model_type": encoder.config.model_type}},
+        retention={},
+        training=asdict(config) | {"command": command or " ".join(sys.argv)},
+        schedule={"keep_fractions": relaxed.keep_fractions, "measured_on": eval_set_name(config),
+                  "budget": relaxed.budget},
+        metrics=metrics,
+        versions=library_versions(),
+    )
+    checkpoint = RetentionCheckpoint(model, tokenizer, info)
+    checkpoint.save_pretrained(config.out)
+    return checkpoint
+
+
+def _model_name(source: str) -> str:
+    return "all-MiniLM-L6-v2" if source == PACKAGED_MODEL else Path(source).name
+
+
+def eval_set_name(config: TrainConfig) -> str:
+    return f"{config.data}:eval(seed={config.seed})"
+
+
+def _head(dataset, limit: int | None, seed: int):
+    if limit is None or limit >= len(dataset):
+        return dataset
+    import random
+
+    order = list(range(len(dataset)))
+    random.Random(seed).shuffle(order)
+    return dataset.subset(sorted(order[:limit]), f"first{limit}")
+
+
+def _optimizer(model: RetentionModel, config: TrainConfig) -> torch.optim.Optimizer:
+    groups = [{"params": [*model.gates.parameters(), *model.head.parameters()], "lr": config.lr_primal}]
+    if not config.freeze_backbone:
+        groups.append({"params": list(model.encoder.parameters()), "lr": config.lr_backbone})
+    return torch.optim.AdamW(groups, weight_decay=0.0)
+
+
+def _run_sgda(model: RetentionModel, train_set: Encoded, eval_set: Encoded, config: TrainConfig) -> BudgetDuals:
+    optimizer = _optimizer(model, config)
+    dual = BudgetDuals(config.budget, config.lr_dual, config.budget_slack, config.rho)
+    steps_per_epoch = train_set.num_batches(config.batch_size)
+    total = max(1, math.ceil(config.epochs * steps_per_epoch))
+    probe = eval_set.take(32)  # a small fixed slice of the eval split for the progress bar
+    bar = tqdm(total=total, desc="train (SGDA)", dynamic_ncols=True)
+    step, eval_acc = 0, float("nan")
+    while step < total:
+        for batch in train_set.batches(config.batch_size, shuffle=True, seed=config.seed + step):
+            model.train()
+            if config.freeze_backbone:
+                model.encoder.eval()  # no dropout inside a frozen backbone
+            out = model(**batch.inputs, mode="relaxed")
+            task_loss = F.cross_entropy(out.logits, batch.labels)
+            cost = expected_budget(out.expected_masks, batch.attention_mask.float())
+            loss = task_loss + dual.penalty(cost)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            dual.step(float(cost.detach()))
+            step += 1
+            if step % config.eval_every == 0 or step == total:
+                eval_acc = evaluate_relaxed(model, probe, config.batch_size, progress=False).accuracy
+            bar.set_postfix(loss=f"{float(task_loss):.3f}", C=f"{float(cost):.3f}", lam=f"{dual.upper.value:.3f}",
+                            mu=f"{dual.lower.value if dual.lower else 0.0:.3f}",
+                            lr=config.lr_primal, lr_dual=config.lr_dual, eval_acc=f"{eval_acc:.3f}")
+            bar.update()
+            if step >= total:
+                break
+    bar.close()
+    return dual

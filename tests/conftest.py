@@ -1,0 +1,81 @@
+"""Shared fixtures: a tiny random BERT (fast) and the packaged MiniLM-L6 (real)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer, BertConfig
+
+from adaret.modeling import RetentionConfig, RetentionModel, encoder_from_config
+from adaret.training.checkpoint import PACKAGED_MODEL, CheckpointInfo, RetentionCheckpoint, resolve_model_source
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+LABELS = ["business", "entertainment", "politics", "sports", "tech"]
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    return resolve_model_source(PACKAGED_MODEL)
+
+
+@pytest.fixture(scope="session")
+def tokenizer(minilm_dir):
+    return AutoTokenizer.from_pretrained(str(minilm_dir), local_files_only=True)
+
+
+def tiny_bert_config(**overrides) -> BertConfig:
+    settings = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=4, num_attention_heads=4,
+                    intermediate_size=64, max_position_embeddings=128)
+    settings.update(overrides)
+    return BertConfig(**settings)
+
+
+def make_tiny_model(seed: int = 0, attn: str = "eager", **config_overrides) -> RetentionModel:
+    torch.manual_seed(seed)
+    encoder = encoder_from_config(tiny_bert_config(), attn)
+    model = RetentionModel(encoder, RetentionConfig(label_names=LABELS, **config_overrides))
+    for gate in model.gates.values():  # spread the scores so that token choice is not a near-tie
+        torch.nn.init.normal_(gate.scorer.weight, std=1.0)
+    return model.eval()
+
+
+@pytest.fixture
+def tiny_model() -> RetentionModel:
+    return make_tiny_model()
+
+
+def save_tiny_checkpoint(path: Path, tokenizer, fractions=(1.0, 0.6, 0.35, 0.2), budget: float = 0.4) -> Path:
+    """A complete checkpoint whose (tiny, random) backbone is stored inside it."""
+    model = make_tiny_model()
+    config = model.encoder.config
+    info = CheckpointInfo(
+        base_model={"source": "tiny-random-bert", "model_type": "bert", "name": "tiny-random-bert",
+                    "in_checkpoint": True, "weights_sha256": None,
+                    "config": config.to_diff_dict() | {"model_type": "bert"}},
+        retention={}, training={"budget": budget, "seed": 0},
+        schedule={"keep_fractions": list(fractions), "measured_on": "synthetic", "budget": sum(fractions) / 4},
+    )
+    RetentionCheckpoint(model, tokenizer, info).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tokenizer) -> Path:
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", tokenizer)
+
+
+def random_batch(batch: int, seq: int, seed: int = 0, vocab: int = 30522, pad_rows: bool = True):
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1000, vocab, (batch, seq), generator=generator)
+    ids[:, 0] = 101
+    mask = torch.ones_like(ids)
+    if pad_rows:
+        for row in range(1, batch):
+            length = int(torch.randint(2, seq + 1, (1,), generator=generator))
+            mask[row, length:] = 0
+    return ids * mask, mask
