@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import shlex
 import sys
@@ -36,7 +37,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="target mean fraction of tokens each layer processes, in (0, 1] (default: %(default)s)")
     p.add_argument("--out", required=True, help="checkpoint directory to write")
     p.add_argument("--freeze-backbone", action="store_true",
-                   help="train only the gates and the head (a retention adapter)")
+                   help="keep the backbone frozen: train a retention adapter (gates, plus the head)")
+    p.add_argument("--tune-head", action="store_true",
+                   help="let the head adapt to retained features while the gates train (default: the head is "
+                        "fitted on the full model first, then kept fixed, so retention is a drop-in)")
     p.add_argument("--epochs", type=float, default=1.0, help="passes over the training split (default: 1)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-length", type=int, default=512, help="tokens per example after truncation")
@@ -46,7 +50,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rho", type=float, default=20.0,
                    help="augmented-Lagrangian damping of the budget constraints; 0 gives the plain "
                         "Lagrangian (default: %(default)s)")
-    p.add_argument("--budget-slack", type=float, default=0.02,
+    p.add_argument("--budget-slack", type=float, default=0.01,
                    help="also require C >= budget - slack, with its own multiplier; a negative value turns "
                         "the lower bound off (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
@@ -67,7 +71,8 @@ def _run_train(args: argparse.Namespace) -> int:
         max_length=args.max_length, lr_primal=args.lr, lr_backbone=args.lr_backbone, lr_dual=args.lr_dual,
         rho=args.rho, budget_slack=args.budget_slack if args.budget_slack >= 0 else None,
         seed=args.seed, max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
-        gate_first_layer=args.gate_first_layer, scorer=args.scorer, text_column=args.text_column,
+        gate_first_layer=args.gate_first_layer, tune_head=args.tune_head, scorer=args.scorer,
+        text_column=args.text_column,
         label_column=args.label_column)
     checkpoint = train(config, command="adaret " + shlex.join(sys.argv[1:]))
     m = checkpoint.info.metrics
@@ -97,7 +102,7 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=None,
                    help="retention checkpoint directory (default: the bundled BBC News MiniLM-L6 adapter)")
     p.add_argument("--out", default=None, help="output directory (default: out/export-b<budget>)")
-    p.add_argument("--seq-len", type=seq_lens_value, default=(128, 256, 512), metavar="N[,N...]",
+    p.add_argument("--seq-len", type=seq_lens_value, default=None, metavar="N[,N...]",
                    help="sequence buckets: one static graph each with --static; otherwise the lengths at "
                         "which the summary shows K per layer (default: 128,256,512)")
     p.add_argument("--static", action="store_true",
@@ -136,6 +141,29 @@ def run_export_command(args: argparse.Namespace) -> int:
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_train, _add_export]
 
+# Later stages register their own subcommands: each of these modules defines ``register(subparsers)`` and
+# imports nothing heavy at module level (the parser is built on every invocation).
+STAGE_COMMAND_MODULES = (
+    "adaret.graph_passes.cli",
+    "adaret.calibration.cli",
+    "adaret.engines.cli",
+    "adaret.runtime.cli",
+    "adaret.validation.cli",
+)
+
+
+def _stage_registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
+    registrars = []
+    for name in STAGE_COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:  # a stage that exists but is missing a dependency must not vanish silently
+                raise
+            continue
+        registrars.append(module.register)
+    return registrars
+
 
 class OneLineErrorParser(argparse.ArgumentParser):
     """Bad arguments give one line on stderr and exit 2, without the usage block."""
@@ -149,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "encoders that keep only the tokens they need.")
     parser.add_argument("--version", action="version", version=f"adaret {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=OneLineErrorParser)
-    for add in SUBCOMMANDS:
+    for add in [*SUBCOMMANDS, *_stage_registrars()]:
         add(sub)
     return parser
 

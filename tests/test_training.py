@@ -26,7 +26,7 @@ def test_short_sgda_run_moves_the_budget_towards_its_target(tokenizer):
     model.freeze_backbone()
     config = TrainConfig(out="unused", budget=0.4, epochs=3, lr_primal=3e-2, eval_every=1000)
     before = _mean_cost(model, train_set)
-    duals = _run_sgda(model, train_set, eval_set, config)
+    duals, _ = _run_sgda(model, train_set, eval_set, config)
     after = _mean_cost(model, train_set)
     assert before > 0.8
     assert abs(after - 0.4) < 0.5 * abs(before - 0.4)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -36,6 +37,8 @@ def export_module(module: TopMInference, *, seq_len: int | None, batch: int | No
     seq_dim = torch.export.Dim("sequence", min=2, max=max_positions) if seq_len is None else None
     axes = {axis: dim for axis, dim in ((0, batch_dim), (1, seq_dim)) if dim is not None}
     dynamic_shapes = {name: axes for name in module.input_names}
+    # The exporter logs optional-op registration notices (e.g. torchvision absent) that are not about us.
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(module, args, dynamo=True, opset_version=opset, optimize=True,

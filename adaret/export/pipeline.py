@@ -24,6 +24,7 @@ from adaret.modeling import DENOMINATOR, KeepSchedule
 from adaret.training.checkpoint import RetentionCheckpoint
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "pretrained" / "bbc-news-minilm-l6-b0.4"
+DEFAULT_SEQ_LENS = (128, 256, 512)
 PARITY_BATCHES = (1, 8)
 PARITY_LENGTHS = (8, 37, 128, 255, 512)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
@@ -34,7 +35,7 @@ class ExportConfig:
     budget: float = 0.4
     checkpoint: str | None = None
     out: str | None = None
-    seq_lens: tuple[int, ...] = (128, 256, 512)
+    seq_lens: tuple[int, ...] | None = None  # None: DEFAULT_SEQ_LENS up to the model's max positions
     static: bool = False
     batch: int | None = None
     opset: int = MIN_OPSET
@@ -79,6 +80,8 @@ def run_export(config: ExportConfig) -> ExportResult:
     checkpoint = RetentionCheckpoint.from_pretrained(checkpoint_dir, attn_implementation="eager")
     max_positions = int(checkpoint.model.encoder.config.max_position_embeddings)
     _validate(config, max_positions)
+    if config.seq_lens is None:
+        config.seq_lens = tuple(n for n in DEFAULT_SEQ_LENS if n <= max_positions) or (max_positions,)
     out_dir = config.out_dir
     ensure_writable_dir(out_dir)
     schedule, notes = _deployment_schedule(checkpoint, config.budget)
@@ -95,7 +98,7 @@ def run_export(config: ExportConfig) -> ExportResult:
 def _validate(config: ExportConfig, max_positions: int) -> None:
     if not 0.0 < config.budget <= 1.0:
         raise AdaretError(f"budget must lie in (0, 1], got {config.budget}")
-    for n in (*config.seq_lens, *(config.parity_lengths or ())):
+    for n in (*(config.seq_lens or ()), *(config.parity_lengths or ())):
         if not 2 <= n <= max_positions:
             raise AdaretError(f"sequence length {n} is outside [2, {max_positions}] (the model's max positions)")
     if config.opset < MIN_OPSET:

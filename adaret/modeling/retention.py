@@ -59,6 +59,7 @@ class RetentionConfig:
 @dataclass
 class RetentionOutput:
     logits: torch.Tensor
+    pooled: torch.Tensor | None = None  # [CLS ; mean] features the head reads
     expected_masks: list[torch.Tensor] = field(default_factory=list)  # relaxed: E[m[l]] per layer
     masks: list[torch.Tensor] = field(default_factory=list)  # relaxed: the (sampled) m[l] per layer
     kept_positions: dict[int, torch.Tensor] = field(default_factory=dict)  # hard: original positions
@@ -85,7 +86,7 @@ class RetentionModel(nn.Module):
         return self.encoder.num_layers
 
     def freeze_backbone(self) -> None:
-        """Retention-adapter training: only the gates and the head learn."""
+        """Retention-adapter training: the backbone stays as it is; gates (and optionally the head) learn."""
         self.encoder.requires_grad_(False)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
@@ -119,7 +120,7 @@ class RetentionModel(nn.Module):
             masks.append(mask)
             hidden = self._update_alive(layer, hidden, mask)
         pooled = torch.cat([hidden[:, 0], _masked_sum(hidden, real) / real.sum(1, keepdim=True)], dim=-1)
-        return RetentionOutput(self.head(pooled), expected_masks=expected_masks, masks=masks)
+        return RetentionOutput(self.head(pooled), pooled, expected_masks=expected_masks, masks=masks)
 
     def _update_alive(self, layer: int, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Drop-and-restore for the tokens with m > 0 only: gather them, run the layer, scatter back."""
@@ -148,8 +149,8 @@ class RetentionModel(nn.Module):
             if str(layer) in self.gates and schedule.numerators[layer] < DENOMINATOR:
                 scores = force_logits(self.gates[str(layer)].log_alpha(hidden), mask, positions)
                 order = torch.topk(scores, counts[layer], dim=1).indices
-                if keep_order:
-                    order = torch.sort(order, dim=1).values
+                if keep_order:  # ascending original order; a TopK with the same K keeps K a constant
+                    order = torch.topk(order, counts[layer], dim=1, largest=False).values
                 pooled_sum = pooled_sum + _masked_sum(hidden, mask)
                 hidden, mask, positions = _take(hidden, order), mask.gather(1, order), positions.gather(1, order)
                 pooled_sum = pooled_sum - _masked_sum(hidden, mask)
@@ -157,7 +158,7 @@ class RetentionModel(nn.Module):
             hidden = self.encoder.run_layer(layer, hidden, (1.0 - mask) * MASKED_KEY_BIAS)
         pooled_sum = pooled_sum + _masked_sum(hidden, mask)
         pooled = torch.cat([hidden[:, 0], pooled_sum / real.sum(1, keepdim=True)], dim=-1)
-        return RetentionOutput(self.head(pooled), kept_positions=kept)
+        return RetentionOutput(self.head(pooled), pooled, kept_positions=kept)
 
 
 def _positions(input_ids: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,14 @@
-"""Two-timescale stochastic gradient descent-ascent on the retention Lagrangian.
+"""Training a retention model in two stages.
 
-    primal (gates, head, optionally backbone):  theta  <- Adam step on  task_loss + lambda * (C - b)
-    dual:                                        lambda <- max(0, lambda + eta_dual * (C - b))
+1. Head warm-up. The [CLS; mean] head is fitted on the *full* model's features (no retention), so the
+   reference "same backbone and head without retention" is a properly trained classifier.
+2. Two-timescale stochastic gradient descent-ascent on the retention Lagrangian:
+
+       primal (gates; optionally head and backbone):  theta  <- Adam step on  task_loss + lambda * (C - b)
+       dual:                                           lambda <- max(0, lambda + eta_dual * (C - b))
+
+   By default the head stays frozen in stage 2: retention is a drop-in for the encoder, and the task
+   head is the one the full model uses (``tune_head`` lets it adapt to retained features too).
 """
 
 from __future__ import annotations
@@ -52,7 +59,7 @@ class TrainConfig:
     lr_primal: float = 3e-3
     lr_backbone: float = 2e-5
     lr_dual: float = 0.2
-    budget_slack: float | None = 0.02
+    budget_slack: float | None = 0.01
     rho: float = 20.0
     seed: int = 0
     max_train_samples: int | None = None
@@ -62,6 +69,8 @@ class TrainConfig:
     text_column: str = "text"
     label_column: str = "label"
     eval_every: int = 50
+    tune_head: bool = False
+    head_epochs: int = 300
 
     def validate(self) -> None:
         if not (isinstance(self.budget, float | int) and 0.0 < self.budget <= 1.0):
@@ -93,7 +102,8 @@ def train(config: TrainConfig, command: str | None = None) -> RetentionCheckpoin
     model = RetentionModel(encoder, retention)
     if config.freeze_backbone:
         model.freeze_backbone()
-    dual = _run_sgda(model, train_set, eval_set, config)
+    warm_up_head(model, train_set, config)
+    dual, train_cost = _run_sgda(model, train_set, eval_set, config)
 
     relaxed = evaluate_relaxed(model, eval_set, config.batch_size)
     measured = KeepSchedule.from_fractions(relaxed.keep_fractions)
@@ -104,6 +114,7 @@ def train(config: TrainConfig, command: str | None = None) -> RetentionCheckpoin
         "accuracy_relaxed": relaxed.accuracy,
         "accuracy_hard": accuracy(model, eval_set, mode="hard", schedule=at_budget, batch_size=config.batch_size),
         "achieved_budget": relaxed.budget,
+        "achieved_budget_train_ema": train_cost,
         "hard_schedule_budget": at_budget.budget,
         "final_lambda": dual.upper.value,
         "final_mu": dual.lower.value if dual.lower else None,
@@ -145,21 +156,49 @@ def _head(dataset, limit: int | None, seed: int):
     return dataset.subset(sorted(order[:limit]), f"first{limit}")
 
 
+@torch.no_grad()
+def _full_features(model: RetentionModel, data: Encoded, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    model.eval()
+    features, labels = [], []
+    for batch in tqdm(data.batches(batch_size), total=data.num_batches(batch_size), desc="full-model features",
+                      dynamic_ncols=True):
+        features.append(model(**batch.inputs, mode="full").pooled)
+        labels.append(batch.labels)
+    return torch.cat(features), torch.cat(labels)
+
+
+def warm_up_head(model: RetentionModel, train_set: Encoded, config: TrainConfig) -> None:
+    """Stage 1: fit the head on the full model's pooled features (full-batch AdamW; it is a linear layer)."""
+    features, labels = _full_features(model, train_set, config.batch_size)
+    optimizer = torch.optim.AdamW(model.head.parameters(), lr=1e-2, weight_decay=1e-2)
+    with torch.enable_grad():
+        for _ in range(config.head_epochs):
+            loss = F.cross_entropy(model.head(features), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+
 def _optimizer(model: RetentionModel, config: TrainConfig) -> torch.optim.Optimizer:
-    groups = [{"params": [*model.gates.parameters(), *model.head.parameters()], "lr": config.lr_primal}]
+    trainable = [*model.gates.parameters(), *(model.head.parameters() if config.tune_head else [])]
+    if not config.tune_head:
+        model.head.requires_grad_(False)
+    groups = [{"params": trainable, "lr": config.lr_primal}]
     if not config.freeze_backbone:
         groups.append({"params": list(model.encoder.parameters()), "lr": config.lr_backbone})
     return torch.optim.AdamW(groups, weight_decay=0.0)
 
 
-def _run_sgda(model: RetentionModel, train_set: Encoded, eval_set: Encoded, config: TrainConfig) -> BudgetDuals:
+def _run_sgda(model: RetentionModel, train_set: Encoded, eval_set: Encoded, config: TrainConfig,
+              ) -> tuple[BudgetDuals, float]:
+    """Returns the duals and an exponential moving average of the training-time expected budget C."""
     optimizer = _optimizer(model, config)
     dual = BudgetDuals(config.budget, config.lr_dual, config.budget_slack, config.rho)
     steps_per_epoch = train_set.num_batches(config.batch_size)
     total = max(1, math.ceil(config.epochs * steps_per_epoch))
     probe = eval_set.take(32)  # a small fixed slice of the eval split for the progress bar
     bar = tqdm(total=total, desc="train (SGDA)", dynamic_ncols=True)
-    step, eval_acc = 0, float("nan")
+    step, eval_acc, cost_ema = 0, float("nan"), None
     while step < total:
         for batch in train_set.batches(config.batch_size, shuffle=True, seed=config.seed + step):
             model.train()
@@ -172,15 +211,17 @@ def _run_sgda(model: RetentionModel, train_set: Encoded, eval_set: Encoded, conf
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            dual.step(float(cost.detach()))
+            cost_value = float(cost.detach())
+            dual.step(cost_value)
+            cost_ema = cost_value if cost_ema is None else 0.95 * cost_ema + 0.05 * cost_value
             step += 1
             if step % config.eval_every == 0 or step == total:
                 eval_acc = evaluate_relaxed(model, probe, config.batch_size, progress=False).accuracy
-            bar.set_postfix(loss=f"{float(task_loss):.3f}", C=f"{float(cost):.3f}", lam=f"{dual.upper.value:.3f}",
-                            mu=f"{dual.lower.value if dual.lower else 0.0:.3f}",
+            bar.set_postfix(loss=f"{float(task_loss.detach()):.3f}", C=f"{cost_value:.3f}",
+                            lam=f"{dual.upper.value:.3f}", mu=f"{dual.lower.value if dual.lower else 0.0:.3f}",
                             lr=config.lr_primal, lr_dual=config.lr_dual, eval_acc=f"{eval_acc:.3f}")
             bar.update()
             if step >= total:
                 break
     bar.close()
-    return dual
+    return dual, cost_ema

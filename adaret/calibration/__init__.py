@@ -1,0 +1,1 @@
+"""Per-layer keep schedule from data, and INT8 QDQ calibration. (Not built yet.)"""

@@ -1,0 +1,226 @@
+"""Export of the tiny checkpoint: parity, K per layer, graph forms, metadata, bad input, atomicity."""
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from adaret.errors import ParityError
+from adaret.export import ExportConfig, TopMInference, read_metadata, run_export
+from adaret.export.parity import check_parity, random_inputs
+from adaret.modeling import DENOMINATOR, KeepSchedule
+from adaret.training.checkpoint import RetentionCheckpoint, checkpoint_sha256
+
+MAX_POSITIONS = 128  # the tiny model's
+
+
+@pytest.fixture(scope="module")
+def dynamic_export(tiny_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("dyn")
+    config = ExportConfig(budget=0.5, checkpoint=str(tiny_checkpoint), out=str(out), seq_lens=(64, 128),
+                          with_positions=True, parity_lengths=(8, 37, 101, 128))
+    return run_export(config)
+
+
+@pytest.fixture(scope="module")
+def static_export(tiny_checkpoint, tmp_path_factory):
+    out = tmp_path_factory.mktemp("static")
+    config = ExportConfig(budget=0.5, checkpoint=str(tiny_checkpoint), out=str(out), seq_lens=(33, 64),
+                          static=True, with_positions=True)
+    return run_export(config)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_checkpoint, dynamic_export) -> TopMInference:
+    checkpoint = RetentionCheckpoint.from_pretrained(tiny_checkpoint, attn_implementation="eager")
+    return TopMInference(checkpoint.model, dynamic_export.schedule, with_positions=True).eval()
+
+
+@pytest.fixture(scope="module")
+def dynamic_session(dynamic_export) -> ort.InferenceSession:
+    return ort.InferenceSession(str(dynamic_export.graphs[0].path), providers=["CPUExecutionProvider"])
+
+
+def _ceil_counts(schedule: KeepSchedule, n: int) -> list[int]:
+    return [int(-(-Fraction(k, DENOMINATOR) * n // 1)) for k in schedule.numerators]
+
+
+def test_export_passes_its_own_parity_gate(dynamic_export, static_export):
+    for graph in [*dynamic_export.graphs, *static_export.graphs]:
+        assert graph.parity.passed and graph.parity.max_abs_diff <= 1e-4
+    assert {c.batch for c in dynamic_export.graphs[0].parity.cases} == {1, 8}
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batch=st.integers(1, 5), seq_len=st.integers(2, MAX_POSITIONS), seed=st.integers(0, 2**31))
+def test_ort_matches_pytorch_on_random_inputs(reference, dynamic_export, dynamic_session, batch, seq_len, seed):
+    report = check_parity(reference, dynamic_export.graphs[0].path, [(batch, seq_len)], seed=seed,
+                          session=dynamic_session)
+    assert report.positions_identical
+    assert report.max_abs_diff <= 1e-4
+
+
+def test_dynamic_k_is_exact_ceil_for_many_lengths(dynamic_export, dynamic_session):
+    schedule = dynamic_export.schedule
+    names = [o.name for o in dynamic_session.get_outputs()]
+    pruned = [int(n.removeprefix("kept_positions_l")) - 1 for n in names[1:]]
+    generator = np.random.default_rng(0)
+    for n in range(2, MAX_POSITIONS + 1, 3):
+        outputs = dynamic_session.run(None, random_inputs(2, n, 30522, generator))
+        widths = [o.shape[1] for o in outputs[1:]]
+        assert widths == [_ceil_counts(schedule, n)[layer] for layer in pruned], n
+
+
+def test_static_graph_has_constant_k_and_only_runs_at_its_bucket(static_export):
+    for graph in static_export.graphs:
+        model = onnx.load(str(graph.path))
+        constants = {i.name for i in model.graph.initializer}
+        constants |= {o for node in model.graph.node if node.op_type == "Constant" for o in node.output}
+        topk = [node for node in model.graph.node if node.op_type == "TopK"]
+        assert topk and all(node.input[1] in constants for node in topk)
+        assert max(max(v) for v in graph.keep_counts.values()) < 3840
+        session = ort.InferenceSession(str(graph.path), providers=["CPUExecutionProvider"])
+        feeds = random_inputs(2, graph.seq_len, 30522, np.random.default_rng(1))
+        outputs = session.run(None, feeds)
+        assert [o.shape[1] for o in outputs[1:]] == [k for k in _ceil_counts(static_export.schedule, graph.seq_len)
+                                                     if k < graph.seq_len]
+        with pytest.raises(Exception, match=r"(?i)dimension|shape"):
+            session.run(None, random_inputs(2, graph.seq_len + 1, 30522, np.random.default_rng(2)))
+
+
+def test_cls_kept_and_no_padding_kept_while_real_tokens_remain(dynamic_session):
+    generator = np.random.default_rng(3)
+    for n in (9, 50, 127):
+        feeds = random_inputs(4, n, 30522, generator)
+        lengths = feeds["attention_mask"].sum(1)
+        for kept in dynamic_session.run(None, feeds)[1:]:
+            assert (kept[:, 0] == 0).all()
+            for row in range(4):
+                real = int((kept[row] < lengths[row]).sum())
+                assert real == min(kept.shape[1], int(lengths[row])) or real == kept.shape[1]
+
+
+def test_metadata_round_trips(dynamic_export, tiny_checkpoint):
+    meta = read_metadata(onnx.load(str(dynamic_export.graphs[0].path)))
+    assert float(meta["budget"]) == 0.5 and float(meta["training_budget"]) == 0.4
+    assert meta["schedule"]["numerators"] == list(dynamic_export.schedule.numerators)
+    assert meta["checkpoint_sha256"] == checkpoint_sha256(tiny_checkpoint)
+    assert meta["label_names"] == ["business", "entertainment", "politics", "sports", "tech"]
+    assert meta["form"] == "dynamic" and int(meta["opset"]) >= 18 and meta["task"] == "sequence-classification"
+    assert meta["input_names"] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert "K_l = (num_l * n + 9999) // 10000" in meta["keep_rule"]
+
+
+def test_default_export_has_only_logits_and_no_training_ops(tiny_checkpoint, tmp_path):
+    result = run_export(ExportConfig(budget=0.4, checkpoint=str(tiny_checkpoint), out=str(tmp_path),
+                                     parity_lengths=(16,), parity_batches=(2,)))
+    model = onnx.load(str(result.graphs[0].path))
+    assert [o.name for o in model.graph.output] == ["logits"]
+    ops = {node.op_type for node in model.graph.node}
+    assert "TopK" in ops and not ops & {"RandomUniform", "RandomUniformLike", "Dropout", "RandomNormal"}
+    assert {"tokenizer.json", "export_report.json", "model.onnx"} <= {p.name for p in tmp_path.iterdir()}
+
+
+def test_budget_one_exports_the_plain_encoder(tiny_checkpoint, tmp_path):
+    result = run_export(ExportConfig(budget=1.0, checkpoint=str(tiny_checkpoint), out=str(tmp_path),
+                                     parity_lengths=(20,), parity_batches=(3,)))
+    model = onnx.load(str(result.graphs[0].path))
+    assert "TopK" not in {node.op_type for node in model.graph.node}
+    checkpoint = RetentionCheckpoint.from_pretrained(tiny_checkpoint, attn_implementation="eager")
+    feeds = random_inputs(3, 20, 30522, np.random.default_rng(4))
+    got = ort.InferenceSession(str(result.graphs[0].path)).run(None, feeds)[0]
+    with torch.no_grad():
+        ids, mask = torch.from_numpy(feeds["input_ids"]), torch.from_numpy(feeds["attention_mask"])
+        full = checkpoint.model(ids, mask, mode="full").logits.numpy()
+    assert np.abs(got - full).max() < 1e-4
+
+
+def test_parity_failure_leaves_no_file(tiny_checkpoint, tmp_path, monkeypatch):
+    import adaret.export.pipeline as pipeline
+
+    def broken_parity(*args, **kwargs):
+        report = check_parity(*args, **kwargs)
+        report.cases[0].max_abs_diff = 1.0
+        return report
+
+    monkeypatch.setattr(pipeline, "check_parity", broken_parity)
+    with pytest.raises(ParityError, match="disagrees"):
+        run_export(ExportConfig(budget=0.4, checkpoint=str(tiny_checkpoint), out=str(tmp_path / "o"),
+                                parity_lengths=(16,), parity_batches=(1,)))
+    assert list((tmp_path / "o").iterdir()) == []
+
+
+def test_schedule_that_rounds_to_zero_is_clamped_with_a_note(tmp_path, tokenizer):
+    from tests.conftest import save_tiny_checkpoint
+
+    path = save_tiny_checkpoint(tmp_path / "steep", tokenizer, fractions=(1.0, 0.3, 0.0, 0.0))
+    result = run_export(ExportConfig(budget=0.27, checkpoint=str(path), out=str(tmp_path / "o"),
+                                     parity_lengths=(16,), parity_batches=(1,)))
+    assert any("clamped" in note for note in result.notes)
+    assert min(result.schedule.keep_counts(2)) >= 1
+
+
+def _export_cli(args, capsys):
+    from adaret.cli import main
+
+    code = main(["export", *args])
+    return code, capsys.readouterr().err.strip()
+
+
+def test_export_bad_inputs_give_one_line(tiny_checkpoint, tmp_path, capsys):
+    import json
+    import shutil
+
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(tiny_checkpoint, corrupt)
+    (corrupt / "config.json").write_text("{")
+    tampered = tmp_path / "tampered"
+    shutil.copytree(tiny_checkpoint, tampered)
+    config = json.loads((tampered / "config.json").read_text())
+    config["weights_sha256"] = "0" * 64
+    (tampered / "config.json").write_text(json.dumps(config))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    ck = str(tiny_checkpoint)
+    cases = [
+        (["--budget", "0.4", "--checkpoint", str(tmp_path / "missing")], "does not exist"),
+        (["--budget", "0.4", "--checkpoint", str(corrupt)], "not a valid adaret config"),
+        (["--budget", "0.4", "--checkpoint", str(tampered)], "sha256"),
+        (["--budget", "0.4", "--checkpoint", ck, "--seq-len", "1"], "outside [2, 128]"),
+        (["--budget", "0.4", "--checkpoint", ck, "--seq-len", "64,4096"], "outside [2, 128]"),
+        (["--budget", "0.4", "--checkpoint", ck, "--out", str(blocker / "sub")], "cannot create output"),
+        (["--budget", "0.4", "--checkpoint", ck, "--opset", "17"], "opset 17"),
+    ]
+    for args, message in cases:
+        code, err = _export_cli(args, capsys)
+        assert code != 0 and len(err.splitlines()) == 1 and message in err, (args, err)
+
+
+@pytest.mark.parametrize("budget", ["0", "1.01", "half"])
+def test_export_rejects_bad_budget(budget, capsys):
+    from adaret.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["export", "--budget", budget])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code != 0 and len(err.splitlines()) == 1 and "budget" in err
+
+
+def test_demo_command_from_the_repository(tmp_path):
+    """`python export.py --budget 0.4` on the bundled adapter: the `make demo` path (about 40 s)."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    out = tmp_path / "demo"
+    result = subprocess.run([sys.executable, str(root / "export.py"), "--budget", "0.4", "--out", str(out)],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "parity vs PyTorch" in result.stdout and "identical" in result.stdout
+    assert (out / "model.onnx").is_file() and (out / "tokenizer.json").is_file()
