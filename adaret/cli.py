@@ -158,8 +158,8 @@ def _stage_registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            if exc.name != name:  # a stage that exists but is missing a dependency must not vanish silently
-                raise
+            if not (exc.name and (name == exc.name or name.startswith(exc.name + "."))):
+                raise  # a stage that exists but is missing a dependency must not vanish silently
             continue
         registrars.append(module.register)
     return registrars
