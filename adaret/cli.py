@@ -114,6 +114,10 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
                    help="also output kept_positions_l<n>: the original positions each pruned layer keeps")
     p.add_argument("--tolerance", type=float, default=1e-4,
                    help="max |logit difference| ONNX Runtime vs PyTorch (default: %(default)s)")
+    p.add_argument("--no-optimize", action="store_true",
+                   help="skip the graph passes (by default model.opt.onnx is written next to model.onnx)")
+    p.add_argument("--target", choices=["ort-cpu", "ort-cuda", "tensorrt"], default=None,
+                   help="graph-pass target (default: ort-cpu for the dynamic graph, tensorrt for --static)")
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
@@ -134,7 +138,8 @@ def run_export_command(args: argparse.Namespace) -> int:
 
     config = ExportConfig(budget=args.budget, checkpoint=args.checkpoint, out=args.out, seq_lens=args.seq_len,
                           static=args.static, batch=args.batch, opset=args.opset,
-                          with_positions=args.with_positions, tolerance=args.tolerance)
+                          with_positions=args.with_positions, tolerance=args.tolerance,
+                          optimize=not args.no_optimize, target=args.target)
     print_summary(run_export(config))
     return 0
 

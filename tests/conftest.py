@@ -49,9 +49,10 @@ def tiny_model() -> RetentionModel:
     return make_tiny_model()
 
 
-def save_tiny_checkpoint(path: Path, tokenizer, fractions=(1.0, 0.6, 0.35, 0.2), budget: float = 0.4) -> Path:
+def save_tiny_checkpoint(path: Path, tokenizer, fractions=(1.0, 0.6, 0.35, 0.2), budget: float = 0.4,
+                         **config_overrides) -> Path:
     """A complete checkpoint whose (tiny, random) backbone is stored inside it."""
-    model = make_tiny_model()
+    model = make_tiny_model(**config_overrides)
     config = model.encoder.config
     info = CheckpointInfo(
         base_model={"source": "tiny-random-bert", "model_type": "bert", "name": "tiny-random-bert",

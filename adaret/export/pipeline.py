@@ -20,6 +20,7 @@ from adaret.export.metadata import write_metadata
 from adaret.export.onnx_export import MIN_OPSET, export_module, keep_outputs, save_model
 from adaret.export.parity import DEFAULT_TOLERANCE, ParityReport, check_parity
 from adaret.fileio import atomic_file, ensure_writable_dir
+from adaret.graph_passes.pipeline import OptimizeResult, optimize
 from adaret.modeling import DENOMINATOR, KeepSchedule
 from adaret.training.checkpoint import RetentionCheckpoint
 
@@ -41,6 +42,8 @@ class ExportConfig:
     opset: int = MIN_OPSET
     with_positions: bool = False
     tolerance: float = DEFAULT_TOLERANCE
+    optimize: bool = True
+    target: str | None = None  # graph-pass target; None: ort-cpu for dynamic graphs, tensorrt for static ones
     parity_batches: tuple[int, ...] = PARITY_BATCHES
     parity_lengths: tuple[int, ...] | None = None
 
@@ -57,6 +60,7 @@ class ExportedGraph:
     op_counts: dict[str, int]
     parity: ParityReport
     seconds: float
+    optimized: OptimizeResult | None = None
 
     @property
     def size_bytes(self) -> int:
@@ -89,7 +93,12 @@ def run_export(config: ExportConfig) -> ExportResult:
     module = TopMInference(checkpoint.model, schedule, with_positions=True).eval()
     lengths = list(config.seq_lens) if config.static else [None]
     for seq_len in lengths:
-        result.graphs.append(_export_one(module, checkpoint, result, seq_len, max_positions))
+        graph = _export_one(module, checkpoint, result, seq_len, max_positions)
+        if config.optimize:
+            target = config.target or ("ort-cpu" if seq_len is None else "tensorrt")
+            graph.optimized = optimize(graph.path, graph.path.with_suffix(".opt.onnx"), target=target,
+                                       tolerance=config.tolerance)
+        result.graphs.append(graph)
     _copy_tokenizer(checkpoint_dir, out_dir)
     result.report_path = _write_report(result)
     return result
@@ -169,11 +178,13 @@ def _metadata(module: TopMInference, checkpoint: RetentionCheckpoint, result: Ex
                      "fractions": schedule.fractions, "measured": checkpoint.info.schedule["keep_fractions"]},
         "form": "dynamic" if seq_len is None else "static",
         "seq_len": "dynamic" if seq_len is None else seq_len,
+        "max_positions": int(checkpoint.model.encoder.config.max_position_embeddings),
         "keep_rule": rule,
         "keep_counts": {str(n): counts for n, counts in keep_counts.items()},
         "checkpoint_sha256": result.checkpoint_sha256,
         "backbone": checkpoint.info.base_model.get("name", ""),
         "task": "sequence-classification",
+        "pooling": checkpoint.model.config.pooling,
         "label_names": checkpoint.info.label_names,
         "opset": next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), result.config.opset),
         "input_names": module.input_names,
@@ -190,6 +201,13 @@ def _copy_tokenizer(checkpoint_dir: Path, out_dir: Path) -> None:
                 shutil.copyfile(source, tmp)
 
 
+def _optimized_entry(optimized: OptimizeResult | None) -> dict | None:
+    if optimized is None:
+        return None
+    return {"path": optimized.output.name, "target": optimized.target, "size_bytes": optimized.output.stat().st_size,
+            "nodes": [optimized.nodes_before, optimized.nodes_after], "passes": [r.line() for r in optimized.reports]}
+
+
 def _write_report(result: ExportResult) -> Path:
     report = {
         "adaret_version": __version__,
@@ -201,7 +219,8 @@ def _write_report(result: ExportResult) -> Path:
         "notes": result.notes,
         "graphs": [{"path": g.path.name, "seq_len": g.seq_len or "dynamic", "size_bytes": g.size_bytes,
                     "keep_counts": {str(k): v for k, v in g.keep_counts.items()}, "op_counts": g.op_counts,
-                    "parity": g.parity.as_dict(), "seconds": g.seconds} for g in result.graphs],
+                    "parity": g.parity.as_dict(), "seconds": g.seconds,
+                    "optimized": _optimized_entry(g.optimized)} for g in result.graphs],
     }
     path = result.config.out_dir / "export_report.json"
     with atomic_file(path) as tmp:

@@ -27,4 +27,11 @@ def print_summary(result: ExportResult) -> None:
         print(f"  parity vs PyTorch: max |logit diff| {parity.max_abs_diff:.2e} (tolerance {parity.tolerance:.0e}), "
               f"kept positions {'identical' if parity.positions_identical else 'DIFFERENT'} "
               f"over {len(shapes)} (batch, seq) shapes with random padding")
+        if graph.optimized is not None:
+            opt = graph.optimized
+            print(f"  graph passes ({opt.target}), each checked against the exported graph:")
+            for report in opt.reports:
+                print(f"    {report.line()}")
+            print(f"  -> {opt.output}  [{opt.nodes_before} -> {opt.nodes_after} nodes, "
+                  f"{_size(opt.output.stat().st_size)}]  (deploy this one)")
     print(f"\nreport: {result.report_path}")

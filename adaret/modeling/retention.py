@@ -33,6 +33,7 @@ from adaret.modeling.schedule import DENOMINATOR, KeepSchedule
 
 # Additive key bias for a masked key in hard mode; finite so the graph also runs in fp16.
 MASKED_KEY_BIAS = -1e4
+POOLINGS = ("cls_mean", "cls")
 
 
 @dataclass
@@ -45,7 +46,7 @@ class RetentionConfig:
     hard_concrete: dict = field(default_factory=lambda: asdict(HardConcreteParams()))
     init_budget: float = 0.5
     mask_epsilon: float = 1e-9
-    pooling: str = "cls_mean"
+    pooling: str = "cls_mean"  # "cls_mean": [h_cls ; mean of real tokens] (order-invariant); "cls": h_cls only
 
     @property
     def num_labels(self) -> int:
@@ -79,7 +80,9 @@ class RetentionModel(nn.Module):
         self.gates = nn.ModuleDict({
             str(layer): HardConcreteGate(hidden, params, config.scorer, init_open_prob=ratio) for layer in gated
         })
-        self.head = nn.Linear(2 * hidden, config.num_labels)
+        if config.pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {config.pooling!r} (expected one of {', '.join(POOLINGS)})")
+        self.head = nn.Linear(hidden * (2 if config.pooling == "cls_mean" else 1), config.num_labels)
 
     @property
     def num_layers(self) -> int:
@@ -119,8 +122,13 @@ class RetentionModel(nn.Module):
             expected_masks.append(expected)
             masks.append(mask)
             hidden = self._update_alive(layer, hidden, mask)
-        pooled = torch.cat([hidden[:, 0], _masked_sum(hidden, real) / real.sum(1, keepdim=True)], dim=-1)
+        pooled = self._pool(hidden[:, 0], lambda: _masked_sum(hidden, real), real)
         return RetentionOutput(self.head(pooled), pooled, expected_masks=expected_masks, masks=masks)
+
+    def _pool(self, cls: torch.Tensor, real_sum, real: torch.Tensor) -> torch.Tensor:
+        if self.config.pooling == "cls":
+            return cls
+        return torch.cat([cls, real_sum() / real.sum(1, keepdim=True)], dim=-1)
 
     def _update_alive(self, layer: int, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Drop-and-restore for the tokens with m > 0 only: gather them, run the layer, scatter back."""
@@ -144,6 +152,7 @@ class RetentionModel(nn.Module):
         mask, positions = real, _positions(input_ids)
         hidden = self.encoder.embed(input_ids, token_type_ids)
         pooled_sum = torch.zeros_like(hidden[:, 0])
+        track_pool = self.config.pooling == "cls_mean"
         kept: dict[int, torch.Tensor] = {}
         for layer in range(self.num_layers):
             if str(layer) in self.gates and schedule.numerators[layer] < DENOMINATOR:
@@ -151,13 +160,14 @@ class RetentionModel(nn.Module):
                 order = torch.topk(scores, counts[layer], dim=1).indices
                 if keep_order:  # ascending original order; a TopK with the same K keeps K a constant
                     order = torch.topk(order, counts[layer], dim=1, largest=False).values
-                pooled_sum = pooled_sum + _masked_sum(hidden, mask)
+                if track_pool:
+                    pooled_sum = pooled_sum + _masked_sum(hidden, mask)
                 hidden, mask, positions = _take(hidden, order), mask.gather(1, order), positions.gather(1, order)
-                pooled_sum = pooled_sum - _masked_sum(hidden, mask)
+                if track_pool:
+                    pooled_sum = pooled_sum - _masked_sum(hidden, mask)
                 kept[layer] = positions
             hidden = self.encoder.run_layer(layer, hidden, (1.0 - mask) * MASKED_KEY_BIAS)
-        pooled_sum = pooled_sum + _masked_sum(hidden, mask)
-        pooled = torch.cat([hidden[:, 0], pooled_sum / real.sum(1, keepdim=True)], dim=-1)
+        pooled = self._pool(hidden[:, 0], lambda: pooled_sum + _masked_sum(hidden, mask), real)
         return RetentionOutput(self.head(pooled), pooled, kept_positions=kept)
 
 

@@ -1,0 +1,80 @@
+"""The pass framework: onnx-ir passes that state their precondition and report what they changed.
+
+Each pass is an ``ir.passes.InPlacePass``. ``requires`` checks structural preconditions (violations are
+errors); ``applicability`` says why a well-formed graph does not qualify (the pass then reports itself
+skipped, with the reason, and leaves the graph alone); ``rewrite`` does the work; ``ensures`` checks the
+pass's promise afterwards.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+from typing import Any
+
+import onnx_ir as ir
+
+
+def op_histogram(model: ir.Model) -> collections.Counter:
+    """Node counts by ``domain:op_type`` (empty domain for standard ONNX ops), over the main graph."""
+    return collections.Counter(f"{n.domain}:{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type
+                               for n in model.graph)
+
+
+def metadata(model: ir.Model, key: str, default: str | None = None) -> str | None:
+    return model.metadata_props.get(f"adaret.{key}", default)
+
+
+@dataclass
+class PassReport:
+    """What one pass did: node counts, ops removed and added by type, pass-specific details, parity."""
+
+    name: str
+    modified: bool
+    nodes_before: int
+    nodes_after: int
+    removed: dict[str, int] = field(default_factory=dict)
+    added: dict[str, int] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    skipped: str | None = None
+    max_abs_diff: float | None = None  # logits vs the unoptimised graph after this pass
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        if self.skipped:
+            return f"{self.name}: skipped ({self.skipped})"
+        change = ", ".join([*(f"-{v} {k}" for k, v in self.removed.items()),
+                            *(f"+{v} {k}" for k, v in self.added.items())]) or "no change"
+        extra = "".join(f"; {k} {v}" for k, v in self.details.items())
+        parity = "" if self.max_abs_diff is None else f"; parity {self.max_abs_diff:.1e}"
+        return f"{self.name}: {self.nodes_before} -> {self.nodes_after} nodes ({change}){extra}{parity}"
+
+
+class GraphPass(ir.passes.InPlacePass):
+    """Base class: subclasses implement ``rewrite`` (and optionally ``applicability``/``requires``/``ensures``)."""
+
+    name = "pass"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.details: dict[str, Any] = {}
+        self.skipped: str | None = None
+
+    def applicability(self, model: ir.Model) -> str | None:
+        """None when the pass applies to this graph, else the reason it does not."""
+        return None
+
+    def rewrite(self, model: ir.Model) -> bool:
+        raise NotImplementedError
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        self.details, self.skipped = {}, self.applicability(model)
+        if self.skipped is not None:
+            return ir.passes.PassResult(model, modified=False)
+        return ir.passes.PassResult(model, modified=bool(self.rewrite(model)))
+
+
+def diff_histograms(before: collections.Counter, after: collections.Counter) -> tuple[dict, dict]:
+    removed = {k: before[k] - after.get(k, 0) for k in sorted(before) if before[k] > after.get(k, 0)}
+    added = {k: after[k] - before.get(k, 0) for k in sorted(after) if after[k] > before.get(k, 0)}
+    return removed, added

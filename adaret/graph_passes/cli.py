@@ -1,0 +1,37 @@
+"""``adaret optimize``: registered into the top-level CLI."""
+
+from __future__ import annotations
+
+import argparse
+
+TARGETS = ("ort-cpu", "ort-cuda", "tensorrt")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("optimize", help="run graph passes (fold, fuse, prune) on an exported graph",
+                       description="Run adaret's graph passes over an exported ONNX graph. Each pass reports what "
+                                   "it changed and is checked against the unoptimised graph with ONNX Runtime on "
+                                   "random inputs; a pass that breaks parity stops the run with its name.")
+    p.add_argument("model", help="ONNX graph written by `adaret export`")
+    p.add_argument("-o", "--output", required=True, help="where to write the optimised graph")
+    p.add_argument("--target", choices=TARGETS, default="ort-cpu",
+                   help="pick the passes for a runtime; tensorrt skips ONNX Runtime contrib-op fusions "
+                        "(default: %(default)s)")
+    p.add_argument("--passes", default=None,
+                   help="comma-separated pass names to run instead of the target's list")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="max |logit diff| allowed after each pass")
+    p.set_defaults(run=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from adaret.graph_passes.pipeline import optimize
+
+    passes = [p.strip() for p in args.passes.split(",") if p.strip()] if args.passes else None
+    result = optimize(Path(args.model), Path(args.output), target=args.target, passes=passes,
+                      tolerance=args.tolerance)
+    for report in result.reports:
+        print(report.line())
+    print(f"{result.nodes_before} -> {result.nodes_after} nodes; wrote {result.output} and {result.report_path}")
+    return 0

@@ -1,0 +1,175 @@
+"""Each pass fires where it should and not where it should not; parity holds after each."""
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper
+
+from adaret.errors import ParityError
+from adaret.export import ExportConfig, read_metadata, run_export
+from adaret.export.parity import random_inputs
+from adaret.graph_passes.base import GraphPass, op_histogram
+from adaret.graph_passes.passes import (
+    CleanupPass,
+    FoldConstantsPass,
+    LastLayerPruningPass,
+    OrderRestoreEliminationPass,
+    TransformerFusionPass,
+)
+from adaret.graph_passes.pipeline import ParityProbe, _run_pass, optimize
+from tests.conftest import save_tiny_checkpoint
+
+LAYERS = 4  # the tiny model's
+
+
+def _export(checkpoint, out: Path, **kwargs):
+    config = ExportConfig(budget=0.5, checkpoint=str(checkpoint), out=str(out), optimize=False,
+                          parity_lengths=(16,), parity_batches=(2,), **kwargs)
+    return run_export(config).graphs[0].path
+
+
+@pytest.fixture(scope="module")
+def dynamic_graph(tiny_checkpoint, tmp_path_factory) -> Path:
+    return _export(tiny_checkpoint, tmp_path_factory.mktemp("gp-dyn"))
+
+
+@pytest.fixture(scope="module")
+def static_graph(tiny_checkpoint, tmp_path_factory) -> Path:
+    return _export(tiny_checkpoint, tmp_path_factory.mktemp("gp-static"), static=True, seq_lens=(48,))
+
+
+@pytest.fixture(scope="module")
+def cls_graph(tmp_path_factory, tokenizer) -> Path:
+    root = tmp_path_factory.mktemp("gp-cls")
+    checkpoint = save_tiny_checkpoint(root / "ckpt", tokenizer, pooling="cls")
+    return _export(checkpoint, root / "export")
+
+
+def _ir(path: Path) -> ir.Model:
+    return ir.serde.deserialize_model(onnx.load(str(path)))
+
+
+def _run(graph_pass: GraphPass, path: Path):
+    probe = ParityProbe(onnx.load(str(path)), tolerance=1e-4)
+    return _run_pass(graph_pass, _ir(path), probe)
+
+
+def _toy_model(nodes, initializers=()) -> ir.Model:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])
+    graph = helper.make_graph(nodes, "toy", [x], [y], initializer=list(initializers))
+    return ir.serde.deserialize_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]))
+
+
+def test_fold_constants_fires_on_constant_arithmetic_and_not_on_a_clean_graph():
+    two = helper.make_tensor("two", TensorProto.FLOAT, [2], [2.0, 2.0])
+    foldable = _toy_model([helper.make_node("Add", ["two", "two"], ["four"]),
+                           helper.make_node("Mul", ["x", "four"], ["y"])], [two])
+    assert FoldConstantsPass()(foldable).modified
+    assert "Add" not in op_histogram(foldable)
+    clean = _toy_model([helper.make_node("Relu", ["x"], ["y"])])
+    assert not FoldConstantsPass()(clean).modified
+
+
+def test_static_graph_k_values_are_constants_after_folding(static_graph):
+    model, report = _run(FoldConstantsPass(), static_graph)
+    for node in model.graph:
+        if node.op_type == "TopK":
+            assert node.inputs[1].const_value is not None
+    assert report.max_abs_diff is None or report.max_abs_diff <= 1e-4
+
+
+def test_cleanup_removes_dead_code_and_duplicate_initializers():
+    one_a = helper.make_tensor("one_a", TensorProto.FLOAT, [2], [1.0, 1.0])
+    one_b = helper.make_tensor("one_b", TensorProto.FLOAT, [2], [1.0, 1.0])
+    messy = _toy_model([helper.make_node("Add", ["x", "one_a"], ["a"]), helper.make_node("Add", ["a", "one_b"], ["y"]),
+                        helper.make_node("Neg", ["x"], ["dead"])], [one_a, one_b])
+    assert CleanupPass()(messy).modified
+    assert "Neg" not in op_histogram(messy) and len(messy.graph.initializers) == 1
+    clean = _toy_model([helper.make_node("Relu", ["x"], ["y"])])
+    assert not CleanupPass()(clean).modified
+
+
+def test_order_restore_elimination_fires_for_order_invariant_heads(dynamic_graph):
+    before = op_histogram(_ir(dynamic_graph))["TopK"]
+    model, report = _run(OrderRestoreEliminationPass(), dynamic_graph)
+    assert report.modified and report.details["sorts removed"] == before // 2
+    assert op_histogram(model)["TopK"] == before // 2
+    assert report.max_abs_diff <= 1e-4
+
+
+def test_order_restore_elimination_keeps_order_for_token_level_heads(dynamic_graph):
+    model = _ir(dynamic_graph)
+    model.metadata_props["adaret.pooling"] = "tokens"
+    graph_pass = OrderRestoreEliminationPass()
+    assert not graph_pass(model).modified and "order" in graph_pass.skipped
+
+
+def test_fusions_fire_in_every_layer_including_retained_ones(dynamic_graph):
+    model, report = _run(TransformerFusionPass(), dynamic_graph)
+    ops = op_histogram(model)
+    assert ops["com.microsoft:MultiHeadAttention"] == LAYERS
+    assert ops["com.microsoft:SkipLayerNormalization"] == 2 * LAYERS
+    assert ops["com.microsoft:BiasGelu"] == LAYERS
+    assert "Softmax" not in ops and report.nodes_after < report.nodes_before
+    assert report.max_abs_diff <= 1e-4
+
+
+def test_fusions_do_not_fire_without_a_transformer():
+    graph = _toy_model([helper.make_node("Relu", ["x"], ["y"])])
+    assert not TransformerFusionPass()(graph).modified
+
+
+def test_last_layer_pruning_fires_for_a_cls_head(cls_graph):
+    fused, _ = _run(TransformerFusionPass(), cls_graph)
+    probe = ParityProbe(onnx.load(str(cls_graph)), tolerance=1e-4)
+    model, report = _run_pass(LastLayerPruningPass(), fused, probe)
+    assert report.modified and report.max_abs_diff <= 1e-4
+    last_mha = [n for n in model.graph if n.op_type == "MultiHeadAttention"][-1]
+    query_input = last_mha.inputs[0].producer()
+    while query_input.op_type != "MatMul":
+        query_input = next(i.producer() for i in query_input.inputs if i is not None and i.producer())
+    assert query_input.inputs[0].producer().op_type == "Slice"
+
+
+def test_last_layer_pruning_does_not_fire_for_a_mean_pooling_head(dynamic_graph):
+    fused, _ = _run(TransformerFusionPass(), dynamic_graph)
+    graph_pass = LastLayerPruningPass()
+    assert not graph_pass(fused).modified and "more than CLS" in graph_pass.skipped
+
+
+def test_a_pass_that_breaks_parity_fails_with_its_name(dynamic_graph):
+    class ScaleHead(GraphPass):
+        name = "scale-head"
+
+        def rewrite(self, model):
+            weight = model.graph.initializers["model.head.weight"]
+            weight.const_value = ir.tensor(weight.const_value.numpy() * 2.0, name=weight.name)
+            return True
+
+    with pytest.raises(ParityError, match="scale-head"):
+        _run(ScaleHead(), dynamic_graph)
+
+
+@pytest.mark.parametrize("which", ["dynamic_graph", "static_graph"])
+def test_pipeline_keeps_parity_and_shrinks_the_graph(which, request, tmp_path):
+    source = request.getfixturevalue(which)
+    target = "ort-cpu" if which == "dynamic_graph" else "tensorrt"
+    result = optimize(source, tmp_path / "model.opt.onnx", target=target)
+    assert result.nodes_after < result.nodes_before
+    assert all(r.max_abs_diff is None or r.max_abs_diff <= 1e-4 for r in result.reports)
+    meta = read_metadata(onnx.load(str(result.output)))
+    assert [p["pass"] for p in meta["pass_report"]] == [r.name for r in result.reports]
+    assert result.report_path.is_file()
+    ops = op_histogram(_ir(result.output))
+    if target == "tensorrt":
+        assert not any(k.startswith("com.microsoft") for k in ops)
+    # the optimised graph against the exported one on fresh inputs (not the probe's)
+    feeds = random_inputs(3, 48, 30522, np.random.default_rng(11))
+    want = ort.InferenceSession(str(source)).run(["logits"], feeds)[0]
+    got = ort.InferenceSession(str(result.output)).run(["logits"], feeds)[0]
+    assert np.abs(want - got).max() <= 1e-4
