@@ -56,6 +56,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-train-samples", type=int, default=None, help="use a fixed random subset for training")
     p.add_argument("--max-eval-samples", type=int, default=None)
+    p.add_argument("--distill-weight", type=float, default=1.0,
+                   help="weight of KL(full model || retained model) in the task loss (default: %(default)s)")
     p.add_argument("--gate-first-layer", action="store_true", help="also gate the input of layer 1")
     p.add_argument("--scorer", choices=["linear", "mlp"], default="linear")
     p.set_defaults(run=_run_train)
@@ -71,7 +73,8 @@ def _run_train(args: argparse.Namespace) -> int:
         max_length=args.max_length, lr_primal=args.lr, lr_backbone=args.lr_backbone, lr_dual=args.lr_dual,
         rho=args.rho, budget_slack=args.budget_slack if args.budget_slack >= 0 else None,
         seed=args.seed, max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
-        gate_first_layer=args.gate_first_layer, tune_head=args.tune_head, scorer=args.scorer,
+        gate_first_layer=args.gate_first_layer, tune_head=args.tune_head, distill_weight=args.distill_weight,
+        scorer=args.scorer,
         text_column=args.text_column,
         label_column=args.label_column)
     checkpoint = train(config, command="adaret " + shlex.join(sys.argv[1:]))

@@ -173,3 +173,26 @@ def test_pipeline_keeps_parity_and_shrinks_the_graph(which, request, tmp_path):
     want = ort.InferenceSession(str(source)).run(["logits"], feeds)[0]
     got = ort.InferenceSession(str(result.output)).run(["logits"], feeds)[0]
     assert np.abs(want - got).max() <= 1e-4
+
+
+def test_fp16_keeps_precision_critical_ops_and_gate_scores_in_fp32(dynamic_graph, tmp_path):
+    from adaret.graph_passes.passes import Float16Pass, _gate_scorer_nodes
+
+    source = _ir(dynamic_graph)
+    scorer_nodes = _gate_scorer_nodes(source)
+    gate_norms = [n for n in source.graph if n.name in scorer_nodes and n.op_type == "LayerNormalization"]
+    assert len(gate_norms) == op_histogram(source)["TopK"] // 2  # one gate LayerNorm per score TopK
+    model, report = _run(Float16Pass(), dynamic_graph)
+    assert report.max_abs_diff is not None and report.max_abs_diff <= Float16Pass.parity_tolerance
+    fp16_values = {v.name for n in model.graph for v in n.outputs if v.dtype == ir.DataType.FLOAT16}
+    for node in model.graph:
+        if node.op_type in ("LayerNormalization", "Softmax", "TopK") or node.name in scorer_nodes:
+            assert not any(v.name in fp16_values for v in node.outputs if v is not None), node.name
+    assert any(n.op_type == "MatMul" and n.outputs[0].name in fp16_values for n in model.graph)
+
+
+def test_fp16_is_refused_for_cpu_targets(dynamic_graph, tmp_path):
+    from adaret.errors import AdaretError
+
+    with pytest.raises(AdaretError, match="GPU targets"):
+        optimize(dynamic_graph, tmp_path / "x.onnx", target="ort-cpu", fp16=True)

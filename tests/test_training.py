@@ -42,3 +42,30 @@ def test_default_adapter_training_reaches_its_targets(tmp_path):
     metrics = checkpoint.info.metrics
     assert metrics["hard_over_full"] >= 0.97
     assert abs(metrics["achieved_budget"] - 0.4) <= 0.02
+
+
+def test_distillation_term_is_zero_at_the_teacher_and_positive_elsewhere():
+    from torch.nn import functional as F
+
+    from adaret.training.trainer import task_loss_with_teacher
+
+    torch.manual_seed(0)
+    logits, labels = torch.randn(4, 5), torch.tensor([0, 1, 2, 3])
+    ce = F.cross_entropy(logits, labels)
+    assert torch.isclose(task_loss_with_teacher(logits, labels, logits.clone(), 1.0), ce)
+    assert task_loss_with_teacher(logits, labels, torch.randn(4, 5), 1.0) > ce
+    assert torch.isclose(task_loss_with_teacher(logits, labels, None, 1.0), ce)
+
+
+def test_head_warm_up_fits_the_full_model(tokenizer, minilm_dir):
+    from adaret.modeling import load_encoder
+    from adaret.training.trainer import warm_up_head
+
+    splits = load_splits("bbc-news")
+    train_set = Encoded(splits.train.subset(list(range(0, 1780, 30)), "slice"), tokenizer, max_length=64)
+    model = RetentionModel(load_encoder(minilm_dir), RetentionConfig(LABELS))
+    model.freeze_backbone()
+    teacher = warm_up_head(model, train_set, TrainConfig(out="unused", head_epochs=200))
+    assert teacher.shape == (len(train_set), 5)
+    train_accuracy = float((teacher.argmax(-1) == torch.tensor(train_set.labels)).float().mean())
+    assert train_accuracy > 0.9  # MiniLM's [CLS; mean] features separate BBC topics almost linearly

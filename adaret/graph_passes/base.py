@@ -54,6 +54,7 @@ class GraphPass(ir.passes.InPlacePass):
     """Base class: subclasses implement ``rewrite`` (and optionally ``applicability``/``requires``/``ensures``)."""
 
     name = "pass"
+    parity_tolerance: float | None = None  # None: the pipeline's tolerance (fp32 exactness)
 
     def __init__(self) -> None:
         super().__init__()

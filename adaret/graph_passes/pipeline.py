@@ -21,6 +21,7 @@ from adaret.fileio import atomic_file
 from adaret.graph_passes.base import GraphPass, PassReport, diff_histograms, op_histogram
 from adaret.graph_passes.passes import (
     CleanupPass,
+    Float16Pass,
     FoldConstantsPass,
     LastLayerPruningPass,
     OrderRestoreEliminationPass,
@@ -28,7 +29,9 @@ from adaret.graph_passes.passes import (
 )
 
 PASSES: dict[str, type[GraphPass]] = {p.name: p for p in (
-    FoldConstantsPass, CleanupPass, TransformerFusionPass, OrderRestoreEliminationPass, LastLayerPruningPass)}
+    FoldConstantsPass, CleanupPass, TransformerFusionPass, OrderRestoreEliminationPass, LastLayerPruningPass,
+    Float16Pass)}
+FP16_TARGETS = ("ort-cuda", "tensorrt")
 TARGET_PASSES: dict[str, tuple[str, ...]] = {
     "ort-cpu": ("fold-constants", "cleanup", "order-restore-elimination", "ort-fusions", "last-layer-pruning",
                 "cleanup"),
@@ -73,7 +76,8 @@ class ParityProbe:
         self.expected = [session.run(None, f) for f in self.feeds]
         self.output_names = [o.name for o in session.get_outputs()]
 
-    def max_abs_diff(self, model: onnx.ModelProto, pass_name: str) -> float:
+    def max_abs_diff(self, model: onnx.ModelProto, pass_name: str, tolerance: float | None = None) -> float:
+        tolerance = self.tolerance if tolerance is None else tolerance
         session = _session(model)
         worst = 0.0
         for feeds, expected in zip(self.feeds, self.expected, strict=True):
@@ -82,15 +86,20 @@ class ParityProbe:
             for name, want in zip(self.output_names[1:], expected[1:], strict=True):
                 if not np.array_equal(np.sort(got[name], axis=1), np.sort(want, axis=1)):
                     raise ParityError(f"pass {pass_name} changed the kept tokens ({name})")
-        if worst > self.tolerance:
-            raise ParityError(f"pass {pass_name} broke parity: max |logit diff| {worst:.2e} > {self.tolerance:.0e}")
+        if worst > tolerance:
+            raise ParityError(f"pass {pass_name} broke parity: max |logit diff| {worst:.2e} > {tolerance:.0e}")
         return worst
 
 
 def optimize(source: Path, output: Path, *, target: str = "ort-cpu", passes: Sequence[str] | None = None,
-             tolerance: float = DEFAULT_TOLERANCE) -> OptimizeResult:
-    """Run ``passes`` (default: the target's list) over ``source``, check parity after each, write ``output``."""
+             tolerance: float = DEFAULT_TOLERANCE, fp16: bool = False) -> OptimizeResult:
+    """Run ``passes`` (default: the target's list, plus fp16 when asked) over ``source``, check parity after
+    each, write ``output``."""
     names = list(passes) if passes is not None else list(_target_passes(target))
+    if fp16:
+        if target not in FP16_TARGETS:
+            raise AdaretError(f"--fp16 is for GPU targets ({', '.join(FP16_TARGETS)}), not {target}")
+        names.append(Float16Pass.name)
     unknown = [n for n in names if n not in PASSES]
     if unknown:
         raise AdaretError(f"unknown pass(es) {', '.join(unknown)}; available: {', '.join(PASSES)}")
@@ -119,7 +128,8 @@ def _run_pass(graph_pass: GraphPass, model: ir.Model, probe: ParityProbe) -> tup
     report = PassReport(graph_pass.name, result.modified, sum(before.values()), sum(after.values()), removed, added,
                         graph_pass.details, graph_pass.skipped)
     if result.modified:
-        report.max_abs_diff = probe.max_abs_diff(ir.serde.serialize_model(result.model), graph_pass.name)
+        report.max_abs_diff = probe.max_abs_diff(ir.serde.serialize_model(result.model), graph_pass.name,
+                                                 graph_pass.parity_tolerance)
     report.seconds = round(time.perf_counter() - started, 2)
     return result.model, report
 

@@ -17,6 +17,7 @@ class Batch:
     attention_mask: torch.Tensor
     token_type_ids: torch.Tensor
     labels: torch.Tensor
+    indices: torch.Tensor  # positions of the examples in their dataset
 
     @property
     def inputs(self) -> dict[str, torch.Tensor]:
@@ -62,4 +63,4 @@ class Encoded:
             ids[row, :len(self.ids[i])] = torch.tensor(self.ids[i])
             mask[row, :len(self.ids[i])] = 1
         labels = torch.tensor([self.labels[i] for i in indices])
-        return Batch(ids, mask, torch.zeros_like(ids), labels)
+        return Batch(ids, mask, torch.zeros_like(ids), labels, torch.tensor(indices))

@@ -1,8 +1,11 @@
 """Training a retention model in two stages.
 
 1. Head warm-up. The [CLS; mean] head is fitted on the *full* model's features (no retention), so the
-   reference "same backbone and head without retention" is a properly trained classifier.
-2. Two-timescale stochastic gradient descent-ascent on the retention Lagrangian:
+   reference "same backbone and head without retention" is a properly trained classifier. Its logits on
+   the training examples are kept as the teacher for stage 2.
+2. Two-timescale stochastic gradient descent-ascent on the retention Lagrangian, whose task loss is the
+   label cross-entropy plus ``distill_weight`` times KL(full model || retained model): the gates learn to
+   keep what the full model's prediction depends on, not just enough to get the label right.
 
        primal (gates; optionally head and backbone):  theta  <- Adam step on  task_loss + lambda * (C - b)
        dual:                                           lambda <- max(0, lambda + eta_dual * (C - b))
@@ -70,6 +73,7 @@ class TrainConfig:
     label_column: str = "label"
     eval_every: int = 50
     tune_head: bool = False
+    distill_weight: float = 1.0
     head_epochs: int = 300
 
     def validate(self) -> None:
@@ -102,8 +106,8 @@ def train(config: TrainConfig, command: str | None = None) -> RetentionCheckpoin
     model = RetentionModel(encoder, retention)
     if config.freeze_backbone:
         model.freeze_backbone()
-    warm_up_head(model, train_set, config)
-    dual, train_cost = _run_sgda(model, train_set, eval_set, config)
+    teacher = warm_up_head(model, train_set, config)
+    dual, train_cost = _run_sgda(model, train_set, eval_set, config, teacher)
 
     relaxed = evaluate_relaxed(model, eval_set, config.batch_size)
     measured = KeepSchedule.from_fractions(relaxed.keep_fractions)
@@ -158,17 +162,20 @@ def _head(dataset, limit: int | None, seed: int):
 
 @torch.no_grad()
 def _full_features(model: RetentionModel, data: Encoded, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled full-model features and labels, in dataset order."""
     model.eval()
-    features, labels = [], []
+    features = torch.zeros(len(data), model.head.in_features)
     for batch in tqdm(data.batches(batch_size), total=data.num_batches(batch_size), desc="full-model features",
                       dynamic_ncols=True):
-        features.append(model(**batch.inputs, mode="full").pooled)
-        labels.append(batch.labels)
-    return torch.cat(features), torch.cat(labels)
+        features[batch.indices] = model(**batch.inputs, mode="full").pooled
+    return features, torch.tensor(data.labels)
 
 
-def warm_up_head(model: RetentionModel, train_set: Encoded, config: TrainConfig) -> None:
-    """Stage 1: fit the head on the full model's pooled features (full-batch AdamW; it is a linear layer)."""
+def warm_up_head(model: RetentionModel, train_set: Encoded, config: TrainConfig) -> torch.Tensor:
+    """Stage 1: fit the head on the full model's pooled features (full-batch AdamW; it is a linear layer).
+
+    Returns the full model's logits on the training set, the teacher of stage 2.
+    """
     features, labels = _full_features(model, train_set, config.batch_size)
     optimizer = torch.optim.AdamW(model.head.parameters(), lr=1e-2, weight_decay=1e-2)
     with torch.enable_grad():
@@ -177,6 +184,18 @@ def warm_up_head(model: RetentionModel, train_set: Encoded, config: TrainConfig)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+    with torch.no_grad():
+        return model.head(features)
+
+
+def task_loss_with_teacher(logits: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor | None,
+                           distill_weight: float) -> torch.Tensor:
+    """Cross-entropy on labels plus ``distill_weight * KL(softmax(teacher) || softmax(logits))``."""
+    loss = F.cross_entropy(logits, labels)
+    if teacher is None or distill_weight == 0.0:
+        return loss
+    kl = F.kl_div(F.log_softmax(logits, -1), F.log_softmax(teacher, -1), log_target=True, reduction="batchmean")
+    return loss + distill_weight * kl
 
 
 def _optimizer(model: RetentionModel, config: TrainConfig) -> torch.optim.Optimizer:
@@ -190,7 +209,7 @@ def _optimizer(model: RetentionModel, config: TrainConfig) -> torch.optim.Optimi
 
 
 def _run_sgda(model: RetentionModel, train_set: Encoded, eval_set: Encoded, config: TrainConfig,
-              ) -> tuple[BudgetDuals, float]:
+              teacher: torch.Tensor | None = None) -> tuple[BudgetDuals, float]:
     """Returns the duals and an exponential moving average of the training-time expected budget C."""
     optimizer = _optimizer(model, config)
     dual = BudgetDuals(config.budget, config.lr_dual, config.budget_slack, config.rho)
@@ -205,7 +224,8 @@ def _run_sgda(model: RetentionModel, train_set: Encoded, eval_set: Encoded, conf
             if config.freeze_backbone:
                 model.encoder.eval()  # no dropout inside a frozen backbone
             out = model(**batch.inputs, mode="relaxed")
-            task_loss = F.cross_entropy(out.logits, batch.labels)
+            batch_teacher = teacher[batch.indices] if teacher is not None else None
+            task_loss = task_loss_with_teacher(out.logits, batch.labels, batch_teacher, config.distill_weight)
             cost = expected_budget(out.expected_masks, batch.attention_mask.float())
             loss = task_loss + dual.penalty(cost)
             optimizer.zero_grad(set_to_none=True)
