@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint install train-demo clean
+.PHONY: demo test test-slow test-trt lint install train-demo clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow
+
+# Only meaningful on a machine with TensorRT and a GPU; skipped elsewhere.
+test-trt: $(STAMP)
+	$(PY) -m pytest -m tensorrt tests/test_engines_trt.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -121,6 +121,11 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
                    help="skip the graph passes (by default model.opt.onnx is written next to model.onnx)")
     p.add_argument("--target", choices=["ort-cpu", "ort-cuda", "tensorrt"], default=None,
                    help="graph-pass target (default: ort-cpu for the dynamic graph, tensorrt for --static)")
+    p.add_argument("--engine", choices=["datacenter", "jetson-orin"], default=None,
+                   help="after a --static export, build a TensorRT plan per bucket for this target "
+                        "(needs tensorrt and a GPU; see `adaret build`)")
+    p.add_argument("--engine-precision", choices=["fp32", "fp16", "bf16", "int8-qdq"], default="fp16",
+                   help="precision of the --engine plans (default: %(default)s)")
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
@@ -139,11 +144,27 @@ def run_export_command(args: argparse.Namespace) -> int:
     from adaret.export.pipeline import ExportConfig, run_export
     from adaret.export.summary import print_summary
 
+    if args.engine:
+        from adaret.engines.environment import tensorrt_available
+
+        if not args.static:
+            raise AdaretError("--engine needs --static: TensorRT plans are built from the constant-K bucket graphs")
+        if not tensorrt_available():
+            raise AdaretError("--engine needs the tensorrt package (pip install adaret[gpu]) and a GPU")
     config = ExportConfig(budget=args.budget, checkpoint=args.checkpoint, out=args.out, seq_lens=args.seq_len,
                           static=args.static, batch=args.batch, opset=args.opset,
                           with_positions=args.with_positions, tolerance=args.tolerance,
                           optimize=not args.no_optimize, target=args.target)
-    print_summary(run_export(config))
+    result = run_export(config)
+    print_summary(result)
+    if args.engine:
+        from adaret.engines.builder import build_engine
+
+        for graph in result.graphs:
+            source = graph.optimized.output if graph.optimized else graph.path
+            plan = build_engine(source, source.parent / f"model_seq{graph.seq_len}.plan", target=args.engine,
+                                precision=args.engine_precision)
+            print(f"TensorRT plan: {plan}")
     return 0
 
 
@@ -193,8 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    from transformers.utils import logging as hf_logging
-
+    try:  # edge installs (adaret[runtime]) have no transformers, and need no quieting of it
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
 

@@ -196,7 +196,13 @@ def test_export_bad_inputs_give_one_line(tiny_checkpoint, tmp_path, capsys):
         (["--budget", "0.4", "--checkpoint", ck, "--seq-len", "64,4096"], "outside [2, 128]"),
         (["--budget", "0.4", "--checkpoint", ck, "--out", str(blocker / "sub")], "cannot create output"),
         (["--budget", "0.4", "--checkpoint", ck, "--opset", "17"], "opset 17"),
+        (["--budget", "0.4", "--checkpoint", ck, "--engine", "datacenter"], "needs --static"),
     ]
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is None:
+        cases.append((["--budget", "0.4", "--checkpoint", ck, "--static", "--engine", "jetson-orin"],
+                      "needs the tensorrt package"))
     for args, message in cases:
         code, err = _export_cli(args, capsys)
         assert code != 0 and len(err.splitlines()) == 1 and message in err, (args, err)

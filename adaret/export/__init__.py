@@ -1,7 +1,27 @@
-"""Deterministic top-M inference module, ONNX export (dynamic and static forms), metadata and parity."""
+"""Deterministic top-M inference module, ONNX export (dynamic and static forms), metadata and parity.
 
-from adaret.export.inference import TopMInference
-from adaret.export.metadata import read_metadata, write_metadata
-from adaret.export.pipeline import ExportConfig, ExportResult, run_export
+Names are imported lazily: ``adaret.export.metadata`` needs only onnx, and later stages read metadata
+without paying for (or requiring) torch.
+"""
 
-__all__ = ["ExportConfig", "ExportResult", "TopMInference", "read_metadata", "run_export", "write_metadata"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ExportConfig": "adaret.export.pipeline",
+    "ExportResult": "adaret.export.pipeline",
+    "run_export": "adaret.export.pipeline",
+    "TopMInference": "adaret.export.inference",
+    "read_metadata": "adaret.export.metadata",
+    "write_metadata": "adaret.export.metadata",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'adaret.export' has no attribute {name!r}")
