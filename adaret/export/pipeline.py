@@ -8,7 +8,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import onnx
@@ -85,7 +85,7 @@ def run_export(config: ExportConfig) -> ExportResult:
     max_positions = int(checkpoint.model.encoder.config.max_position_embeddings)
     _validate(config, max_positions)
     if config.seq_lens is None:
-        config.seq_lens = tuple(n for n in DEFAULT_SEQ_LENS if n <= max_positions) or (max_positions,)
+        config = replace(config, seq_lens=tuple(n for n in DEFAULT_SEQ_LENS if n <= max_positions) or (max_positions,))
     out_dir = config.out_dir
     ensure_writable_dir(out_dir)
     schedule, notes = _deployment_schedule(checkpoint, config.budget)

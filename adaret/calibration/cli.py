@@ -1,0 +1,98 @@
+"""``adaret calibrate``: the keep schedule from data (--schedule-only), or INT8 QDQ post-training quantisation.
+
+Imports stay light: torch, transformers and onnxruntime load inside the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from adaret.errors import AdaretError
+
+DESCRIPTION = (
+    "Calibrate a retention model on data. Default: INT8 post-training quantisation of an exported graph "
+    "(QDQ, symmetric INT8, per-channel weights; the TopK score path, LayerNorm, Softmax, attention products and "
+    "the head stay fp32), written with a calibration record (<output>.calibration.json) and ONNX Runtime's "
+    "calibration cache. With --schedule-only: re-measure the per-layer keep fractions on the data and write "
+    "them into a checkpoint (no retraining), with a plot of the decay.")
+
+
+def samples_value(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--samples must be an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--samples must be positive, got {value}")
+    return value
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("calibrate", help="keep schedule from data, or INT8 QDQ quantisation of an export",
+                       description=DESCRIPTION)
+    p.add_argument("--checkpoint", required=True, help="retention checkpoint directory the graph was exported from")
+    p.add_argument("--data", default="bbc-news",
+                   help="bbc-news, rotten-tomatoes, or a .csv/.jsonl file with text/label columns")
+    p.add_argument("--split", choices=["train", "eval", "all"], default=None,
+                   help="which part of the data (default: train for built-in sets, all for a file)")
+    p.add_argument("--samples", type=samples_value, default=512, help="calibration texts (default: %(default)s)")
+    p.add_argument("--method", choices=["entropy", "minmax", "percentile"], default="entropy",
+                   help="activation range method (default: %(default)s)")
+    p.add_argument("--backend", choices=["ort", "modelopt"], default="ort",
+                   help="onnxruntime.quantization, or NVIDIA ModelOpt where installed (default: %(default)s)")
+    p.add_argument("--onnx", default=None, help="the fp32 export to quantise (model.onnx, or a graph-pass output)")
+    p.add_argument("-o", "--output", default=None,
+                   help="INT8 model to write (e.g. model.int8.onnx); with --schedule-only, the checkpoint "
+                        "directory to write (default: update --checkpoint in place)")
+    p.add_argument("--schedule-only", action="store_true", help="only re-measure the per-layer keep schedule")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed (default: the checkpoint's training seed)")
+    p.add_argument("--max-length", type=int, default=None,
+                   help="tokens per text (default: the checkpoint's training max_length)")
+    p.add_argument("--batch-size", type=int, default=8, help="calibration batch size (default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=run_calibrate)
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    command = "adaret " + shlex.join(sys.argv[1:])
+    if args.schedule_only:
+        return _run_schedule(args)
+    if not args.onnx or not args.output:
+        raise AdaretError("INT8 calibration needs --onnx model.onnx and -o model.int8.onnx "
+                          "(or pass --schedule-only to re-measure the keep schedule)")
+    from adaret.calibration.quantize import QuantizeConfig, quantize
+
+    result = quantize(QuantizeConfig(
+        checkpoint=args.checkpoint, onnx=args.onnx, output=args.output, data=args.data, samples=args.samples,
+        method=args.method, backend=args.backend, split=args.split, seed=args.seed, max_length=args.max_length,
+        batch_size=args.batch_size, progress=not args.no_progress, command=command))
+    record = result.record
+    excluded = ", ".join(f"{reason} {len(names)}" for reason, names in record.quantization["excluded"].items())
+    print(f"wrote {result.output} ({result.output.stat().st_size / 2**20:.1f} MiB; {record.backend} {record.method}, "
+          f"{record.data['samples']} texts of {record.data['dataset']}:{record.data['split']})")
+    print(f"quantized {len(result.plan.quantize)} MatMuls; fp32 kept: {excluded}")
+    print(f"scales sha256 {record.scales_sha256[:16]}...; record {result.record_path}")
+    for note in result.notes:
+        print(f"note: {note}")
+    return 0
+
+
+def _run_schedule(args: argparse.Namespace) -> int:
+    from adaret.calibration.schedule import PLOT_NAME, calibrate_schedule, plot_schedule, write_calibrated_checkpoint
+
+    out = Path(args.output or args.checkpoint)
+    if out.suffix == ".onnx":
+        raise AdaretError(f"with --schedule-only, -o is a checkpoint directory, not {out}")
+    checkpoint, calibration = calibrate_schedule(args.checkpoint, args.data, samples=args.samples, split=args.split,
+                                                 max_length=args.max_length, seed=args.seed,
+                                                 batch_size=args.batch_size, progress=not args.no_progress)
+    path = write_calibrated_checkpoint(checkpoint, calibration, out)
+    plot = plot_schedule(calibration, path / PLOT_NAME)
+    shown = " ".join(f"{f:.3f}" for f in calibration.fractions)
+    before = " ".join(f"{f:.3f}" for f in calibration.previous)
+    print(f"keep fractions per layer: {shown}  (mean {calibration.budget:.3f}; before: {before})")
+    print(f"wrote {path} (schedule measured on {calibration.source['samples']} texts of {args.data}); plot {plot}")
+    return 0

@@ -1,0 +1,334 @@
+"""INT8 post-training quantisation of a retained graph: QDQ that ONNX Runtime runs and TensorRT parses.
+
+Flow: check the inputs (fp32 graph, matching checkpoint and tokenizer, writable output) -> plan which nodes
+are quantised (``adaret.calibration.graph``) -> collect activation ranges over real text, a few batches at a
+time -> save them as ONNX Runtime's calibration cache next to the model -> ``quantize_static`` from that
+cache -> the calibration record (``adaret.calibration.record``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from adaret.calibration import graph as qgraph
+from adaret.calibration.record import CalibrationRecord, record_path, scales_sha256, texts_sha256
+from adaret.errors import AdaretError
+from adaret.fileio import ensure_writable_dir, sha256_file
+
+METHODS = ("entropy", "minmax", "percentile")
+BACKENDS = ("ort", "modelopt")
+CACHE_SUFFIX = ".calib_cache.json"
+# Batches folded into the ranges/histograms per collect_data call. ORT's histogram calibrators keep every output
+# of one call in memory (GBs at seq 512 and 512 samples) and stack them, which fails when batches are padded to
+# different lengths; one batch per call bounds memory and lets each batch keep its own length.
+CHUNK_BATCHES = 1
+
+
+@dataclass
+class QuantizeConfig:
+    checkpoint: str
+    onnx: str
+    output: str
+    data: str = "bbc-news"
+    samples: int = 512
+    method: str = "entropy"
+    backend: str = "ort"
+    split: str | None = None
+    seed: int | None = None
+    max_length: int | None = None
+    batch_size: int = 8
+    progress: bool = True
+    command: str = ""
+
+
+@dataclass
+class QuantizeResult:
+    output: Path
+    record_path: Path
+    record: CalibrationRecord
+    plan: qgraph.QuantPlan
+    cache_path: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Inputs:
+    """What the checks resolved: the graph, the checkpoint's tokenizer and the calibration texts."""
+
+    model: onnx.ModelProto
+    tokenizer: object
+    checkpoint_sha256: str
+    texts: list[str]
+    data: dict
+    seq_len: int | None
+    batch_size: int
+
+
+def quantize(config: QuantizeConfig) -> QuantizeResult:
+    if config.method not in METHODS:
+        raise AdaretError(f"unknown calibration method {config.method!r}; use {', '.join(METHODS)}")
+    if config.backend not in BACKENDS:
+        raise AdaretError(f"unknown backend {config.backend!r}; use {', '.join(BACKENDS)}")
+    output = Path(config.output)
+    _check_output(Path(config.onnx), output)
+    ir_model = qgraph.load(_read_graph(Path(config.onnx)))
+    qgraph.check_not_quantized(ir_model, config.onnx)
+    plan = qgraph.plan_quantization(ir_model)
+    inputs = _resolve_inputs(config, ir_model)
+    notes = [] if plan.tensorrt_input else [
+        f"the graph has ONNX Runtime fused ops ({', '.join(plan.custom_ops)}): the INT8 file runs on ONNX Runtime "
+        "only; for TensorRT quantize a graph without them (model.onnx, or adaret optimize --target tensorrt)"]
+    named = qgraph.ir.serde.serialize_model(ir_model)
+    if config.backend == "modelopt":
+        cache = None
+        _quantize_modelopt(named, inputs, plan, config, output)
+    else:
+        cache = _quantize_ort(named, inputs, plan, config, output)
+    record = _record(config, inputs, plan, output, cache, notes)
+    return QuantizeResult(output, record.write(record_path(output)), record, plan, cache, notes)
+
+
+# ------------------------------------------------------------------------------------------------- checks
+
+
+def _check_output(source: Path, output: Path) -> None:
+    if not source.is_file():
+        raise AdaretError(f"ONNX model {source} does not exist")
+    if output.resolve() == source.resolve():
+        raise AdaretError(f"output {output} would overwrite the fp32 model; choose another -o")
+    if output.suffix != ".onnx":
+        raise AdaretError(f"output {output} should end in .onnx")
+    if output.is_dir():
+        raise AdaretError(f"output {output} is a directory")
+    ensure_writable_dir(output.parent)
+    if output.exists() and not os.access(output, os.W_OK):
+        raise AdaretError(f"output {output} is not writable")
+
+
+def _read_graph(path: Path) -> onnx.ModelProto:
+    try:
+        return onnx.load(str(path))
+    except Exception as exc:  # onnx raises DecodeError/OSError/ValueError depending on the damage
+        raise AdaretError(f"cannot read ONNX model {path}: {exc}") from None
+
+
+def _resolve_inputs(config: QuantizeConfig, ir_model) -> _Inputs:
+    from adaret.calibration.data import calibration_texts, default_split
+
+    checkpoint_dir = Path(config.checkpoint)
+    info, tokenizer, digest = _checkpoint_parts(checkpoint_dir)
+    meta = qgraph.gf.adaret_metadata(ir_model)
+    if meta.get("checkpoint_sha256") and meta["checkpoint_sha256"] != digest:
+        raise AdaretError(f"{config.onnx} was exported from another checkpoint (metadata checkpoint_sha256 "
+                          f"{str(meta['checkpoint_sha256'])[:12]}..., {checkpoint_dir} is {digest[:12]}...)")
+    _check_vocab(ir_model, tokenizer, config.onnx, checkpoint_dir)
+    labels = meta.get("label_names")
+    if isinstance(labels, list) and labels != list(info["retention"].get("label_names", labels)):
+        raise AdaretError(f"{config.onnx} and {checkpoint_dir} have different label names")
+    training = info.get("training", {})
+    seed = int(training.get("seed", 0)) if config.seed is None else config.seed
+    max_length = int(training.get("max_length", 512)) if config.max_length is None else config.max_length
+    if str(meta.get("max_positions", "")).isdigit():  # texts longer than the position table cannot run
+        max_length = min(max_length, int(str(meta["max_positions"])))
+    dims = qgraph.gf.input_dims(ir_model).get("input_ids", [])
+    seq_len = dims[1] if len(dims) == 2 and isinstance(dims[1], int) else None
+    batch_size = dims[0] if dims and isinstance(dims[0], int) else config.batch_size
+    split = config.split or default_split(config.data)
+    dataset = calibration_texts(config.data, samples=config.samples, split=split, seed=seed)
+    data = {"dataset": config.data, "split": split, "samples": len(dataset), "seed": seed,
+            "max_length": seq_len or max_length, "batch_size": batch_size, "texts_sha256": texts_sha256(dataset.texts)}
+    return _Inputs(qgraph.ir.serde.serialize_model(ir_model), tokenizer, digest, dataset.texts, data, seq_len,
+                   batch_size)
+
+
+def _checkpoint_parts(checkpoint_dir: Path):
+    """The checkpoint's config, tokenizer and digest, without loading its weights into torch."""
+    from transformers import AutoTokenizer
+
+    from adaret.training.checkpoint import CONFIG_NAME, checkpoint_sha256
+
+    if not (checkpoint_dir / CONFIG_NAME).is_file():
+        raise AdaretError(f"checkpoint {checkpoint_dir} not found (no {CONFIG_NAME})")
+    try:
+        info = json.loads((checkpoint_dir / CONFIG_NAME).read_text())
+        tokenizer = AutoTokenizer.from_pretrained(str(checkpoint_dir), local_files_only=True)
+        digest = checkpoint_sha256(checkpoint_dir)
+    except (OSError, ValueError) as exc:
+        raise AdaretError(f"checkpoint {checkpoint_dir}: cannot read it ({exc})") from None
+    return info, tokenizer, digest
+
+
+def _check_vocab(ir_model, tokenizer, onnx_label: str, checkpoint_dir: Path) -> None:
+    rows = qgraph.gf.vocab_size(ir_model)
+    if rows is not None and len(tokenizer) > rows:
+        raise AdaretError(f"the tokenizer of {checkpoint_dir} has {len(tokenizer)} tokens but {onnx_label} embeds "
+                          f"only {rows}: tokenizer and model do not match")
+
+
+# ------------------------------------------------------------------------------------------------- ORT
+
+
+def _ort_method(method: str):
+    from onnxruntime.quantization import CalibrationMethod
+
+    return {"entropy": CalibrationMethod.Entropy, "minmax": CalibrationMethod.MinMax,
+            "percentile": CalibrationMethod.Percentile}[method]
+
+
+def ort_options(plan: qgraph.QuantPlan) -> dict:
+    """quantize_static arguments for TensorRT-style QDQ: symmetric INT8, per-channel weights, inputs only."""
+    from onnxruntime.quantization import QuantFormat, QuantType
+
+    return dict(quant_format=QuantFormat.QDQ, op_types_to_quantize=list(qgraph.QUANTIZED_OPS),
+                nodes_to_quantize=plan.quantize, nodes_to_exclude=sorted(plan.exclude), per_channel=True,
+                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                               # Q/DQ on GEMM inputs only; an output pair would sit before the float bias Add
+                               "OpTypesToExcludeOutputQuantization": list(qgraph.QUANTIZED_OPS)})
+
+
+def collect_ranges(model: onnx.ModelProto, batches: Iterator[dict], method: str, chunk: int = CHUNK_BATCHES):
+    """Activation ranges of every MatMul input, folded in a few batches at a time (bounded memory)."""
+    from onnxruntime.quantization import create_calibrator
+
+    with tempfile.TemporaryDirectory(prefix="adaret-calib-") as tmp:
+        source = Path(tmp) / "model.onnx"
+        onnx.save_model(model, str(source))  # not as external data: that would rewrite ``model`` in place
+        calibrator = create_calibrator(source, list(qgraph.QUANTIZED_OPS),
+                                       augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+                                       calibrate_method=_ort_method(method),
+                                       providers=["CPUExecutionProvider"], extra_options={"symmetric": True})
+        seen = 0
+        while True:
+            part = [feeds for _, feeds in zip(range(chunk), batches, strict=False)]
+            if not part:
+                break
+            seen += len(part)
+            calibrator.collect_data(_ListReader(part))
+        if not seen:
+            raise AdaretError("no calibration data: the reader produced no batches")
+        return calibrator.compute_data()
+
+
+class _ListReader:
+    def __init__(self, items: list[dict]):
+        self._items = iter(items)
+
+    def get_next(self) -> dict | None:
+        return next(self._items, None)
+
+
+def _quantize_ort(model: onnx.ModelProto, inputs: _Inputs, plan: qgraph.QuantPlan, config: QuantizeConfig,
+                  output: Path) -> Path:
+    from onnxruntime.quantization import quantize_static, save_tensors_data
+
+    from adaret.calibration.reader import TextCalibrationReader
+
+    reader = TextCalibrationReader(inputs.texts, inputs.tokenizer, batch_size=inputs.batch_size,
+                                   max_length=inputs.data["max_length"], seq_len=inputs.seq_len,
+                                   input_names=[i.name for i in model.graph.input], progress=config.progress)
+    ranges = collect_ranges(model, iter(reader.get_next, None), config.method)
+    cache = output.with_name(output.name.removesuffix(".onnx") + CACHE_SUFFIX)
+    with _staging(output) as staged:
+        save_tensors_data(ranges, staged / cache.name)
+        quantize_static(model, staged / output.name, calibration_data_reader=None,
+                        calibrate_method=_ort_method(config.method), calibration_cache_path=staged / cache.name,
+                        **ort_options(plan))
+        _finish(staged / output.name, inputs, config, plan)
+        os.replace(staged / cache.name, cache)
+        os.replace(staged / output.name, output)
+    return cache
+
+
+# ------------------------------------------------------------------------------------------------- ModelOpt
+
+
+def modelopt_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("modelopt") is not None
+
+
+def _quantize_modelopt(model: onnx.ModelProto, inputs: _Inputs, plan: qgraph.QuantPlan, config: QuantizeConfig,
+                       output: Path) -> None:
+    """NVIDIA ModelOpt's ONNX PTQ (it also emits TensorRT-style QDQ); same data, same exclusions."""
+    if not modelopt_available():
+        raise AdaretError("--backend modelopt needs nvidia-modelopt (pip install adaret[gpu]); use --backend ort")
+    from modelopt.onnx.quantization import quantize as mo_quantize
+
+    from adaret.calibration.reader import encode_batches
+
+    if config.method == "percentile":
+        raise AdaretError("--backend modelopt calibrates with entropy or minmax (its 'max'), not percentile")
+    batches = list(encode_batches(inputs.texts, inputs.tokenizer, batch_size=inputs.batch_size,
+                                  max_length=inputs.data["max_length"], seq_len=inputs.seq_len or
+                                  inputs.data["max_length"]))  # ModelOpt stacks batches: one fixed length
+    calibration = {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
+    with _staging(output) as staged:
+        source = staged / "source.onnx"
+        onnx.save_model(model, str(source))
+        mo_quantize(onnx_path=str(source), quantize_mode="int8", calibration_data=calibration,
+                    calibration_method="entropy" if config.method == "entropy" else "max",
+                    nodes_to_exclude=sorted(plan.exclude), op_types_to_quantize=list(qgraph.QUANTIZED_OPS),
+                    output_path=str(staged / output.name))
+        _finish(staged / output.name, inputs, config, plan)
+        os.replace(staged / output.name, output)
+
+
+# ------------------------------------------------------------------------------------------------- output
+
+
+class _staging:
+    """A temporary directory next to the output: files move into place only when everything succeeded."""
+
+    def __init__(self, output: Path):
+        self.output = output
+
+    def __enter__(self) -> Path:
+        self.path = Path(tempfile.mkdtemp(prefix=f".{self.output.name}.", dir=self.output.parent))
+        return self.path
+
+    def __exit__(self, *exc) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _finish(path: Path, inputs: _Inputs, config: QuantizeConfig, plan: qgraph.QuantPlan) -> None:
+    """Keep non-quantised consumers in float, carry the export's metadata over and mark the file as INT8."""
+    from adaret.export.metadata import read_metadata, write_metadata
+
+    model = qgraph.gf.load_model(path)
+    qgraph.restore_float_consumers(model, set(plan.quantize))
+    quantized = qgraph.ir.serde.serialize_model(model)
+    meta = read_metadata(inputs.model) | {"quantization": f"int8-qdq ({config.backend}, {config.method})",
+                                           "calibration_record": record_path(path).name}
+    write_metadata(quantized, meta)
+    onnx.save_model(quantized, str(path))
+
+
+def _record(config: QuantizeConfig, inputs: _Inputs, plan: qgraph.QuantPlan, output: Path, cache: Path | None,
+            notes: list[str]) -> CalibrationRecord:
+    quantized = onnx.load(str(output))
+    op_counts = {op: sum(n.op_type == op for n in quantized.graph.node)
+                 for op in ("QuantizeLinear", "DequantizeLinear")}
+    quantization = {"format": "QDQ", "activations": "int8 symmetric per-tensor",
+                    "weights": "int8 symmetric per-channel",
+                    "op_types": list(qgraph.QUANTIZED_OPS), "quantized_nodes": plan.quantize,
+                    "excluded": plan.reasons(), "score_topk": plan.score_topk, "tensorrt_input": plan.tensorrt_input,
+                    "qdq_nodes": op_counts,
+                    "calibration_cache": cache.name if cache else None,
+                    "calibration_cache_sha256": sha256_file(cache) if cache else None}
+    return CalibrationRecord(
+        model=output.name, source_model=Path(config.onnx).name, source_sha256=sha256_file(Path(config.onnx)),
+        checkpoint_sha256=inputs.checkpoint_sha256, backend=config.backend, method=config.method, data=inputs.data,
+        quantization=quantization, scales_sha256=scales_sha256(quantized), model_sha256=sha256_file(output),
+        command=config.command, notes=notes)
+
