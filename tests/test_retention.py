@@ -83,3 +83,22 @@ def test_relaxed_training_keeps_expected_budget_differentiable(tiny_model):
 def test_gate_first_layer_option(first):
     model = make_tiny_model(gate_first_layer=first)
     assert ("0" in model.gates) is first and len(model.gates) == 4 - (not first)
+
+
+def test_full_mode_matches_plain_encoder_on_ragged_real_batches(minilm_dir, tokenizer):
+    """Padding slots of a ragged batch must be masked, not just down-weighted (real MiniLM, real text)."""
+    from adaret.modeling import RetentionConfig, RetentionModel, load_encoder
+    from adaret.training.data import load_splits
+
+    texts = load_splits("bbc-news").eval.texts[:4]
+    batch = tokenizer([texts[0][:200], texts[1], texts[2][:600], texts[3][:60]], padding=True, truncation=True,
+                      max_length=256, return_tensors="pt")
+    torch.manual_seed(0)
+    model = RetentionModel(load_encoder(minilm_dir), RetentionConfig(label_names=["a", "b"])).eval()
+    with torch.no_grad():
+        full = model(batch["input_ids"], batch["attention_mask"], mode="full").logits
+        states = model.encoder.backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        mask = batch["attention_mask"][..., None]
+        hidden = states.last_hidden_state
+        plain = model.head(torch.cat([hidden[:, 0], (hidden * mask).sum(1) / mask.sum(1)], -1))
+    torch.testing.assert_close(full, plain, atol=1e-4, rtol=1e-4)

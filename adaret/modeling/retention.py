@@ -6,7 +6,7 @@ unchanged (drop-and-restore), so every position still has a final state:
 
     m[0, i] = attention_mask[i]
     m[l, i] = m[l-1, i] * z[l, i]                     (z = 1 for an ungated layer)
-    key bias of layer l:  log(m[l, j] + tiny)
+    key bias of layer l:  log(m[l, j] + tiny)         (a hard mask where m[l, j] == 0)
     h[l, i] = m[l, i] * Layer_l(h[l-1])[i] + (1 - m[l, i]) * h[l-1, i]
 
 The head reads [h_cls ; mean_i h[L, i]] over the real tokens, so it is invariant to token order.
@@ -137,9 +137,19 @@ class RetentionModel(nn.Module):
         order = torch.argsort(alive.to(torch.int8), dim=1, descending=True, stable=True)[:, :count]
         index = order.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
         h_alive, m_alive = hidden.gather(1, index), mask.gather(1, order)
-        out = self.encoder.run_layer(layer, h_alive, torch.log(m_alive + self.config.mask_epsilon))
+        out = self.encoder.run_layer(layer, h_alive, self._key_bias(m_alive))
         m = m_alive.unsqueeze(-1)
         return hidden.scatter(1, index, m * out + (1.0 - m) * h_alive)
+
+    def _key_bias(self, mask: torch.Tensor) -> torch.Tensor:
+        """``log(m + tiny)`` for live keys; a hard mask for m == 0.
+
+        Only padding slots of a ragged batch reach a layer with m == 0 (dead tokens are not gathered), and
+        log(tiny) = -20.7 is not a mask: attention logits spread wider than that in some heads, so a
+        padding key would leak into real tokens' attention.
+        """
+        return torch.where(mask > 0, torch.log(mask + self.config.mask_epsilon),
+                           torch.full_like(mask, MASKED_KEY_BIAS))
 
     # --- hard top-M (inference and export reference) -----------------------------------------------
 

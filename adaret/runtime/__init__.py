@@ -1,1 +1,37 @@
-"""One Session over ONNX Runtime and TensorRT; tokenisation, batching, benchmark, memory. (Not built yet.)"""
+"""The edge runtime: one Session over ONNX Runtime graphs and TensorRT plans, with the artifact's tokenizer.
+
+It imports neither torch nor transformers: a deployment installs ``adaret[runtime]`` (numpy, onnxruntime,
+tokenizers), plus tensorrt for ``.plan`` files.
+
+    session = adaret.runtime.load("out/export-b0.4")     # or .../model.onnx, or a .plan
+    for prediction in session.classify(["some text", "another"]):
+        print(prediction.label, prediction.scores)
+
+Attributes load lazily, so that ``adaret.runtime.cli`` (imported whenever the ``adaret`` parser is built)
+does not import onnxruntime.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for type checkers and editors; at run time the names resolve in __getattr__
+    from adaret.runtime.session import Prediction, Session, load
+    from adaret.runtime.text import TruncationWarning
+
+_EXPORTS = {
+    "load": "adaret.runtime.session",
+    "Session": "adaret.runtime.session",
+    "Prediction": "adaret.runtime.session",
+    "TruncationWarning": "adaret.runtime.text",
+}
+
+__all__ = ["Prediction", "Session", "TruncationWarning", "load"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'adaret.runtime' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,141 @@
+"""Loaders and runners, after Polygraphy: a loader builds a backend object, a runner runs feeds through it.
+
+Every runner has the same interface, so the Session (and a comparison) does not care which backend it has:
+``input_specs`` (name -> InputSpec), ``output_names``, ``metadata`` (the ``adaret.*`` entries, decoded) and
+``infer(feeds) -> {output name: array}``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import onnxruntime as ort
+from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
+
+from adaret.errors import AdaretError
+from adaret.runtime.options import select_providers, session_options
+
+METADATA_PREFIX = "adaret."
+JSON_METADATA_KEYS = ("schedule", "keep_counts", "label_names", "input_names", "output_names", "pass_report")
+ORT_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, *(
+    getattr(ort_state, name) for name in ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoModel",
+                                          "NoSuchFile", "NotImplemented", "RuntimeException", "EPFail")
+    if hasattr(ort_state, name)))
+ORT_DTYPES = {"tensor(int64)": np.dtype(np.int64), "tensor(int32)": np.dtype(np.int32),
+              "tensor(float)": np.dtype(np.float32), "tensor(float16)": np.dtype(np.float16)}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One model input: its dtype and shape, with None for a dynamic dimension."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[int | None, ...]
+
+
+class Runner(Protocol):
+    input_specs: dict[str, InputSpec]
+    output_names: list[str]
+    metadata: dict[str, Any]
+
+    def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+def decode_metadata(entries: Mapping[str, str]) -> dict[str, Any]:
+    """The ``adaret.*`` metadata_props of an exported graph, with the JSON-valued ones decoded.
+
+    The same rule as ``adaret.export.read_metadata``, which needs the onnx package; this one reads what ONNX
+    Runtime hands over. A value that is not valid JSON stays a string rather than making the model unloadable.
+    """
+    out: dict[str, Any] = {}
+    for key, value in entries.items():
+        if key.startswith(METADATA_PREFIX):
+            name = key.removeprefix(METADATA_PREFIX)
+            out[name] = _json_or_text(value) if name in JSON_METADATA_KEYS else value
+    return out
+
+
+def _json_or_text(value: str) -> Any:
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        return value
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+class SessionFromOnnx:
+    """Loader: an ``ort.InferenceSession`` for an ONNX file, with the runtime's session options."""
+
+    def __init__(self, path: str | Path, *, memory: str | None = None, threads: int | None = None,
+                 providers: list[str] | None = None):
+        self.path = Path(path)
+        self.options = session_options(memory, threads) if memory else session_options(threads=threads)
+        self.providers = providers or select_providers()
+
+    def __call__(self) -> ort.InferenceSession:
+        if not self.path.is_file():
+            raise AdaretError(f"model file {self.path} does not exist")
+        try:
+            return ort.InferenceSession(str(self.path), self.options, providers=self.providers)
+        except ORT_ERRORS as exc:
+            raise AdaretError(f"cannot load {self.path.name}: not a valid ONNX model, or a truncated or corrupt "
+                              f"file ({first_line(exc)})") from None
+
+
+class OrtRunner:
+    """Runs feeds through an ONNX Runtime session."""
+
+    def __init__(self, session: ort.InferenceSession | SessionFromOnnx):
+        self.session = session() if callable(session) else session
+        self.input_specs = {i.name: InputSpec(i.name, ORT_DTYPES.get(i.type, np.dtype(np.int64)),
+                                              tuple(d if isinstance(d, int) else None for d in i.shape))
+                            for i in self.session.get_inputs()}
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.metadata = decode_metadata(self.session.get_modelmeta().custom_metadata_map)
+
+    @property
+    def providers(self) -> list[str]:
+        return self.session.get_providers()
+
+    def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            outputs = self.session.run(self.output_names, dict(feeds))
+        except ORT_ERRORS as exc:
+            raise AdaretError(f"ONNX Runtime could not run the model: {first_line(exc)}") from None
+        return dict(zip(self.output_names, outputs, strict=True))
+
+
+class TrtRunner:
+    """Runs feeds through a TensorRT plan with ``adaret.engines.trt_session.TrtPlanRunner``.
+
+    The plan runner reads the plan's JSON sidecar and refuses a plan built for another GPU or TensorRT release,
+    naming both. The engines stage is imported here, not at module level: an ONNX-only deployment never needs it.
+    """
+
+    def __init__(self, plan_path: str | Path):
+        self.path = Path(plan_path)
+        if not self.path.is_file():
+            raise AdaretError(f"plan file {self.path} does not exist")
+        from adaret.engines.trt_session import TrtPlanRunner
+
+        self.runner = TrtPlanRunner(self.path)
+        # The sidecar carries what the ONNX metadata carries for a graph: labels, budget, schedule, bucket.
+        self.metadata: dict[str, Any] = self.runner.sidecar.to_dict()
+        self.output_names = list(self.runner.output_names)
+        seq_len = self.metadata.get("seq_len")
+        self.input_specs = {name: InputSpec(name, np.dtype(np.int64), (None, seq_len))
+                            for name in self.runner.input_names}
+        self.providers = ["TensorRT"]
+
+    def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.runner.run(dict(feeds))

@@ -1,0 +1,258 @@
+"""``adaret.runtime.load(path) -> Session``: one interface over ONNX Runtime graphs and TensorRT plans."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from adaret.errors import AdaretError
+from adaret.runtime.runners import OrtRunner, Runner, SessionFromOnnx, TrtRunner
+from adaret.runtime.text import (
+    DEFAULT_MAX_LENGTH,
+    Encoded,
+    PlannedBatch,
+    TextEncoder,
+    bucket_widths,
+    padded_batches,
+)
+
+STATIC_GRAPH = re.compile(r"model_seq(\d+)(?:\.opt)?\.onnx")
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One text's result: the top label, and a probability per label (in ``label_names`` order)."""
+
+    label: str
+    index: int
+    probabilities: np.ndarray
+    label_names: tuple[str, ...]
+    truncated: bool = False
+
+    @property
+    def scores(self) -> dict[str, float]:
+        return {name: float(p) for name, p in zip(self.label_names, self.probabilities, strict=True)}
+
+
+class Session:
+    """Runs an exported model: ``run`` on token arrays, ``classify`` on texts.
+
+    ``runners`` maps a static graph's bucket length to its runner, or ``None`` to the one dynamic runner.
+    """
+
+    def __init__(self, runners: Mapping[int | None, Runner], encoder: TextEncoder | None = None, *,
+                 max_length: int | None = None, pad_multiple: int = 32, source: Path | None = None):
+        if not runners:
+            raise AdaretError("a session needs at least one model")
+        self.runners = dict(runners)
+        self.encoder = encoder
+        self.source = source
+        first = next(iter(self.runners.values()))
+        self.input_specs = first.input_specs
+        self.output_names = first.output_names
+        self.metadata: dict[str, Any] = first.metadata
+        self.static_lengths = sorted(k for k in self.runners if k is not None)
+        self.max_length = self._max_length(max_length)
+        self.widths = bucket_widths(self.max_length, self.static_lengths, pad_multiple)
+
+    def _max_length(self, requested: int | None) -> int:
+        """The longest input: the largest static bucket, else the graph's recorded positions, else the tokenizer's
+        limit; a ``requested`` length may only lower it."""
+        if self.static_lengths:
+            limit = max(self.static_lengths)
+        else:
+            recorded = self.metadata.get("max_positions") or (self.encoder.model_max_length if self.encoder else None)
+            limit = int(recorded or DEFAULT_MAX_LENGTH)
+        return min(requested, limit) if requested else limit
+
+    @property
+    def input_names(self) -> list[str]:
+        return list(self.input_specs)
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self.metadata.get("label_names") or [])
+
+    @property
+    def budget(self) -> float | None:
+        value = self.metadata.get("budget")
+        return float(value) if value is not None else None
+
+    @property
+    def providers(self) -> list[str]:
+        return list(getattr(next(iter(self.runners.values())), "providers", []))
+
+    # --- arrays ------------------------------------------------------------------------------------
+
+    def run(self, input_ids: Any, attention_mask: Any = None, token_type_ids: Any = None) -> dict[str, np.ndarray]:
+        """Run one batch; arrays are [batch, sequence] integers. A static model's input is padded to its bucket."""
+        feeds = self._checked_feeds({"input_ids": input_ids, "attention_mask": attention_mask,
+                                     "token_type_ids": token_type_ids})
+        width = feeds["input_ids"].shape[1]
+        key, target = self._bucket_for(width)
+        if target > width:
+            feeds = _pad_right(feeds, target, self.encoder.pad_id if self.encoder else 0)
+        return self.runners[key].infer(feeds)
+
+    def _checked_feeds(self, given: dict[str, Any]) -> dict[str, np.ndarray]:
+        if given["input_ids"] is None:
+            raise AdaretError("run() needs input_ids")
+        ids = _as_tokens("input_ids", given["input_ids"])
+        defaults = {"attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+        feeds = {}
+        for name in INPUT_NAMES:
+            value = given[name]
+            if name not in self.input_specs:
+                if value is not None and name == "token_type_ids" and np.any(value):
+                    raise AdaretError("this model takes no token_type_ids")
+                continue
+            array = ids if name == "input_ids" else (defaults[name] if value is None else _as_tokens(name, value))
+            if array.shape != ids.shape:
+                raise AdaretError(f"{name} has shape {array.shape} but input_ids has shape {ids.shape}")
+            feeds[name] = array.astype(self.input_specs[name].dtype, copy=False)
+        self._check_shape(ids.shape)
+        return feeds
+
+    def _check_shape(self, shape: tuple[int, ...]) -> None:
+        batch, width = shape
+        if batch < 1 or width < 1:
+            raise AdaretError(f"input_ids has an empty dimension: shape {shape}")
+        fixed_batch = self.input_specs["input_ids"].shape[0]
+        if fixed_batch is not None and batch != fixed_batch:
+            raise AdaretError(f"this model was exported for batch {fixed_batch}, got batch {batch}")
+        if width > self.max_length:
+            raise AdaretError(f"sequence length {width} exceeds the model's maximum of {self.max_length} tokens")
+
+    def _bucket_for(self, width: int) -> tuple[int | None, int]:
+        if not self.static_lengths:
+            return None, width
+        bucket = next(n for n in self.static_lengths if n >= width)  # width <= max_length was checked
+        return bucket, bucket
+
+    # --- texts -------------------------------------------------------------------------------------
+
+    def encode(self, texts: Sequence[str]) -> Encoded:
+        """Token ids per text with the artifact's tokenizer; over ``max_length`` tokens is truncated with a
+        ``TruncationWarning``."""
+        texts = _check_texts(texts)
+        if self.encoder is None:
+            raise AdaretError(f"no tokenizer.json next to {self.source or 'the model'}: texts need the tokenizer "
+                              "that export writes beside the graph")
+        return self.encoder.encode(texts, self.max_length)
+
+    def batches(self, encoded: Encoded, batch_size: int = 8) -> Iterator[tuple[PlannedBatch, dict[str, np.ndarray]]]:
+        """Bucketed, padded feeds: exactly what ``classify`` runs, for comparisons that must see the same inputs."""
+        pad_id = self.encoder.pad_id if self.encoder else 0
+        for batch, feeds in padded_batches(encoded, self.widths, batch_size, pad_id):
+            yield batch, {name: feeds[name] for name in self.input_names if name in feeds}
+
+    def classify(self, texts: Sequence[str], batch_size: int = 8) -> list[Prediction]:
+        """Labels and probabilities for each text, in input order."""
+        encoded = self.encode(texts)
+        logits: list[np.ndarray] = [np.empty(0)] * len(encoded.ids)
+        for batch, feeds in self.batches(encoded, batch_size):
+            out = self.run(**feeds)["logits"]
+            for row, index in enumerate(batch.indices):
+                logits[index] = out[row]
+        return [self._prediction(row, cut) for row, cut in zip(logits, encoded.truncated, strict=True)]
+
+    def _prediction(self, logits: np.ndarray, truncated: bool) -> Prediction:
+        shifted = np.exp(logits.astype(np.float64) - logits.max())
+        probabilities = (shifted / shifted.sum()).astype(np.float32)
+        names = tuple(self.label_names or (f"LABEL_{i}" for i in range(len(logits))))
+        index = int(np.argmax(probabilities))
+        return Prediction(names[index], index, probabilities, names, truncated)
+
+
+def _as_tokens(name: str, value: Any) -> np.ndarray:
+    array = np.asarray(value)
+    if not np.issubdtype(array.dtype, np.integer):
+        raise AdaretError(f"{name} must be an integer array (int64), got dtype {array.dtype}")
+    if array.ndim != 2:
+        raise AdaretError(f"{name} must have rank 2 [batch, sequence], got shape {array.shape}")
+    return array
+
+
+def _pad_right(feeds: dict[str, np.ndarray], width: int, pad_id: int) -> dict[str, np.ndarray]:
+    extra = width - feeds["input_ids"].shape[1]
+    fill = {"input_ids": pad_id, "attention_mask": 0, "token_type_ids": 0}
+    return {name: np.pad(array, ((0, 0), (0, extra)), constant_values=fill[name]) for name, array in feeds.items()}
+
+
+def _check_texts(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, str):
+        raise AdaretError("classify() takes a list of texts; wrap a single text in a list")
+    texts = list(texts)
+    if not texts:
+        raise AdaretError("classify() got an empty list of texts")
+    bad = next((type(t).__name__ for t in texts if not isinstance(t, str)), None)
+    if bad:
+        raise AdaretError(f"classify() takes strings, got a {bad}")
+    return texts
+
+
+def load(path: str | Path, *, memory: str | None = None, threads: int | None = None,
+         providers: list[str] | None = None, max_length: int | None = None, pad_multiple: int = 32) -> Session:
+    """Open an exported model: a ``.onnx`` graph (ONNX Runtime), a ``.plan`` (TensorRT), or an export directory
+    (its dynamic graph, else all of its ``model_seq<N>`` buckets; the optimised ``.opt.onnx`` of each where
+    export wrote one). The tokenizer next to it is used for ``classify``.
+
+    ``memory`` picks the CPU allocator (see ``adaret.runtime.options.MEMORY_MODES``; default: arena off),
+    ``threads`` the intra-op threads, ``providers`` overrides the execution providers, ``max_length`` caps the
+    tokens per text (default: the model's bucket, ``max_positions`` metadata, or the tokenizer's limit).
+    """
+    path = Path(path)
+    files = _model_files(path)
+    runners: dict[int | None, Runner] = {}
+    for file in files:
+        if file.suffix == ".plan":
+            runner: Runner = TrtRunner(file)
+        else:
+            runner = OrtRunner(SessionFromOnnx(file, memory=memory, threads=threads, providers=providers))
+        runners[_static_length(runner)] = runner
+    if None in runners and len(runners) > 1:
+        raise AdaretError(f"{path}: mixes a dynamic graph with static ones; load one form")
+    directory = path if path.is_dir() else path.parent
+    encoder = TextEncoder.from_dir(directory) if (directory / "tokenizer.json").is_file() else None
+    return Session(runners, encoder, max_length=max_length, pad_multiple=pad_multiple, source=path)
+
+
+def _model_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        return _graphs_in(path)
+    if not path.exists():
+        raise AdaretError(f"model file {path} does not exist")
+    if path.suffix not in (".onnx", ".plan"):
+        raise AdaretError(f"{path.name}: expected a .onnx graph or a .plan TensorRT engine")
+    return [path]
+
+
+def _graphs_in(directory: Path) -> list[Path]:
+    """An export directory's graphs, preferring the graph-pass output (``*.opt.onnx``) of each: it is the one
+    export optimised for deployment and checked against the plain graph."""
+    def best(stem: str) -> Path | None:
+        return next((p for p in (directory / f"{stem}.opt.onnx", directory / f"{stem}.onnx") if p.is_file()), None)
+
+    dynamic = best("model")
+    if dynamic is not None:
+        return [dynamic]
+    lengths = sorted({int(m[1]) for p in directory.glob("model_seq*.onnx") if (m := STATIC_GRAPH.fullmatch(p.name))})
+    if not lengths:
+        raise AdaretError(f"{directory} holds no model.onnx or model_seq<N>.onnx")
+    return [p for n in lengths if (p := best(f"model_seq{n}")) is not None]
+
+
+def _static_length(runner: Runner) -> int | None:
+    """A static graph's bucket length (from its metadata, else its input shape); None for a dynamic graph."""
+    recorded = str(runner.metadata.get("seq_len", ""))
+    if recorded.isdigit():
+        return int(recorded)
+    if recorded == "dynamic":
+        return None
+    return runner.input_specs["input_ids"].shape[1] if "input_ids" in runner.input_specs else None

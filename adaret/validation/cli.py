@@ -1,0 +1,139 @@
+"""``adaret validate`` and ``adaret bench``. Nothing heavy at module level: the parser is built on every call."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from adaret.cli import budget_value
+from adaret.validation.defaults import DEFAULT_ACCURACY_FLOOR, DEFAULT_PARITY_TOLERANCE, DEFAULT_TRT_TOLERANCE
+
+
+def budgets_value(text: str) -> tuple[float, ...]:
+    values = tuple(budget_value(part) for part in text.split(",") if part.strip())
+    if not values:
+        raise argparse.ArgumentTypeError("give at least one budget, like 0.3,0.4,0.5,1.0")
+    return values
+
+
+def memory_modes_value(text: str) -> tuple[str, ...]:
+    from adaret.runtime.options import MEMORY_MODES
+
+    values = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [v for v in values if v not in MEMORY_MODES]
+    if unknown or not values:
+        raise argparse.ArgumentTypeError(f"memory modes are {', '.join(MEMORY_MODES)}; got {text!r}")
+    return values
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", default=None,
+                   help="retention checkpoint directory (default: the bundled BBC News MiniLM-L6 adapter)")
+    p.add_argument("--data", default=None,
+                   help="bbc-news, rotten-tomatoes, or a .csv/.jsonl file; its eval split is used (default: the "
+                        "data the checkpoint was trained on, with its seed)")
+    p.add_argument("--text-column", default="text", help="text column of a CSV/JSONL file")
+    p.add_argument("--label-column", default="label", help="label column of a CSV/JSONL file")
+    p.add_argument("--max-examples", type=positive_int, default=None,
+                   help="evaluate an evenly spaced subset of this many eval examples (default: all)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="examples per batch (default: %(default)s)")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="CPU threads for PyTorch and ONNX Runtime alike (default: the libraries' own choice)")
+    p.add_argument("--plan", action="append", default=[], metavar="MODEL.plan",
+                   help="also run this TensorRT plan (needs tensorrt and a GPU); may be repeated")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("validate", help="compare PyTorch full, PyTorch top-M and the deployed graphs on eval data",
+                       description="On the same eval inputs, compare (a) the PyTorch full model, (b) PyTorch hard "
+                                   "top-M and (c) the ONNX Runtime graph (and a TensorRT plan) at each budget: "
+                                   "accuracy, agreement with (a), max |logit diff|, latency p50/p95, throughput "
+                                   "and peak memory. Writes report.json, report.md and PNG plots; exits 1 when "
+                                   "parity or the accuracy floor fails.")
+    _common(p)
+    p.add_argument("--onnx", action="append", default=[], metavar="MODEL.onnx",
+                   help="an exported graph (or export directory) to validate; may be repeated (default: export "
+                        "one at each of --budgets)")
+    p.add_argument("--budgets", type=budgets_value, default=None, metavar="B[,B...]",
+                   help="budgets to export and compare when no --onnx is given (default: 0.3,0.4,0.5,1.0)")
+    p.add_argument("--out", default="out/validate", help="report directory (default: %(default)s)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="device of the PyTorch reference; ONNX Runtime uses its installed providers "
+                        "(default: %(default)s)")
+    p.add_argument("--parity-tolerance", type=float, default=DEFAULT_PARITY_TOLERANCE,
+                   help="max |logit diff| of an ONNX graph against PyTorch hard top-M at its budget "
+                        "(default: %(default)s)")
+    p.add_argument("--trt-tolerance", type=float, default=DEFAULT_TRT_TOLERANCE,
+                   help="the same for a TensorRT plan, which may run in fp16 (default: %(default)s)")
+    p.add_argument("--accuracy-floor", type=float, default=DEFAULT_ACCURACY_FLOOR,
+                   help="each retained model's accuracy must be at least this fraction of the full model's "
+                        "(default: %(default)s, the paper's >= 95%% at 30-50%% of tokens)")
+    p.add_argument("--no-memory", dest="memory", action="store_false",
+                   help="skip the peak-memory measurements (one subprocess per configuration)")
+    p.set_defaults(run=_run_validate)
+
+    b = sub.add_parser("bench", help="side-by-side benchmark: PyTorch, ONNX Runtime (and TensorRT), full vs retained",
+                       description="Latency, throughput, peak memory and accuracy of PyTorch eager full and "
+                                   "retained, ONNX Runtime full (the baseline) and retained at several budgets, "
+                                   "and TensorRT plans when given; writes <name>.json and <name>.md with the "
+                                   "command, the machine and the versions.")
+    _common(b)
+    b.add_argument("--budgets", type=budgets_value, default=(0.3, 0.4, 0.5), metavar="B[,B...]",
+                   help="retained budgets (budget 1.0 is always the full baseline) (default: 0.3,0.4,0.5)")
+    b.add_argument("--seq-len", type=positive_int, default=512, help="timed sequence length (default: %(default)s)")
+    b.add_argument("--rounds", type=positive_int, default=5,
+                   help="interleaved timing rounds (default: %(default)s)")
+    b.add_argument("--memory-trials", type=positive_int, default=3,
+                   help="fresh processes per memory measurement; the median is reported (default: %(default)s)")
+    b.add_argument("--ort-modes", type=memory_modes_value, default=("no-arena", "arena"), metavar="MODE[,MODE...]",
+                   help="ONNX Runtime CPU allocator settings to time and measure each graph with: no-arena (the "
+                        "runtime's default), arena, arena-same-as-requested (default: no-arena,arena)")
+    b.add_argument("--out", default="benchmarks/results", help="results directory (default: %(default)s)")
+    b.add_argument("--name", default="bench", help="results file stem (default: %(default)s)")
+    b.set_defaults(run=_run_bench)
+
+
+def _command() -> str:
+    return "adaret " + shlex.join(sys.argv[1:])
+
+
+def _run_validate(args: argparse.Namespace) -> int:
+    from adaret.validation.report import ValidationConfig, run_validation
+
+    config = ValidationConfig(
+        checkpoint=args.checkpoint, onnx=args.onnx, plans=args.plan, data=args.data, budgets=args.budgets,
+        out=args.out, max_examples=args.max_examples, batch_size=args.batch_size, threads=args.threads,
+        device=args.device, parity_tolerance=args.parity_tolerance, trt_tolerance=args.trt_tolerance,
+        accuracy_floor=args.accuracy_floor, memory=args.memory, text_column=args.text_column,
+        label_column=args.label_column, command=getattr(args, "command_line", None) or _command())
+    report = run_validation(config)
+    for check in report["checks"]:
+        print(f"{'ok  ' if check['passed'] else 'FAIL'} {check['check']} {check['target']}: {check['detail']}")
+    print(f"{'passed' if report['passed'] else 'FAILED'}; report: {args.out}/report.md")
+    return 0 if report["passed"] else 1
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from adaret.validation.bench import BenchConfig, run_bench
+
+    config = BenchConfig(
+        checkpoint=args.checkpoint, data=args.data, budgets=args.budgets, max_examples=args.max_examples,
+        batch_size=args.batch_size, seq_len=args.seq_len, threads=args.threads, rounds=args.rounds,
+        memory_trials=args.memory_trials, ort_modes=args.ort_modes, plans=args.plan, out=args.out, name=args.name,
+        text_column=args.text_column, label_column=args.label_column,
+        command=getattr(args, "command_line", None) or _command())
+    json_path, md_path = run_bench(config)
+    print(md_path.read_text())
+    print(f"wrote {json_path} and {md_path}")
+    return 0
