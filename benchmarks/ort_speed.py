@@ -39,20 +39,21 @@ VARIANTS = {
 }
 
 
-def build_graphs(checkpoint: str, budgets: list[float], work: Path) -> tuple[dict, dict]:
-    paths, export_seconds = {}, {}
+def build_graphs(checkpoint: str, budgets: list[float], work: Path) -> tuple[dict, dict, dict]:
+    paths, export_seconds, parity = {}, {}, {}
     for budget in budgets:
         started = time.perf_counter()
         result = run_export(ExportConfig(budget=budget, checkpoint=checkpoint, out=str(work / f"b{budget}"),
                                          optimize=False))
         export_seconds[budget] = round(time.perf_counter() - started, 1)
         raw = result.graphs[0].path
+        parity[budget] = result.graphs[0].parity.as_dict()
         for variant, passes in VARIANTS.items():
             path = raw if not passes else raw.with_name(f"model.{len(passes)}.onnx")
             if passes:
                 optimize(raw, path, passes=passes)
             paths[(variant, budget)] = path
-    return paths, export_seconds
+    return paths, export_seconds, parity
 
 
 def torch_eager_runner(checkpoint: str, feeds: dict):
@@ -76,7 +77,8 @@ def main() -> None:
     parser.add_argument("--name", default="ort_speed")
     args = parser.parse_args()
     budgets = sorted({float(b) for b in args.budgets.split(",")} | {1.0})
-    paths, export_seconds = build_graphs(args.checkpoint, budgets, Path(tempfile.mkdtemp(prefix="adaret-bench-")))
+    paths, export_seconds, parity = build_graphs(args.checkpoint, budgets,
+                                                 Path(tempfile.mkdtemp(prefix="adaret-bench-")))
     sessions = {key: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for key, p in paths.items()}
     rows = []
     for batch in [int(b) for b in args.batches.split(",")]:
@@ -93,7 +95,7 @@ def main() -> None:
                          "sequences_per_s": round(batch / seconds, 2), "speedup_vs_same_variant_1.0":
                          round(full / seconds, 2), "speedup_vs_pytorch_eager_full": round(eager / seconds, 2)})
     payload = {"command": "python " + " ".join(sys.argv), "seq_len": args.seq_len, "machine": machine(),
-               "export_plus_parity_seconds": export_seconds, "rows": rows}
+               "export_plus_parity_seconds": export_seconds, "parity": parity, "rows": rows}
     json_path, md_path = write_results(args.name, payload, render(payload))
     print(render(payload))
     print(f"wrote {json_path} and {md_path}")
@@ -111,7 +113,14 @@ def render(payload: dict) -> str:
         lines.append(f"| {r['batch']} | {r['variant']} | {r['budget']} | {r['median_ms']} | {r['sequences_per_s']} | "
                      f"{r['speedup_vs_same_variant_1.0']}x | {r['speedup_vs_pytorch_eager_full']}x |")
     lines += ["", "Export + parity seconds per budget (no passes): "
-              + ", ".join(f"{b}: {s}s" for b, s in payload["export_plus_parity_seconds"].items()), ""]
+              + ", ".join(f"{b}: {s}s" for b, s in payload["export_plus_parity_seconds"].items()), "",
+              "Parity of each export, ONNX Runtime vs the PyTorch hard top-M reference (batches 1 and 8, lengths "
+              "8, 37, 128, 255, 512, random right-padding):", ""]
+    for budget, report in payload["parity"].items():
+        lines.append(f"- budget {budget}: max |logit diff| {report['max_abs_diff']:.2e} (tolerance "
+                     f"{report['tolerance']:.0e}), kept positions identical: {report['positions_identical']}, "
+                     f"{len(report['cases'])} cases")
+    lines.append("")
     return "\n".join(lines)
 
 
