@@ -2,7 +2,7 @@
 
     python benchmarks/gpu_reference.py [--checkpoint DIR] [--budgets 1.0,0.5,0.4,0.3] [--batches 1,8,32]
                                        [--seq-len 512] [--warmup 10] [--iters 50]
-    python benchmarks/gpu_reference.py --device cpu --quick --out /tmp/x    # smoke test of the code path
+    python benchmarks/gpu_reference.py --device cpu --quick --out smoke/   # smoke test of the code path
 
 Latency is timed with CUDA events around each forward (median over --iters after --warmup runs); memory is
 torch.cuda.max_memory_allocated during one forward minus what was allocated before it (weights and inputs),

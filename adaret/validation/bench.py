@@ -228,7 +228,7 @@ def _targets(config: BenchConfig, rows: list[dict]) -> list[dict]:
 
 def _payload(config: BenchConfig, checkpoint, rows: list[dict]) -> dict:
     _ratios(rows)
-    return {"command": config.command, "checkpoint": str(resolve_checkpoint(config.checkpoint)),
+    return {"command": config.command, "checkpoint": resolve_checkpoint(config.checkpoint).name,
             "checkpoint_sha256": checkpoint.sha256, "batch": config.batch_size, "seq_len": config.seq_len,
             "threads": {"torch": torch.get_num_threads(), "onnxruntime": config.threads or "default"},
             "rounds": config.rounds, "memory_trials": config.memory_trials, "baseline": baseline_note(),
