@@ -18,6 +18,7 @@ from adaret.cli import main
 from adaret.engines import graph_facts as gf
 from adaret.engines.lint import lint_model
 from adaret.export import ExportConfig, run_export
+from adaret.export.metadata import decode_metadata
 from adaret.training.data import load_splits
 
 SEQ = 64
@@ -103,7 +104,7 @@ def test_record_makes_the_run_reproducible(int8, fp32_graph, tiny_checkpoint, tm
                                     method="minmax", progress=False))
     assert again.record.scales_sha256 == record.scales_sha256
     assert again.record.data["texts_sha256"] == record.data["texts_sha256"]
-    meta = gf.adaret_metadata(gf.load_model(int8.output))
+    meta = decode_metadata(gf.load_model(int8.output).metadata_props)
     assert meta["quantization"].startswith("int8-qdq") and meta["checkpoint_sha256"] == record.checkpoint_sha256
 
 

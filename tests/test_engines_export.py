@@ -22,6 +22,7 @@ from adaret.engines.lint import Severity, lint_model
 from adaret.engines.sidecar import EngineSidecar, fields_from_metadata, write_sidecar
 from adaret.errors import AdaretError
 from adaret.export import ExportConfig, run_export
+from adaret.export.metadata import decode_metadata
 from adaret.export.onnx_export import keep_outputs, save_model
 from adaret.fileio import sha256_file
 
@@ -254,7 +255,7 @@ def test_build_plan_refuses_blockers_and_impossible_targets(logits_only, tmp_pat
 
 
 def test_sidecar_fields_come_from_the_export_metadata(logits_only, export, tmp_path):
-    metadata = gf.adaret_metadata(gf.load_model(logits_only))
+    metadata = decode_metadata(gf.load_model(logits_only).metadata_props)
     fields = fields_from_metadata(metadata)
     assert fields["budget"] == 0.5 and fields["training_budget"] == 0.4 and fields["seq_len"] == SEQ
     assert fields["keep_counts"] == {str(SEQ): export.graphs[0].keep_counts[SEQ]}

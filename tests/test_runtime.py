@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 import adaret.runtime as rt
 from adaret.errors import AdaretError
 from adaret.export import ExportConfig, read_metadata, run_export
+from adaret.export.metadata import decode_metadata
 from adaret.modeling import KeepSchedule
 from adaret.runtime.options import select_providers, session_options
-from adaret.runtime.runners import decode_metadata
 from adaret.runtime.text import bucket_widths, pad_batch, plan_batches
 from adaret.training.checkpoint import RetentionCheckpoint
 

@@ -22,6 +22,7 @@ import onnx
 from adaret.calibration import graph as qgraph
 from adaret.calibration.record import CalibrationRecord, record_path, scales_sha256, texts_sha256
 from adaret.errors import AdaretError
+from adaret.export.metadata import decode_metadata
 from adaret.fileio import ensure_writable_dir, sha256_file
 
 METHODS = ("entropy", "minmax", "percentile")
@@ -126,7 +127,7 @@ def _resolve_inputs(config: QuantizeConfig, ir_model) -> _Inputs:
 
     checkpoint_dir = Path(config.checkpoint)
     info, tokenizer, digest = _checkpoint_parts(checkpoint_dir)
-    meta = qgraph.gf.adaret_metadata(ir_model)
+    meta = decode_metadata(ir_model.metadata_props)
     if meta.get("checkpoint_sha256") and meta["checkpoint_sha256"] != digest:
         raise AdaretError(f"{config.onnx} was exported from another checkpoint (metadata checkpoint_sha256 "
                           f"{str(meta['checkpoint_sha256'])[:12]}..., {checkpoint_dir} is {digest[:12]}...)")

@@ -30,6 +30,7 @@ from adaret.engines.profiles import Profile, ProfileSpec, parse_profile_spec, pr
 from adaret.engines.sidecar import EngineSidecar, fields_from_metadata, write_sidecar
 from adaret.engines.trt_session import device_memory_per_profile
 from adaret.errors import AdaretError
+from adaret.export.metadata import decode_metadata
 from adaret.fileio import atomic_file, sha256_file
 
 LAYERS_SUFFIX = ".layers.json"
@@ -84,7 +85,8 @@ def prepare_build(onnx_path: str | Path, *, tensorrt_version: str, target: str =
     decisions = decide_build_config(request)
     return BuildPlan(onnx_path, sha256_file(onnx_path), target, precision, hardware_compat, report, profile,
                      decisions, gf.score_path_node_names(model) if decisions.keep_score_path_fp32 else [],
-                     {node.name: node.op_type for node in gf.nodes(model) if node.name}, gf.adaret_metadata(model))
+                     {node.name: node.op_type for node in gf.nodes(model) if node.name},
+                     decode_metadata(model.metadata_props))
 
 
 def build_engine(onnx_path: str | Path, plan_path: str | Path, *, target: str = "datacenter",

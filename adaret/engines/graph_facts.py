@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import enum
-import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -163,19 +161,3 @@ def has_low_precision_weights(model: ir.Model) -> bool:
 
 def consumers(value: ir.Value) -> Iterable[tuple[ir.Node, int]]:
     return ((use.node, use.idx) for use in value.uses())
-
-
-def adaret_metadata(model: ir.Model, prefix: str = "adaret.") -> dict[str, object]:
-    """The export's ``adaret.*`` metadata_props, JSON lists/objects decoded, scalars left as strings.
-
-    Read here rather than through ``adaret.export.read_metadata``: importing ``adaret.export`` imports torch.
-    """
-    out: dict[str, object] = {}
-    for key, text in model.metadata_props.items():
-        if key.startswith(prefix):
-            value: object = text
-            if text[:1] in "[{":
-                with contextlib.suppress(json.JSONDecodeError):
-                    value = json.loads(text)
-            out[key.removeprefix(prefix)] = value
-    return out

@@ -19,6 +19,7 @@ import onnx_ir as ir
 
 from adaret.engines import graph_facts as gf
 from adaret.engines import support_matrix as sm
+from adaret.export.metadata import decode_metadata
 
 TARGETS = ("datacenter", "jetson-orin")
 INT32_MAX = np.iinfo(np.int32).max
@@ -393,7 +394,7 @@ def _touches_topk(ctx: _Context, node: ir.Node) -> bool:
 
 
 def _check_optimized_for(ctx: _Context) -> Iterator[Finding]:
-    target = gf.adaret_metadata(ctx.model).get("optimized_for")
+    target = decode_metadata(ctx.model.metadata_props).get("optimized_for")
     if isinstance(target, str) and target != "tensorrt":
         yield Finding(Severity.WARNING, "optimized-for", "<model>",
                       f"the graph passes ran for {target}, whose fusions target ONNX Runtime, not TensorRT",

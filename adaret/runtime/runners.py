@@ -7,7 +7,6 @@ Every runner has the same interface, so the Session (and a comparison) does not 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +17,9 @@ import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
 from adaret.errors import AdaretError
+from adaret.export.metadata import decode_metadata
 from adaret.runtime.options import select_providers, session_options
 
-METADATA_PREFIX = "adaret."
-JSON_METADATA_KEYS = ("schedule", "keep_counts", "label_names", "input_names", "output_names", "pass_report")
 ORT_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, *(
     getattr(ort_state, name) for name in ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoModel",
                                           "NoSuchFile", "NotImplemented", "RuntimeException", "EPFail")
@@ -45,27 +43,6 @@ class Runner(Protocol):
     metadata: dict[str, Any]
 
     def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
-
-
-def decode_metadata(entries: Mapping[str, str]) -> dict[str, Any]:
-    """The ``adaret.*`` metadata_props of an exported graph, with the JSON-valued ones decoded.
-
-    The same rule as ``adaret.export.read_metadata``, which needs the onnx package; this one reads what ONNX
-    Runtime hands over. A value that is not valid JSON stays a string rather than making the model unloadable.
-    """
-    out: dict[str, Any] = {}
-    for key, value in entries.items():
-        if key.startswith(METADATA_PREFIX):
-            name = key.removeprefix(METADATA_PREFIX)
-            out[name] = _json_or_text(value) if name in JSON_METADATA_KEYS else value
-    return out
-
-
-def _json_or_text(value: str) -> Any:
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError:
-        return value
 
 
 def first_line(exc: BaseException) -> str:
