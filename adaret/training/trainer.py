@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import math
+import random
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -45,7 +46,7 @@ from adaret.training.checkpoint import (
     library_versions,
     resolve_model_source,
 )
-from adaret.training.data import load_splits
+from adaret.training.data import TextDataset, load_splits
 from adaret.training.evaluate import accuracy, evaluate_relaxed
 
 
@@ -98,8 +99,10 @@ def train(config: TrainConfig, command: str | None = None) -> RetentionCheckpoin
     splits = load_splits(config.data, seed=config.seed, text_column=config.text_column,
                          label_column=config.label_column)
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
-    train_set = Encoded(_head(splits.train, config.max_train_samples, config.seed), tokenizer, config.max_length)
-    eval_set = Encoded(_head(splits.eval, config.max_eval_samples, config.seed), tokenizer, config.max_length)
+    train_set = Encoded(_random_subset(splits.train, config.max_train_samples, config.seed), tokenizer,
+                        config.max_length)
+    eval_set = Encoded(_random_subset(splits.eval, config.max_eval_samples, config.seed), tokenizer,
+                       config.max_length)
 
     retention = RetentionConfig(label_names=splits.train.label_names, gate_first_layer=config.gate_first_layer,
                                 scorer=config.scorer, init_budget=config.budget)
@@ -150,11 +153,10 @@ def eval_set_name(config: TrainConfig) -> str:
     return f"{config.data}:eval(seed={config.seed})"
 
 
-def _head(dataset, limit: int | None, seed: int):
+def _random_subset(dataset: TextDataset, limit: int | None, seed: int) -> TextDataset:
+    """A fixed random subset of ``limit`` examples (in their original order), or the whole dataset."""
     if limit is None or limit >= len(dataset):
         return dataset
-    import random
-
     order = list(range(len(dataset)))
     random.Random(seed).shuffle(order)
     return dataset.subset(sorted(order[:limit]), f"first{limit}")
