@@ -38,14 +38,22 @@ def write_results(name: str, payload: dict, markdown: str) -> tuple[Path, Path]:
 
 
 def interleaved_medians(runners: dict[str, Callable[[], object]], rounds: int, per_round: int,
-                        warmup: int = 2) -> dict[str, float]:
-    """Median seconds per call of each runner, measured in interleaved rounds so drift hits all alike."""
+                        warmup: int = 2, settle: int = 1) -> dict[str, float]:
+    """Median seconds per call of each runner, measured in interleaved rounds so drift hits all alike.
+
+    Each runner's turn in a round starts with ``settle`` untimed calls. Without them the first timed call
+    pays for the previous runner: ONNX Runtime's and PyTorch's worker threads spin for a while after a
+    call, and on a 2-core machine that steals the next runner's core. Measured here, the runner that
+    followed PyTorch looked 20% faster than the identical graph that followed another ORT session.
+    """
     for run in runners.values():
         for _ in range(warmup):
             run()
     samples: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(rounds):
         for name, run in runners.items():
+            for _ in range(settle):
+                run()
             for _ in range(per_round):
                 start = time.perf_counter()
                 run()

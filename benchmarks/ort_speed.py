@@ -4,11 +4,17 @@ PyTorch eager, all timed side by side in one process.
     python benchmarks/ort_speed.py [--checkpoint DIR] [--budgets 0.3,0.4,0.5,1.0] [--batches 1,8]
 
 For every budget the checkpoint is exported once (dynamic form, `adaret export --no-optimize`), then
-optimised cumulatively: raw -> +fold/cleanup -> +order-restore elimination -> +ORT fusions (the
-`ort-cpu` pipeline). Budget 1.0 through the same steps is the full-model baseline for each variant, so a
-ratio compares like with like. PyTorch eager full is the HF encoder + the same head in eval mode.
-Sessions use ONNX Runtime's defaults (all graph optimisations, intra-op threads = cores). Inputs are
-seq-512 random token ids without padding (K depends only on the length, so content does not matter).
+optimised cumulatively, one pass group at a time, up to the whole `ort-cpu` pipeline (the ablation).
+Budget 1.0 through the same steps is the full-model baseline for each variant, so a ratio compares like
+with like. PyTorch eager full is the HF encoder + the same head in eval mode, on torch's default threads.
+
+Sessions use all of ONNX Runtime's graph optimisations and intra-op threads = cores. `--spinning off`
+(the default here) stops idle intra-op workers from busy-waiting: on a 2-vCPU machine a spinning worker
+competes with the thread that runs the graph's sequential small ops, and measured here it slowed the
+retained graph at batch 1 by up to 15% and the full one by about 2%. Both graphs of a ratio always share
+the setting. Inputs are seq-512 random token ids without padding (K depends only on the length, so
+content does not matter). Timing is interleaved (benchmarks/common.py), with an untimed call first in each
+turn so that no runner pays for the previous one's spinning threads.
 """
 
 from __future__ import annotations
@@ -28,15 +34,21 @@ from common import interleaved_medians, machine, write_results
 
 from adaret.export import ExportConfig, run_export
 from adaret.export.pipeline import DEFAULT_CHECKPOINT
-from adaret.graph_passes.pipeline import optimize
+from adaret.graph_passes.pipeline import TARGET_PASSES, optimize
 from adaret.training.checkpoint import RetentionCheckpoint
 
-VARIANTS = {
-    "raw": [],
-    "+fold/cleanup": ["fold-constants", "cleanup"],
-    "+order-restore": ["fold-constants", "cleanup", "order-restore-elimination"],
-    "+ort-fusions (all)": ["fold-constants", "cleanup", "order-restore-elimination", "ort-fusions", "cleanup"],
-}
+_STEPS = [
+    ("+fold/cleanup", ["fold-constants", "cleanup"]),
+    ("+order-restore", ["order-restore-elimination"]),
+    ("+ort-fusions", ["ort-fusions", "last-layer-pruning"]),
+    ("+packed-attention", ["packed-attention"]),
+    ("+row-gather", ["row-gather"]),
+    ("+split-skip-layernorm (all)", ["split-skip-layernorm", "cleanup"]),
+]
+VARIANTS = {"raw": []}
+for _label, _passes in _STEPS:
+    VARIANTS[_label] = [*list(VARIANTS.values())[-1], *_passes]
+assert VARIANTS["+split-skip-layernorm (all)"] == list(TARGET_PASSES["ort-cpu"]), "last variant != pipeline"
 
 
 def build_graphs(checkpoint: str, budgets: list[float], work: Path) -> tuple[dict, dict, dict]:
@@ -73,13 +85,18 @@ def main() -> None:
     parser.add_argument("--budgets", default="0.3,0.4,0.5,1.0")
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--seq-len", type=int, default=512)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--spinning", choices=("off", "on"), default="off",
+                        help="ONNX Runtime intra-op workers busy-wait between ops (on) or sleep (off)")
     parser.add_argument("--name", default="ort_speed")
     args = parser.parse_args()
     budgets = sorted({float(b) for b in args.budgets.split(",")} | {1.0})
     paths, export_seconds, parity = build_graphs(args.checkpoint, budgets,
                                                  Path(tempfile.mkdtemp(prefix="adaret-bench-")))
-    sessions = {key: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for key, p in paths.items()}
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if args.spinning == "on" else "0")
+    sessions = {key: ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"])
+                for key, p in paths.items()}
     rows = []
     for batch in [int(b) for b in args.batches.split(",")]:
         ids = np.random.default_rng(0).integers(1000, 30000, size=(batch, args.seq_len), dtype=np.int64)
@@ -87,7 +104,7 @@ def main() -> None:
         feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
         runners = {key: (lambda s=s, f=feeds: s.run(None, f)) for key, s in sessions.items()}
         runners[("pytorch-eager", 1.0)] = torch_eager_runner(args.checkpoint, feeds)
-        medians = interleaved_medians(runners, rounds=args.rounds, per_round=3 if batch == 1 else 1)
+        medians = interleaved_medians(runners, rounds=args.rounds, per_round=5 if batch == 1 else 1)
         eager = medians[("pytorch-eager", 1.0)]
         for (variant, budget), seconds in medians.items():
             full = medians.get((variant, 1.0), seconds)
@@ -95,6 +112,7 @@ def main() -> None:
                          "sequences_per_s": round(batch / seconds, 2), "speedup_vs_same_variant_1.0":
                          round(full / seconds, 2), "speedup_vs_pytorch_eager_full": round(eager / seconds, 2)})
     payload = {"command": "python " + " ".join(sys.argv), "seq_len": args.seq_len, "machine": machine(),
+               "spinning": args.spinning, "rounds": args.rounds,
                "export_plus_parity_seconds": export_seconds, "parity": parity, "rows": rows}
     json_path, md_path = write_results(args.name, payload, render(payload))
     print(render(payload))
@@ -106,7 +124,9 @@ def render(payload: dict) -> str:
     lines = [f"# ONNX Runtime CPU throughput at seq {payload['seq_len']}: budgets x graph passes", "",
              f"Command: `{payload['command']}`", "",
              f"Machine: {m['cpu']}, {m['cores']} cores; onnxruntime {m['onnxruntime']}, torch {m['torch']}.", "",
-             "Speedups are ratios of medians measured in the same run (interleaved rounds).", "",
+             f"ONNX Runtime intra-op spinning: {payload['spinning']}. Speedups are ratios of medians measured in "
+             f"the same run ({payload['rounds']} interleaved rounds; batch 1 takes 5 calls a round, batch 8 one).",
+             "",
              "| batch | graph | budget | median ms | seq/s | vs same graph at 1.0 | vs PyTorch eager full |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in payload["rows"]:

@@ -18,6 +18,9 @@ from adaret.graph_passes.passes import (
     FoldConstantsPass,
     LastLayerPruningPass,
     OrderRestoreEliminationPass,
+    PackedAttentionPass,
+    RowGatherPass,
+    SplitSkipLayerNormPass,
     TransformerFusionPass,
 )
 from adaret.graph_passes.pipeline import ParityProbe, _run_pass, optimize
@@ -140,6 +143,85 @@ def test_last_layer_pruning_does_not_fire_for_a_mean_pooling_head(dynamic_graph)
     fused, _ = _run(TransformerFusionPass(), dynamic_graph)
     graph_pass = LastLayerPruningPass()
     assert not graph_pass(fused).modified and "more than CLS" in graph_pass.skipped
+
+
+def test_packed_attention_folds_biases_and_packs_qkv_in_every_layer(dynamic_graph):
+    fused, _ = _run(TransformerFusionPass(), dynamic_graph)
+    probe = ParityProbe(onnx.load(str(dynamic_graph)), tolerance=1e-4)
+    model, report = _run_pass(PackedAttentionPass(), fused, probe)
+    ops = op_histogram(model)
+    assert report.details["fused"] == {"mha_bias": LAYERS, "attention": LAYERS}
+    assert ops["com.microsoft:Attention"] == LAYERS and "com.microsoft:MultiHeadAttention" not in ops
+    assert report.removed["MatMul"] == 3 * LAYERS  # the Q, K and V products move into Attention
+    assert report.max_abs_diff <= 1e-4
+
+
+def test_packed_attention_leaves_a_pruned_last_layer_unpacked(cls_graph):
+    fused, _ = _run(TransformerFusionPass(), cls_graph)
+    probe = ParityProbe(onnx.load(str(cls_graph)), tolerance=1e-4)
+    pruned, _ = _run_pass(LastLayerPruningPass(), fused, probe)
+    model, report = _run_pass(PackedAttentionPass(), pruned, probe)
+    ops = op_histogram(model)
+    assert ops["com.microsoft:Attention"] == LAYERS - 1 and ops["com.microsoft:MultiHeadAttention"] == 1
+    assert report.max_abs_diff <= 1e-4
+
+
+def test_packed_attention_does_not_fire_before_the_fusions(dynamic_graph):
+    graph_pass = PackedAttentionPass()
+    assert not graph_pass(_ir(dynamic_graph)).modified and "ort-fusions" in graph_pass.skipped
+
+
+def test_row_gather_replaces_every_expanded_row_gather(dynamic_graph):
+    gated = op_histogram(_ir(dynamic_graph))["TopK"] // 2
+    model, report = _run(RowGatherPass(), dynamic_graph)
+    ops = op_histogram(model)
+    assert report.details["row gathers"] == gated and ops["GatherND"] == gated
+    assert all(n.attributes["batch_dims"].as_int() == 1 for n in model.graph if n.op_type == "GatherND")
+    assert report.max_abs_diff <= 1e-4
+
+
+def test_split_skip_layernorm_undoes_every_fused_skip_layernorm(dynamic_graph):
+    fused, _ = _run(TransformerFusionPass(), dynamic_graph)
+    layer_norms = op_histogram(fused)["LayerNormalization"]
+    probe = ParityProbe(onnx.load(str(dynamic_graph)), tolerance=1e-4)
+    model, report = _run_pass(SplitSkipLayerNormPass(), fused, probe)
+    ops = op_histogram(model)
+    assert report.details["split"] == 2 * LAYERS and "com.microsoft:SkipLayerNormalization" not in ops
+    assert ops["LayerNormalization"] == layer_norms + 2 * LAYERS
+    assert report.max_abs_diff <= 1e-4
+
+
+def test_split_skip_layernorm_does_not_fire_on_an_unfused_graph(dynamic_graph):
+    assert not SplitSkipLayerNormPass()(_ir(dynamic_graph)).modified
+
+
+def _gather_model(index_shape: list[int], expand_to: list[int]) -> ir.Model:
+    data = helper.make_tensor_value_info("data", TensorProto.FLOAT, [2, 5, 3])
+    index = helper.make_tensor_value_info("index", TensorProto.INT64, index_shape)
+    out = helper.make_tensor_value_info("out", TensorProto.FLOAT, expand_to)
+    shape = helper.make_tensor("shape", TensorProto.INT64, [3], expand_to)
+    nodes = [helper.make_node("Expand", ["index", "shape"], ["expanded"]),
+             helper.make_node("GatherElements", ["data", "expanded"], ["gathered"], axis=1),
+             helper.make_node("Identity", ["gathered"], ["out"])]
+    graph = helper.make_graph(nodes, "g", [data, index], [out], initializer=[shape])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    return ir.serde.deserialize_model(onnx.shape_inference.infer_shapes(model))
+
+
+def test_row_gather_fires_on_whole_rows_and_matches_gather_elements():
+    model = _gather_model([2, 4, 1], [2, 4, 3])
+    want_model = ir.serde.serialize_model(model)
+    assert RowGatherPass()(model).modified and op_histogram(model)["GatherND"] == 1
+    rng = np.random.default_rng(3)
+    feeds = {"data": rng.standard_normal((2, 5, 3), dtype=np.float32), "index": rng.integers(0, 5, (2, 4, 1))}
+    want = ort.InferenceSession(want_model.SerializeToString()).run(None, feeds)[0]
+    got = ort.InferenceSession(ir.serde.serialize_model(model).SerializeToString()).run(None, feeds)[0]
+    np.testing.assert_array_equal(want, got)
+
+
+def test_row_gather_does_not_fire_when_the_index_varies_along_features():
+    model = _gather_model([2, 4, 3], [2, 4, 3])  # an element gather, not a row gather
+    assert not RowGatherPass()(model).modified
 
 
 def test_a_pass_that_breaks_parity_fails_with_its_name(dynamic_graph):

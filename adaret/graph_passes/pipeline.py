@@ -25,18 +25,21 @@ from adaret.graph_passes.passes import (
     FoldConstantsPass,
     LastLayerPruningPass,
     OrderRestoreEliminationPass,
+    PackedAttentionPass,
+    RowGatherPass,
+    SplitSkipLayerNormPass,
     TransformerFusionPass,
 )
 
 PASSES: dict[str, type[GraphPass]] = {p.name: p for p in (
     FoldConstantsPass, CleanupPass, TransformerFusionPass, OrderRestoreEliminationPass, LastLayerPruningPass,
-    Float16Pass)}
+    PackedAttentionPass, RowGatherPass, SplitSkipLayerNormPass, Float16Pass)}
 FP16_TARGETS = ("ort-cuda", "tensorrt")
 TARGET_PASSES: dict[str, tuple[str, ...]] = {
     "ort-cpu": ("fold-constants", "cleanup", "order-restore-elimination", "ort-fusions", "last-layer-pruning",
-                "cleanup"),
+                "packed-attention", "row-gather", "split-skip-layernorm", "cleanup"),
     "ort-cuda": ("fold-constants", "cleanup", "order-restore-elimination", "ort-fusions", "last-layer-pruning",
-                 "cleanup"),
+                 "packed-attention", "row-gather", "cleanup"),
     # TensorRT fuses on its own and cannot run ONNX Runtime's contrib ops.
     "tensorrt": ("fold-constants", "cleanup", "order-restore-elimination", "cleanup"),
 }
