@@ -221,10 +221,7 @@ class SplitSkipLayerNormPass(GraphPass):
             epsilon = node.attributes.get("epsilon")
             norm = ir.node("LayerNormalization", [adds[-1].outputs[0], gamma, beta], name=f"{node.name}_norm",
                            attributes={"axis": -1, "epsilon": epsilon.as_float() if epsilon else 1e-12})
-            norm.outputs[0].shape, norm.outputs[0].dtype = node.outputs[0].shape, node.outputs[0].dtype
-            model.graph.insert_before(node, [*adds, norm])
-            ir.convenience.replace_all_uses_with(node.outputs[0], norm.outputs[0])
-            model.graph.remove(node, safe=True)
+            _substitute(model, node, [*adds, norm])
             split += 1
         self.details = {"split": split}
         return split > 0
@@ -232,6 +229,15 @@ class SplitSkipLayerNormPass(GraphPass):
     def ensures(self, model: ir.Model) -> None:
         if any(_is_plain_skip_layernorm(n) for n in model.graph):
             raise ir.passes.PostconditionError("a SkipLayerNormalization is left")
+
+
+def _substitute(model: ir.Model, node: ir.Node, replacement: list[ir.Node]) -> None:
+    """Put ``replacement`` where ``node`` was; the last replacement node's output takes over node's output."""
+    output = replacement[-1].outputs[0]
+    output.shape, output.dtype = node.outputs[0].shape, node.outputs[0].dtype
+    model.graph.insert_before(node, replacement)
+    ir.convenience.replace_all_uses_with(node.outputs[0], output)
+    model.graph.remove(node, safe=True)
 
 
 def _is_plain_skip_layernorm(node: ir.Node) -> bool:
@@ -254,18 +260,13 @@ class RowGatherPass(GraphPass):
 
     def rewrite(self, model: ir.Model) -> bool:
         replaced = 0
+        outputs = set(model.graph.outputs)
         for node in list(model.graph):
             row_index = _expanded_row_index(node)
-            if row_index is None:
+            if row_index is None or node.outputs[0] in outputs:
                 continue
-            gather = ir.node("GatherND", [node.inputs[0], row_index], attributes={"batch_dims": 1},
-                             name=f"{node.name}_rows")
-            gather.outputs[0].shape, gather.outputs[0].dtype = node.outputs[0].shape, node.outputs[0].dtype
-            model.graph.insert_before(node, gather)
-            ir.convenience.replace_all_uses_with(node.outputs[0], gather.outputs[0])
-            if node.outputs[0] in model.graph.outputs:
-                continue
-            model.graph.remove(node, safe=True)
+            _substitute(model, node, [ir.node("GatherND", [node.inputs[0], row_index], attributes={"batch_dims": 1},
+                                              name=f"{node.name}_rows")])
             replaced += 1
         RemoveUnusedNodesPass()(model)
         self.details = {"row gathers": replaced}
