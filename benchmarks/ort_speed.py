@@ -10,8 +10,8 @@ with like. PyTorch eager full is the HF encoder + the same head in eval mode, on
 
 Sessions use all of ONNX Runtime's graph optimisations and intra-op threads = cores. `--spinning off`
 (the default here) stops idle intra-op workers from busy-waiting: on a 2-vCPU machine a spinning worker
-competes with the thread that runs the graph's sequential small ops, and measured here it slowed the
-retained graph at batch 1 by up to 15% and the full one by about 2%. Both graphs of a ratio always share
+competes with the thread that runs the graph's sequential small ops. Compare results/ort_speed.md with
+results/ort_speed_spinning_on.md (`--spinning on --budgets 0.4`). Both graphs of a ratio always share
 the setting. Inputs are seq-512 random token ids without padding (K depends only on the length, so
 content does not matter). Timing is interleaved (benchmarks/common.py), with an untimed call first in each
 turn so that no runner pays for the previous one's spinning threads.

@@ -52,6 +52,23 @@ def cls_graph(tmp_path_factory, tokenizer) -> Path:
     return _export(checkpoint, root / "export")
 
 
+def _fuse(graph: Path, out: Path) -> Path:
+    fused, _ = _run(TransformerFusionPass(), graph)
+    onnx.save(ir.serde.serialize_model(fused), str(out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def fused_dynamic_graph(dynamic_graph, tmp_path_factory) -> Path:
+    """The dynamic graph after ``ort-fusions``: the input of the passes that work on the fused form."""
+    return _fuse(dynamic_graph, tmp_path_factory.mktemp("gp-fused") / "fused.onnx")
+
+
+@pytest.fixture(scope="module")
+def fused_cls_graph(cls_graph, tmp_path_factory) -> Path:
+    return _fuse(cls_graph, tmp_path_factory.mktemp("gp-fused-cls") / "fused.onnx")
+
+
 def _ir(path: Path) -> ir.Model:
     return ir.serde.deserialize_model(onnx.load(str(path)))
 
@@ -127,10 +144,8 @@ def test_fusions_do_not_fire_without_a_transformer():
     assert not TransformerFusionPass()(graph).modified
 
 
-def test_last_layer_pruning_fires_for_a_cls_head(cls_graph):
-    fused, _ = _run(TransformerFusionPass(), cls_graph)
-    probe = ParityProbe(onnx.load(str(cls_graph)), tolerance=1e-4)
-    model, report = _run_pass(LastLayerPruningPass(), fused, probe)
+def test_last_layer_pruning_fires_for_a_cls_head(fused_cls_graph):
+    model, report = _run(LastLayerPruningPass(), fused_cls_graph)
     assert report.modified and report.max_abs_diff <= 1e-4
     last_mha = [n for n in model.graph if n.op_type == "MultiHeadAttention"][-1]
     query_input = last_mha.inputs[0].producer()
@@ -139,16 +154,13 @@ def test_last_layer_pruning_fires_for_a_cls_head(cls_graph):
     assert query_input.inputs[0].producer().op_type == "Slice"
 
 
-def test_last_layer_pruning_does_not_fire_for_a_mean_pooling_head(dynamic_graph):
-    fused, _ = _run(TransformerFusionPass(), dynamic_graph)
+def test_last_layer_pruning_does_not_fire_for_a_mean_pooling_head(fused_dynamic_graph):
     graph_pass = LastLayerPruningPass()
-    assert not graph_pass(fused).modified and "more than CLS" in graph_pass.skipped
+    assert not graph_pass(_ir(fused_dynamic_graph)).modified and "more than CLS" in graph_pass.skipped
 
 
-def test_packed_attention_folds_biases_and_packs_qkv_in_every_layer(dynamic_graph):
-    fused, _ = _run(TransformerFusionPass(), dynamic_graph)
-    probe = ParityProbe(onnx.load(str(dynamic_graph)), tolerance=1e-4)
-    model, report = _run_pass(PackedAttentionPass(), fused, probe)
+def test_packed_attention_folds_biases_and_packs_qkv_in_every_layer(fused_dynamic_graph):
+    model, report = _run(PackedAttentionPass(), fused_dynamic_graph)
     ops = op_histogram(model)
     assert report.details["fused"] == {"mha_bias": LAYERS, "attention": LAYERS}
     assert ops["com.microsoft:Attention"] == LAYERS and "com.microsoft:MultiHeadAttention" not in ops
@@ -156,10 +168,9 @@ def test_packed_attention_folds_biases_and_packs_qkv_in_every_layer(dynamic_grap
     assert report.max_abs_diff <= 1e-4
 
 
-def test_packed_attention_leaves_a_pruned_last_layer_unpacked(cls_graph):
-    fused, _ = _run(TransformerFusionPass(), cls_graph)
-    probe = ParityProbe(onnx.load(str(cls_graph)), tolerance=1e-4)
-    pruned, _ = _run_pass(LastLayerPruningPass(), fused, probe)
+def test_packed_attention_leaves_a_pruned_last_layer_unpacked(fused_cls_graph):
+    pruned, _ = _run(LastLayerPruningPass(), fused_cls_graph)
+    probe = ParityProbe(onnx.load(str(fused_cls_graph)), tolerance=1e-4)
     model, report = _run_pass(PackedAttentionPass(), pruned, probe)
     ops = op_histogram(model)
     assert ops["com.microsoft:Attention"] == LAYERS - 1 and ops["com.microsoft:MultiHeadAttention"] == 1
@@ -180,11 +191,9 @@ def test_row_gather_replaces_every_expanded_row_gather(dynamic_graph):
     assert report.max_abs_diff <= 1e-4
 
 
-def test_split_skip_layernorm_undoes_every_fused_skip_layernorm(dynamic_graph):
-    fused, _ = _run(TransformerFusionPass(), dynamic_graph)
-    layer_norms = op_histogram(fused)["LayerNormalization"]
-    probe = ParityProbe(onnx.load(str(dynamic_graph)), tolerance=1e-4)
-    model, report = _run_pass(SplitSkipLayerNormPass(), fused, probe)
+def test_split_skip_layernorm_undoes_every_fused_skip_layernorm(fused_dynamic_graph):
+    layer_norms = op_histogram(_ir(fused_dynamic_graph))["LayerNormalization"]
+    model, report = _run(SplitSkipLayerNormPass(), fused_dynamic_graph)
     ops = op_histogram(model)
     assert report.details["split"] == 2 * LAYERS and "com.microsoft:SkipLayerNormalization" not in ops
     assert ops["LayerNormalization"] == layer_norms + 2 * LAYERS
