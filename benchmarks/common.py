@@ -30,10 +30,13 @@ def machine() -> dict:
 
 
 def write_results(name: str, payload: dict, markdown: str) -> tuple[Path, Path]:
+    """Write results/<name>.json and results/<name>.md, and print the markdown."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     json_path, md_path = RESULTS / f"{name}.json", RESULTS / f"{name}.md"
     json_path.write_text(json.dumps(payload, indent=2) + "\n")
     md_path.write_text(markdown)
+    print(markdown)
+    print(f"wrote {json_path.name} and {md_path.name} in benchmarks/results")
     return json_path, md_path
 
 

@@ -118,9 +118,7 @@ def main() -> None:
         "speedups": {f"{n} vs fp32 opt": base / t["seconds_per_batch"] for n, t in speed.items() if n != "fp32 opt"},
         "sizes_bytes": {name: path.stat().st_size for name, path in paths.items()}, "targets": TARGETS,
     }
-    json_path, md_path = write_results(args.name, payload, markdown(payload))
-    print(markdown(payload))
-    print(f"wrote {json_path} and {md_path}")
+    write_results(args.name, payload, markdown(payload))
 
 
 if __name__ == "__main__":

@@ -114,9 +114,7 @@ def main() -> None:
     payload = {"command": "python " + " ".join(sys.argv), "seq_len": args.seq_len, "machine": machine(),
                "spinning": args.spinning, "rounds": args.rounds,
                "export_plus_parity_seconds": export_seconds, "parity": parity, "rows": rows}
-    json_path, md_path = write_results(args.name, payload, render(payload))
-    print(render(payload))
-    print(f"wrote {json_path} and {md_path}")
+    write_results(args.name, payload, render(payload))
 
 
 def render(payload: dict) -> str:

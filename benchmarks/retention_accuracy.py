@@ -91,9 +91,7 @@ def main() -> None:
         lines += [f"| {r['budget']} | {r['schedule']} | {r['accuracy_hard']} | {r['percent_of_full']}% | "
                   f"{r['accuracy_untrained_gates']} |" for r in result["rows"]]
         lines.append("")
-    json_path, md_path = write_results(args.name, payload, "\n".join(lines))
-    print("\n".join(lines))
-    print(f"wrote {json_path} and {md_path}")
+    write_results(args.name, payload, "\n".join(lines))
 
 
 if __name__ == "__main__":

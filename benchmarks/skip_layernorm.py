@@ -70,9 +70,7 @@ def main() -> None:
                              "fused_over_split": round(fused / split, 2)})
     payload = {"command": "python " + " ".join(sys.argv), "hidden": args.hidden, "machine": machine(),
                "rows": rows_out}
-    json_path, md_path = write_results("skip_layernorm", payload, render(payload))
-    print(render(payload))
-    print(f"wrote {json_path} and {md_path}")
+    write_results("skip_layernorm", payload, render(payload))
 
 
 def render(payload: dict) -> str:

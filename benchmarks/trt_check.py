@@ -120,9 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [_one_budget(float(b), args, work) for b in args.budgets.split(",")]
     payload = {"command": "python " + " ".join(sys.argv), "seq_len": args.seq_len, "batch": args.batch,
                "machine": machine(), "rows": rows, "targets": _targets(rows)}
-    json_path, md_path = write_results(args.name, payload, _markdown(payload))
-    print(_markdown(payload))
-    print(f"wrote {json_path} and {md_path}")
+    write_results(args.name, payload, _markdown(payload))
     return 0
 
 

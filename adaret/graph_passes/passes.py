@@ -198,8 +198,8 @@ def _is_ascending_topk_of_indices(node: ir.Node) -> bool:
 class SplitSkipLayerNormPass(GraphPass):
     """On CPU, undo the SkipLayerNormalization fusion: ``LayerNormalization(x + skip [+ bias])``.
 
-    ONNX Runtime 1.32's CPU SkipLayerNormalization kernel is slower than the three ops it replaces: 530 us
-    against 159 us on (1, 512, 384) float32 with 2 threads (``benchmarks/skip_layernorm.py``). ONNX
+    ONNX Runtime 1.32's CPU SkipLayerNormalization kernel is slower than the three ops it replaces: 544 us
+    against 138 us on (1, 512, 384) float32 with 2 threads (``benchmarks/skip_layernorm.py``). ONNX
     Runtime's own session-level fusion does not re-fuse this form. Only the normalised output may be in
     use; the mean, inverse std-dev and sum outputs have no counterpart here.
     """
