@@ -1,6 +1,6 @@
 """INT8 QDQ vs fp32 retained model on ONNX Runtime CPU: accuracy, token-selection agreement, throughput, size.
 
-    python benchmarks/int8.py [--checkpoint DIR] [--budget 0.4] [--samples 512] [--max-examples N] [--method entropy]
+    python benchmarks/int8.py [--checkpoint DIR] [--budget 0.4] [--samples 512] [--max-examples N] [--method percentile]
 
 The checkpoint is exported once at the budget with kept positions (dynamic form; `model.onnx` and the ort-cpu
 graph-pass output `model.opt.onnx`). `adaret calibrate` quantises both: `model.int8.onnx` from the raw export
@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import interleaved_medians, machine, write_results
 
-from adaret.calibration.quantize import QuantizeConfig, quantize
+from adaret.calibration.quantize import DEFAULT_METHODS, QuantizeConfig, quantize
 from adaret.calibration.reader import encode_batches
 from adaret.calibration.verify import compare, session
 from adaret.export import ExportConfig, run_export
@@ -94,13 +94,15 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     parser.add_argument("--budget", type=float, default=0.4)
     parser.add_argument("--samples", type=int, default=512, help="calibration texts")
-    parser.add_argument("--method", default="entropy", choices=["entropy", "minmax", "percentile"])
+    parser.add_argument("--method", default=None, choices=["entropy", "minmax", "percentile"],
+                        help="default: adaret calibrate's (percentile for the ORT backend)")
     parser.add_argument("--max-examples", type=int, default=None, help="held-out texts for accuracy (default all)")
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--name", default="int8")
     args = parser.parse_args()
+    args.method = args.method or DEFAULT_METHODS["ort"]
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(args.checkpoint, local_files_only=True)

@@ -184,3 +184,12 @@ def test_modelopt_backend_missing_is_one_line(fp32_graph, tiny_checkpoint, tmp_p
 
 def test_record_is_plain_json(int8):
     assert json.loads(record_path(int8.output).read_text())["format"] == "adaret-calibration-record"
+
+
+def test_the_default_method_follows_the_backend():
+    def config(**kwargs):
+        return QuantizeConfig(checkpoint="c", onnx="m.onnx", output="o.onnx", **kwargs)
+
+    assert config().method == "percentile"
+    assert config(backend="modelopt").method == "entropy"
+    assert config(method="minmax", backend="modelopt").method == "minmax"

@@ -39,8 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", choices=["train", "eval", "all"], default=None,
                    help="which part of the data (default: train for built-in sets, all for a file)")
     p.add_argument("--samples", type=samples_value, default=512, help="calibration texts (default: %(default)s)")
-    p.add_argument("--method", choices=["entropy", "minmax", "percentile"], default="entropy",
-                   help="activation range method (default: %(default)s)")
+    p.add_argument("--method", choices=["entropy", "minmax", "percentile"], default=None,
+                   help="activation range method (default: percentile with --backend ort, entropy with modelopt)")
     p.add_argument("--backend", choices=["ort", "modelopt"], default="ort",
                    help="onnxruntime.quantization, or NVIDIA ModelOpt where installed (default: %(default)s)")
     p.add_argument("--onnx", default=None, help="the fp32 export to quantise (model.onnx, or a graph-pass output)")

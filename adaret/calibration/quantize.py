@@ -27,6 +27,9 @@ from adaret.fileio import ensure_writable_dir, sha256_file
 
 METHODS = ("entropy", "minmax", "percentile")
 BACKENDS = ("ort", "modelopt")
+# Percentile for ORT: on BBC News at budget 0.4 it kept 98.3% of the fp32 token choices against 95.9% for
+# entropy and 95.9% for minmax, at the same speed (docs/calibration.md). ModelOpt offers no percentile.
+DEFAULT_METHODS = {"ort": "percentile", "modelopt": "entropy"}
 CACHE_SUFFIX = ".calib_cache.json"
 # Batches folded into the ranges/histograms per collect_data call. ORT's histogram calibrators keep every output
 # of one call in memory (GBs at seq 512 and 512 samples) and stack them, which fails when batches are padded to
@@ -41,7 +44,7 @@ class QuantizeConfig:
     output: str
     data: str = "bbc-news"
     samples: int = 512
-    method: str = "entropy"
+    method: str | None = None  # None: DEFAULT_METHODS[backend]
     backend: str = "ort"
     split: str | None = None
     seed: int | None = None
@@ -49,6 +52,10 @@ class QuantizeConfig:
     batch_size: int = 8
     progress: bool = True
     command: str = ""
+
+    def __post_init__(self) -> None:
+        if self.method is None:
+            self.method = DEFAULT_METHODS.get(self.backend, "entropy")
 
 
 @dataclass
