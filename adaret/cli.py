@@ -119,7 +119,7 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
                    help="max |logit difference| ONNX Runtime vs PyTorch (default: %(default)s)")
     p.add_argument("--no-optimize", action="store_true",
                    help="skip the graph passes (by default model.opt.onnx is written next to model.onnx)")
-    p.add_argument("--target", choices=["ort-cpu", "ort-cuda", "tensorrt"], default=None,
+    p.add_argument("--target", choices=["ort-cpu", "ort-cpu-int8", "ort-cuda", "tensorrt"], default=None,
                    help="graph-pass target (default: ort-cpu for the dynamic graph, tensorrt for --static)")
     p.add_argument("--engine", choices=["datacenter", "jetson-orin"], default=None,
                    help="after a --static export, build a TensorRT plan per bucket for this target "

@@ -2,12 +2,14 @@
 
     python benchmarks/int8.py [--checkpoint DIR] [--budget 0.4] [--samples 512] [--max-examples N] [--method percentile]
 
-The checkpoint is exported once at the budget with kept positions (dynamic form; `model.onnx` and the ort-cpu
-graph-pass output `model.opt.onnx`). `adaret calibrate` quantises both: `model.int8.onnx` from the raw export
-(the TensorRT-compatible file) and `model.opt.int8.onnx` from the fused graph (ONNX Runtime only).
-Accuracy and agreement: BBC News held-out split (seed 0), truncated to --seq-len, fp32 and INT8 of the same
-graph side by side. Throughput: batch --batch of held-out texts padded to --seq-len, all four sessions timed in
-interleaved rounds in one process (ORT defaults: all optimisations, intra-op threads = cores).
+The checkpoint is exported once at the budget with kept positions (dynamic form): `model.onnx`, the ort-cpu
+graph-pass output `model.opt.onnx` (the fastest fp32 graph, the speed reference) and the ort-cpu-int8 output
+`model.int8src.onnx` (the same passes with Q/K/V unpacked). `adaret calibrate` with its defaults (SmoothQuant,
+agreement search) quantises `model.onnx` into `int8` (the TensorRT-compatible file) and `model.int8src.onnx`
+into `int8 opt` (ONNX Runtime only); `int8 opt, no search` is the latter with every planned MatMul in INT8.
+Accuracy and agreement: BBC News held-out split (seed 0), truncated to --seq-len, each INT8 graph against the
+fp32 graph it was made from. Throughput: batch --batch of held-out texts padded to --seq-len, every session
+timed in interleaved rounds in one process (ORT defaults: all optimisations, intra-op threads = cores).
 """
 
 from __future__ import annotations
@@ -28,29 +30,44 @@ from adaret.calibration.reader import encode_batches
 from adaret.calibration.verify import compare, session
 from adaret.export import ExportConfig, run_export
 from adaret.export.pipeline import DEFAULT_CHECKPOINT
+from adaret.graph_passes.pipeline import optimize
 from adaret.training.data import load_splits
 
 TARGETS = {"accuracy_ratio": 0.99, "token_agreement": 0.99, "speedup": 1.5}
 
 
-def build(args, work: Path) -> dict[str, Path]:
+QUANTISED = {  # INT8 graph: (fp32 source, adaret calibrate options beyond the defaults)
+    "int8": ("fp32", {}),
+    "int8 opt": ("fp32 int8src", {}),
+    "int8 opt, no search": ("fp32 int8src", {"target_agreement": None}),
+}
+
+
+def build(args, work: Path) -> tuple[dict[str, Path], dict[str, dict]]:
     result = run_export(ExportConfig(budget=args.budget, checkpoint=args.checkpoint, out=str(work),
                                      with_positions=True, parity_batches=(1,), parity_lengths=(37, 512)))
-    raw, opt = result.graphs[0].path, result.graphs[0].optimized.output
-    paths = {"fp32": raw, "fp32 opt": opt}
-    for name, source in (("int8", raw), ("int8 opt", opt)):
-        out = source.with_name(source.name.removesuffix(".onnx") + ".int8.onnx")
-        quantize(QuantizeConfig(checkpoint=args.checkpoint, onnx=str(source), output=str(out), data="bbc-news",
-                                samples=args.samples, method=args.method, max_length=args.seq_len))
+    raw = result.graphs[0].path
+    int8src = optimize(raw, raw.with_name("model.int8src.onnx"), target="ort-cpu-int8").output
+    paths = {"fp32": raw, "fp32 opt": result.graphs[0].optimized.output, "fp32 int8src": int8src}
+    searches = {}
+    for name, (source, options) in QUANTISED.items():
+        out = work / (name.replace(",", "").replace(" ", "-") + ".onnx")
+        done = quantize(QuantizeConfig(checkpoint=args.checkpoint, onnx=str(paths[source]), output=str(out),
+                                data="bbc-news", samples=args.samples, method=args.method, max_length=args.seq_len,
+                                **options))
         paths[name] = out
-    return paths
+        if done.search:
+            searches[name] = {"calibration_texts": done.search.texts, "all_int8": done.search.agreement_all_int8,
+                              "agreement": done.search.agreement, "lower_bound": done.search.agreement_lower,
+                              "fp32_matmuls": done.search.restored}
+    return paths, searches
 
 
 def accuracy(paths: dict[str, Path], texts, labels, tokenizer, seq_len: int) -> dict:
     out = {}
-    for fp32, int8 in (("fp32", "int8"), ("fp32 opt", "int8 opt")):
+    for int8, (fp32, _) in QUANTISED.items():
         agreement = compare(paths[fp32], paths[int8], texts, labels, tokenizer, max_length=seq_len)
-        out[int8] = agreement.as_dict()
+        out[int8] = agreement.as_dict() | {"fp32_graph": fp32}
     return out
 
 
@@ -72,13 +89,19 @@ def markdown(payload: dict) -> str:
              f"{payload['machine']['onnxruntime']}", "",
              f"Calibration: {payload['samples']} BBC News training texts, {payload['method']}; evaluation: "
              f"{payload['examples']} held-out texts.", "",
-             "| INT8 graph | fp32 acc | INT8 acc | ratio (target >= 0.99) | prediction agreement | "
+             "| INT8 graph | from | fp32 acc | INT8 acc | ratio (target >= 0.99) | prediction agreement | "
              "token agreement (target >= 0.99) | flip rate | max abs logit diff |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, a in acc.items():
-        lines.append(f"| {name} | {a['accuracy_fp32']:.4f} | {a['accuracy_int8']:.4f} | {a['accuracy_ratio']:.4f} | "
+        lines.append(f"| {name} | {a['fp32_graph']} | {a['accuracy_fp32']:.4f} | {a['accuracy_int8']:.4f} | "
+                     f"{a['accuracy_ratio']:.4f} | "
                      f"{a['prediction_agreement']:.4f} | {a['token_agreement']:.4f} | {a['flip_rate']:.4f} | "
                      f"{a['max_abs_logit_diff']:.3f} |")
+    lines += ["", "Agreement search on the calibration texts (`adaret calibrate --target-agreement 0.99`):", ""]
+    for name, found in payload["agreement_search"].items():
+        lines.append(f"- {name}: {found['all_int8']:.4f} with every planned MatMul in INT8; {found['agreement']:.4f} "
+                     f"(95% lower bound {found['lower_bound']:.4f}) with {', '.join(found['fp32_matmuls']) or 'none'} "
+                     f"back in fp32 ({found['calibration_texts']} texts)")
     lines += ["", f"Throughput at batch {payload['batch']} x {payload['seq_len']} (median of interleaved rounds):", "",
               "| graph | s / batch | seq / s | size (MiB) |", "| --- | --- | --- | --- |"]
     for name, t in speed.items():
@@ -109,14 +132,15 @@ def main() -> None:
     held_out = load_splits("bbc-news", seed=0).eval
     order = np.random.default_rng(0).permutation(len(held_out))[: args.max_examples or len(held_out)]
     texts, labels = [held_out.texts[i] for i in order], [held_out.labels[i] for i in order]
-    paths = build(args, Path(tempfile.mkdtemp(prefix="adaret-int8-")))
+    paths, searches = build(args, Path(tempfile.mkdtemp(prefix="adaret-int8-")))
     acc = accuracy(paths, texts, labels, tokenizer, args.seq_len)
     speed = throughput(paths, texts, tokenizer, args.batch, args.seq_len, args.rounds)
     base = speed["fp32 opt"]["seconds_per_batch"]
     payload = {
         "command": "python benchmarks/int8.py " + shlex.join(sys.argv[1:]), "machine": machine(),
         "budget": args.budget, "seq_len": args.seq_len, "batch": args.batch, "samples": args.samples,
-        "method": args.method, "examples": len(texts), "accuracy": acc, "throughput": speed,
+        "method": args.method, "examples": len(texts), "accuracy": acc,
+        "agreement_search": searches, "throughput": speed,
         "speedups": {f"{n} vs fp32 opt": base / t["seconds_per_batch"] for n, t in speed.items() if n != "fp32 opt"},
         "sizes_bytes": {name: path.stat().st_size for name, path in paths.items()}, "targets": TARGETS,
     }

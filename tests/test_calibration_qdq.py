@@ -128,6 +128,10 @@ def test_bad_inputs_give_one_line(int8, fp32_graph, tiny_checkpoint, tokenizer, 
         "needs --onnx": base,
         "does not exist": [*base, "--onnx", str(tmp_path / "missing.onnx"), "-o", str(tmp_path / "x.onnx")],
         "would overwrite": [*base, "--onnx", str(fp32_graph), "-o", str(fp32_graph)],
+        "--smooth-alpha must be in (0, 1]": [*base, "--onnx", str(fp32_graph), "-o", str(tmp_path / "x.onnx"),
+                                            "--smooth-alpha", "0"],
+        "--target-agreement must be in (0, 1]": [*base, "--onnx", str(fp32_graph), "-o", str(tmp_path / "x.onnx"),
+                                                "--target-agreement", "1.5"],
     }
     for expected, args in cases.items():
         code, err = _calibrate(args, capsys)

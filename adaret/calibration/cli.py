@@ -10,14 +10,18 @@ import shlex
 import sys
 from pathlib import Path
 
+from adaret.calibration.defaults import SMOOTH_ALPHA, TARGET_AGREEMENT
 from adaret.errors import AdaretError
 
 DESCRIPTION = (
     "Calibrate a retention model on data. Default: INT8 post-training quantisation of an exported graph "
     "(QDQ, symmetric INT8, per-channel weights; the TopK score path, LayerNorm, Softmax, attention products and "
-    "the head stay fp32), written with a calibration record (<output>.calibration.json) and ONNX Runtime's "
-    "calibration cache. With --schedule-only: re-measure the per-layer keep fractions on the data and write "
-    "them into a checkpoint (no retraining), with a plot of the decay.")
+    "the head stay fp32), after SmoothQuant, written with a calibration record (<output>.calibration.json) and "
+    "ONNX Runtime's calibration cache. If fewer than --target-agreement of the fp32 token choices survive on the "
+    "calibration texts, the MatMuls that move the most choices go back to fp32 until they do. For ONNX Runtime "
+    "CPU, quantise an `adaret optimize --target ort-cpu-int8` graph (its Q/K/V projections can be INT8); for "
+    "TensorRT, model.onnx or a --target tensorrt graph. With --schedule-only: re-measure the per-layer keep "
+    "fractions on the data and write them into a checkpoint (no retraining), with a plot of the decay.")
 
 
 def samples_value(text: str) -> int:
@@ -52,6 +56,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-length", type=int, default=None,
                    help="tokens per text (default: the checkpoint's training max_length)")
     p.add_argument("--batch-size", type=int, default=8, help="calibration batch size (default: %(default)s)")
+    p.add_argument("--smooth-alpha", type=float, default=SMOOTH_ALPHA,
+                   help="SmoothQuant strength in (0, 1]: how much of each activation channel's range moves into "
+                        "the weights before INT8 (default: %(default)s)")
+    p.add_argument("--no-smooth", action="store_true", help="quantise without SmoothQuant")
+    p.add_argument("--target-agreement", type=float, default=TARGET_AGREEMENT,
+                   help="share of fp32 token choices INT8 must keep on the calibration texts; below it, the most "
+                        "sensitive MatMuls go back to fp32 (--backend ort; default: %(default)s)")
+    p.add_argument("--no-search", action="store_true", help="quantise every planned MatMul, whatever the agreement")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run_calibrate)
 
@@ -68,12 +80,21 @@ def run_calibrate(args: argparse.Namespace) -> int:
     result = quantize(QuantizeConfig(
         checkpoint=args.checkpoint, onnx=args.onnx, output=args.output, data=args.data, samples=args.samples,
         method=args.method, backend=args.backend, split=args.split, seed=args.seed, max_length=args.max_length,
-        batch_size=args.batch_size, progress=not args.no_progress, command=command))
+        batch_size=args.batch_size, smooth_alpha=None if args.no_smooth else args.smooth_alpha,
+        target_agreement=None if args.no_search else args.target_agreement, progress=not args.no_progress,
+        command=command))
     record = result.record
     excluded = ", ".join(f"{reason} {len(names)}" for reason, names in record.quantization["excluded"].items())
     print(f"wrote {result.output} ({result.output.stat().st_size / 2**20:.1f} MiB; {record.backend} {record.method}, "
           f"{record.data['samples']} texts of {record.data['dataset']}:{record.data['split']})")
     print(f"quantized {len(result.plan.quantize)} MatMuls; fp32 kept: {excluded}")
+    if result.smoothing:
+        print(f"SmoothQuant alpha {result.smoothing.alpha}: {len(result.smoothing.groups)} activations rescaled")
+    if result.search:
+        search = result.search
+        print(f"token agreement on {search.texts} calibration texts: {search.agreement_all_int8:.4f} all INT8"
+              + (f", {search.agreement:.4f} with {', '.join(search.restored)} in fp32" if search.restored else "")
+              + f"; 95% lower bound {search.agreement_lower:.4f} (target {search.target})")
     print(f"scales sha256 {record.scales_sha256[:16]}...; record {result.record_path}")
     for note in result.notes:
         print(f"note: {note}")

@@ -1,36 +1,46 @@
 """INT8 post-training quantisation of a retained graph: QDQ that ONNX Runtime runs and TensorRT parses.
 
 Flow: check the inputs (fp32 graph, matching checkpoint and tokenizer, writable output) -> plan which nodes
-are quantised (``adaret.calibration.graph``) -> collect activation ranges over real text, a few batches at a
-time -> save them as ONNX Runtime's calibration cache next to the model -> ``quantize_static`` from that
-cache -> the calibration record (``adaret.calibration.record``).
+are quantised (``adaret.calibration.graph``) -> SmoothQuant the planned MatMuls (``smoothing``) -> collect
+activation ranges over real text, a few batches at a time -> save them as ONNX Runtime's calibration cache
+next to the model -> ``quantize_static`` from that cache -> if token agreement on the calibration texts is
+below the target, put the most sensitive MatMuls back in fp32 and quantise again (``sensitivity``) -> the
+calibration record (``adaret.calibration.record``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import onnx
 
 from adaret.calibration import graph as qgraph
+from adaret.calibration.defaults import SMOOTH_ALPHA, TARGET_AGREEMENT
 from adaret.calibration.record import CalibrationRecord, record_path, scales_sha256, texts_sha256
+from adaret.calibration.sensitivity import SEARCH_TEXTS, SearchReport, search
+from adaret.calibration.smoothing import SmoothReport, smooth
 from adaret.errors import AdaretError
 from adaret.export.metadata import decode_metadata
 from adaret.fileio import ensure_writable_dir, sha256_file
 
 METHODS = ("entropy", "minmax", "percentile")
 BACKENDS = ("ort", "modelopt")
-# Percentile for ORT: on BBC News at budget 0.4 it kept 98.3% of the fp32 token choices against 95.9% for
-# entropy and 95.9% for minmax, at the same speed (docs/calibration.md). ModelOpt offers no percentile.
+# Percentile for ORT: on BBC News at budget 0.4 (before SmoothQuant and the agreement search) it kept 98.3% of the
+# fp32 token choices against 95.9% for entropy and minmax, at the same speed (docs/calibration.md). ModelOpt
+# offers no percentile.
 DEFAULT_METHODS = {"ort": "percentile", "modelopt": "entropy"}
 CACHE_SUFFIX = ".calib_cache.json"
+PACKED_ATTENTION = "com.microsoft:Attention"
 # Batches folded into the ranges/histograms per collect_data call. ORT's histogram calibrators keep every output
 # of one call in memory (GBs at seq 512 and 512 samples) and stack them, which fails when batches are padded to
 # different lengths; one batch per call bounds memory and lets each batch keep its own length.
@@ -50,12 +60,18 @@ class QuantizeConfig:
     seed: int | None = None
     max_length: int | None = None
     batch_size: int = 8
+    smooth_alpha: float | None = SMOOTH_ALPHA  # SmoothQuant migration strength; None: no smoothing
+    target_agreement: float | None = TARGET_AGREEMENT  # on the calibration texts (ORT backend); None: no search
     progress: bool = True
     command: str = ""
 
     def __post_init__(self) -> None:
         if self.method is None:
             self.method = DEFAULT_METHODS.get(self.backend, "entropy")
+        if self.smooth_alpha is not None and not 0.0 < self.smooth_alpha <= 1.0:
+            raise AdaretError(f"--smooth-alpha must be in (0, 1], got {self.smooth_alpha}")
+        if self.target_agreement is not None and not 0.0 < self.target_agreement <= 1.0:
+            raise AdaretError(f"--target-agreement must be in (0, 1], got {self.target_agreement}")
 
 
 @dataclass
@@ -66,6 +82,8 @@ class QuantizeResult:
     plan: qgraph.QuantPlan
     cache_path: Path | None = None
     notes: list[str] = field(default_factory=list)
+    smoothing: SmoothReport | None = None
+    search: SearchReport | None = None
 
 
 @dataclass
@@ -95,14 +113,24 @@ def quantize(config: QuantizeConfig) -> QuantizeResult:
     notes = [] if plan.tensorrt_input else [
         f"the graph has ONNX Runtime fused ops ({', '.join(plan.custom_ops)}): the INT8 file runs on ONNX Runtime "
         "only; for TensorRT quantize a graph without them (model.onnx, or adaret optimize --target tensorrt)"]
+    if PACKED_ATTENTION in plan.custom_ops:
+        notes.append("packed Attention computes Q, K and V in fp32 inside one node; for a faster INT8 graph quantize "
+                     "an `adaret optimize --target ort-cpu-int8` output instead")
+    smoothing = None
+    if config.smooth_alpha is not None:
+        smoothing = smooth(ir_model, plan.quantize, _reader(inputs, config, "smoothing batches"), config.smooth_alpha)
     named = qgraph.ir.serde.serialize_model(ir_model)
+    search = None
     if config.backend == "modelopt":
         cache = None
         _quantize_modelopt(named, inputs, plan, config, output)
     else:
-        cache = _quantize_ort(named, inputs, plan, config, output)
-    record = _record(config, inputs, plan, output, cache, notes)
-    return QuantizeResult(output, record.write(record_path(output)), record, plan, cache, notes)
+        cache, search = _quantize_ort(named, inputs, plan, config, output)
+        if search is not None and not search.reached:
+            notes.append(f"token agreement on the calibration texts is {search.agreement:.4f}, below the target "
+                         f"{search.target} even with {len(search.restored)} MatMuls back in fp32")
+    record = _record(config, inputs, plan, output, cache, notes, smoothing, search)
+    return QuantizeResult(output, record.write(record_path(output)), record, plan, cache, notes, smoothing, search)
 
 
 # ------------------------------------------------------------------------------------------------- checks
@@ -193,12 +221,20 @@ def _ort_method(method: str):
 
 
 def ort_options(plan: qgraph.QuantPlan) -> dict:
-    """quantize_static arguments for TensorRT-style QDQ: symmetric INT8, per-channel weights, inputs only."""
+    """quantize_static arguments for TensorRT-style QDQ: symmetric INT8, per-channel weights, inputs only.
+
+    Activations are INT8 (zero point 0) in a TensorRT input. A graph with ONNX Runtime fused ops runs on ONNX
+    Runtime only, and there they are UINT8 with zero point 128: the same 255 levels, in the type ONNX Runtime's
+    x86 integer GEMMs take. ORT converts INT8 activations to that form itself, but only where one Q feeds one
+    DQ, and its common-subexpression pass merges the Q/K/V projections' three Qs into one, which then stay
+    fp32 MatMuls behind DequantizeLinear.
+    """
     from onnxruntime.quantization import QuantFormat, QuantType
 
+    activations = QuantType.QInt8 if plan.tensorrt_input else QuantType.QUInt8
     return dict(quant_format=QuantFormat.QDQ, op_types_to_quantize=list(qgraph.QUANTIZED_OPS),
                 nodes_to_quantize=plan.quantize, nodes_to_exclude=sorted(plan.exclude), per_channel=True,
-                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                activation_type=activations, weight_type=QuantType.QInt8,
                 extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
                                # Q/DQ on GEMM inputs only; an output pair would sit before the float bias Add
                                "OpTypesToExcludeOutputQuantization": list(qgraph.QUANTIZED_OPS)})
@@ -221,10 +257,26 @@ def collect_ranges(model: onnx.ModelProto, batches: Iterator[dict], method: str,
             if not part:
                 break
             seen += len(part)
-            calibrator.collect_data(_ListReader(part))
+            with _quiet_ort():
+                calibrator.collect_data(_ListReader(part))
         if not seen:
             raise AdaretError("no calibration data: the reader produced no batches")
-        return calibrator.compute_data()
+        with _quiet_ort():
+            return calibrator.compute_data()
+
+
+@contextlib.contextmanager
+def _quiet_ort():
+    """ORT's calibrators print a line per batch and quantize_static warns about pre-processing on the root
+    logger; both would break the progress bar and say nothing the record does not."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        root.setLevel(level)
 
 
 class _ListReader:
@@ -235,26 +287,53 @@ class _ListReader:
         return next(self._items, None)
 
 
-def _quantize_ort(model: onnx.ModelProto, inputs: _Inputs, plan: qgraph.QuantPlan, config: QuantizeConfig,
-                  output: Path) -> Path:
-    from onnxruntime.quantization import quantize_static, save_tensors_data
-
+def _reader(inputs: _Inputs, config: QuantizeConfig, desc: str, texts: list[str] | None = None):
     from adaret.calibration.reader import TextCalibrationReader
 
-    reader = TextCalibrationReader(inputs.texts, inputs.tokenizer, batch_size=inputs.batch_size,
-                                   max_length=inputs.data["max_length"], seq_len=inputs.seq_len,
-                                   input_names=[i.name for i in model.graph.input], progress=config.progress)
-    ranges = collect_ranges(model, iter(reader.get_next, None), config.method)
+    reader = TextCalibrationReader(inputs.texts if texts is None else texts, inputs.tokenizer,
+                                   batch_size=inputs.batch_size, max_length=inputs.data["max_length"],
+                                   seq_len=inputs.seq_len, input_names=[i.name for i in inputs.model.graph.input],
+                                   progress=config.progress, desc=desc)
+    return iter(reader.get_next, None)
+
+
+def _quantize_ort(model: onnx.ModelProto, inputs: _Inputs, plan: qgraph.QuantPlan, config: QuantizeConfig,
+                  output: Path) -> tuple[Path, SearchReport | None]:
+    from onnxruntime.quantization import quantize_static, save_tensors_data
+
+    ranges = collect_ranges(model, _reader(inputs, config, "calibration batches"), config.method)
     cache = output.with_name(output.name.removesuffix(".onnx") + CACHE_SUFFIX)
+    report = None
     with _staging(output) as staged:
         save_tensors_data(ranges, staged / cache.name)
-        quantize_static(model, staged / output.name, calibration_data_reader=None,
-                        calibrate_method=_ort_method(config.method), calibration_cache_path=staged / cache.name,
-                        **ort_options(plan))
-        _finish(staged / output.name, inputs, config, plan)
+
+        def quantize_to(path: Path) -> onnx.ModelProto:
+            with _quiet_ort():
+                quantize_static(model, path, calibration_data_reader=None,
+                                calibrate_method=_ort_method(config.method),
+                                calibration_cache_path=staged / cache.name, **ort_options(plan))
+            return _finish(path, inputs, config, plan)
+
+        quantized = quantize_to(staged / output.name)
+        if config.target_agreement is not None and plan.score_topk:  # without gates no token choice can flip
+            report = _search(model, quantized, inputs, config, plan)
+            if report.restored:
+                quantize_to(staged / output.name)
         os.replace(staged / cache.name, cache)
         os.replace(staged / output.name, output)
-    return cache
+    return cache, report
+
+
+def _search(model: onnx.ModelProto, quantized: onnx.ModelProto, inputs: _Inputs, config: QuantizeConfig,
+            plan: qgraph.QuantPlan) -> SearchReport:
+    """Token agreement on the calibration texts; MatMuls it puts back in fp32 leave the plan with a reason."""
+    texts = inputs.texts[:SEARCH_TEXTS]
+    batches = list(_reader(inputs, config, "agreement batches", texts))
+    report = search(inputs.model, quantized, plan.quantize, batches, config.target_agreement, quantized_from=model)
+    for name in report.restored:
+        plan.quantize.remove(name)
+        plan.exclude[name] = "token-agreement"
+    return report
 
 
 # ------------------------------------------------------------------------------------------------- ModelOpt
@@ -309,7 +388,7 @@ class _staging:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def _finish(path: Path, inputs: _Inputs, config: QuantizeConfig, plan: qgraph.QuantPlan) -> None:
+def _finish(path: Path, inputs: _Inputs, config: QuantizeConfig, plan: qgraph.QuantPlan) -> onnx.ModelProto:
     """Keep non-quantised consumers in float, carry the export's metadata over and mark the file as INT8."""
     from adaret.export.metadata import read_metadata, write_metadata
 
@@ -320,20 +399,24 @@ def _finish(path: Path, inputs: _Inputs, config: QuantizeConfig, plan: qgraph.Qu
                                            "calibration_record": record_path(path).name}
     write_metadata(quantized, meta)
     onnx.save_model(quantized, str(path))
+    return quantized
 
 
 def _record(config: QuantizeConfig, inputs: _Inputs, plan: qgraph.QuantPlan, output: Path, cache: Path | None,
-            notes: list[str]) -> CalibrationRecord:
+            notes: list[str], smoothing: SmoothReport | None, search: SearchReport | None) -> CalibrationRecord:
     quantized = onnx.load(str(output))
     op_counts = {op: sum(n.op_type == op for n in quantized.graph.node)
                  for op in ("QuantizeLinear", "DequantizeLinear")}
-    quantization = {"format": "QDQ", "activations": "int8 symmetric per-tensor",
+    activations = "int8" if plan.tensorrt_input or config.backend != "ort" else "uint8 (zero point 128)"
+    quantization = {"format": "QDQ", "activations": f"{activations} symmetric per-tensor",
                     "weights": "int8 symmetric per-channel",
                     "op_types": list(qgraph.QUANTIZED_OPS), "quantized_nodes": plan.quantize,
                     "excluded": plan.reasons(), "score_topk": plan.score_topk, "tensorrt_input": plan.tensorrt_input,
                     "qdq_nodes": op_counts,
                     "calibration_cache": cache.name if cache else None,
-                    "calibration_cache_sha256": sha256_file(cache) if cache else None}
+                    "calibration_cache_sha256": sha256_file(cache) if cache else None,
+                    "smoothquant": asdict(smoothing) if smoothing else None,
+                    "agreement_search": asdict(search) | {"reached": search.reached} if search else None}
     return CalibrationRecord(
         model=output.name, source_model=Path(config.onnx).name, source_sha256=sha256_file(Path(config.onnx)),
         checkpoint_sha256=inputs.checkpoint_sha256, backend=config.backend, method=config.method, data=inputs.data,

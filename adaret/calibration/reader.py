@@ -28,11 +28,12 @@ class TextCalibrationReader(CalibrationDataReader):
     """Feeds ORT's calibrator one tokenised batch per ``get_next``, with a progress bar over the batches."""
 
     def __init__(self, texts: Sequence[str], tokenizer, *, batch_size: int = 8, max_length: int = 512,
-                 seq_len: int | None = None, input_names: Sequence[str] = INPUT_NAMES, progress: bool = True):
+                 seq_len: int | None = None, input_names: Sequence[str] = INPUT_NAMES, progress: bool = True,
+                 desc: str = "calibration batches"):
         self.texts, self.tokenizer = list(texts), tokenizer
         self.batch_size, self.max_length, self.seq_len = batch_size, max_length, seq_len
         self.input_names = tuple(input_names)
-        self.progress = progress
+        self.progress, self.desc = progress, desc
         self.rewind()
 
     @property
@@ -42,7 +43,7 @@ class TextCalibrationReader(CalibrationDataReader):
     def rewind(self) -> None:
         self._batches = encode_batches(self.texts, self.tokenizer, batch_size=self.batch_size,
                                        max_length=self.max_length, seq_len=self.seq_len)
-        self._bar = tqdm(total=self.num_batches, desc="calibration batches", unit="batch", leave=False,
+        self._bar = tqdm(total=self.num_batches, desc=self.desc, unit="batch", leave=False,
                          disable=not self.progress)
 
     def get_next(self) -> dict[str, np.ndarray] | None:

@@ -64,7 +64,7 @@ def compare(fp32: str | Path, int8: str | Path, texts: Sequence[str], labels: Se
         max_diff = max(max_diff, float(np.abs(out_ref["logits"] - out_cand["logits"]).max()))
         lengths = feeds["attention_mask"].sum(1)
         for name in position_names:
-            k, s = _overlap(out_ref[name], out_cand[name], lengths)
+            k, s = overlap(out_ref[name], out_cand[name], lengths)
             kept, shared = kept + k, shared + s
     labels = list(labels)[:len(pred_ref)]
     n = len(pred_ref)
@@ -77,7 +77,7 @@ def compare(fp32: str | Path, int8: str | Path, texts: Sequence[str], labels: Se
         max_abs_logit_diff=max_diff)
 
 
-def _overlap(ref: np.ndarray, cand: np.ndarray, lengths: np.ndarray) -> tuple[int, int]:
+def overlap(ref: np.ndarray, cand: np.ndarray, lengths: np.ndarray) -> tuple[int, int]:
     """Real positions kept by fp32, and how many of those INT8 kept as well (padding slots do not count)."""
     kept = shared = 0
     for row, length in enumerate(lengths):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-TARGETS = ("ort-cpu", "ort-cuda", "tensorrt")
+TARGETS = ("ort-cpu", "ort-cpu-int8", "ort-cuda", "tensorrt")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,8 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="ONNX graph written by `adaret export`")
     p.add_argument("-o", "--output", required=True, help="where to write the optimised graph")
     p.add_argument("--target", choices=TARGETS, default="ort-cpu",
-                   help="pick the passes for a runtime; tensorrt skips ONNX Runtime contrib-op fusions "
-                        "(default: %(default)s)")
+                   help="pick the passes for a runtime; tensorrt skips ONNX Runtime contrib-op fusions; "
+                        "ort-cpu-int8 leaves Q/K/V unpacked for `adaret calibrate` (default: %(default)s)")
     p.add_argument("--passes", default=None,
                    help="comma-separated pass names to run instead of the target's list")
     p.add_argument("--tolerance", type=float, default=1e-4, help="max |logit diff| allowed after each fp32 pass")
