@@ -149,3 +149,15 @@ def test_the_unpacked_graph_quantises_qkv_with_uint8_activations(graphs, tiny_ch
     activation_zero_points = [inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear"]
     assert activation_zero_points and all(z.dtype == np.uint8 and (z == 128).all() for z in activation_zero_points)
     assert done.record.quantization["activations"].startswith("uint8")
+
+
+def test_calibrate_cli_reports_smoothing_and_the_search(graphs, tiny_checkpoint, tmp_path, capsys):
+    from adaret.cli import main
+
+    out = tmp_path / "cli.int8.onnx"
+    code = main(["calibrate", "--no-progress", "--checkpoint", str(tiny_checkpoint), "--samples", "8",
+                 "--max-length", str(SEQ), "--onnx", str(graphs["opt"]), "-o", str(out), "--target-agreement", "1.0"])
+    printed = capsys.readouterr().out
+    assert code == 0 and out.is_file(), printed
+    assert "SmoothQuant alpha 0.8" in printed and "token agreement on 8 calibration texts" in printed
+    assert "95% lower bound" in printed and "packed Attention" in printed  # the note that points to ort-cpu-int8
