@@ -47,7 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="activation range method (default: percentile with --backend ort, entropy with modelopt)")
     p.add_argument("--backend", choices=["ort", "modelopt"], default="ort",
                    help="onnxruntime.quantization, or NVIDIA ModelOpt where installed (default: %(default)s)")
-    p.add_argument("--onnx", default=None, help="the fp32 export to quantise (model.onnx, or a graph-pass output)")
+    p.add_argument("--onnx", default=None,
+                   help="the fp32 graph to quantise: model.onnx for TensorRT, or an `adaret optimize --target "
+                        "ort-cpu-int8` output for ONNX Runtime CPU")
     p.add_argument("-o", "--output", default=None,
                    help="INT8 model to write (e.g. model.int8.onnx); with --schedule-only, the checkpoint "
                         "directory to write (default: update --checkpoint in place)")
