@@ -30,7 +30,7 @@ import onnx
 import onnx_ir as ir
 
 from adaret.calibration.defaults import TARGET_AGREEMENT
-from adaret.calibration.verify import overlap
+from adaret.calibration.verify import overlap, session_with_outputs
 from adaret.engines import graph_facts as gf
 
 SEARCH_TEXTS = 64  # calibration texts the search measures on: enough for ~10^4 kept positions at seq 512
@@ -135,16 +135,7 @@ class AgreementProbe:
         return kept_positions(indices, self.gates.sorted_after, feeds["input_ids"].shape[1])
 
     def _session(self, model: onnx.ModelProto):
-        import onnxruntime as ort
-
-        probe = onnx.ModelProto()
-        probe.CopyFrom(model)
-        present = {o.name for o in probe.graph.output}
-        probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n)
-                                  for n in self.gates.index_outputs if n not in present)
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        return ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        return session_with_outputs(model, self.gates.index_outputs)
 
 
 def candidates(fp32: onnx.ModelProto, quantized: Sequence[str]) -> list[str]:

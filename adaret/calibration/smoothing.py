@@ -39,13 +39,9 @@ class SmoothReport:
 
 def channel_absmax(model: onnx.ModelProto, tensors: list[str], batches: Iterable[dict]) -> dict[str, np.ndarray]:
     """max |x_j| per last-axis channel of each tensor in ``tensors``, over every batch."""
-    import onnxruntime as ort
+    from adaret.calibration.verify import session_with_outputs
 
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    present = {o.name for o in probe.graph.output}
-    probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(t) for t in tensors if t not in present)
-    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = session_with_outputs(model, tensors)
     names = [i.name for i in session.get_inputs()]
     absmax: dict[str, np.ndarray] = {}
     for feeds in batches:

@@ -40,6 +40,20 @@ class Agreement:
         return asdict(self) | {"accuracy_ratio": self.accuracy_ratio, "flip_rate": self.flip_rate}
 
 
+def session_with_outputs(model, extra: Sequence[str]):
+    """A CPU session of ``model`` (a ModelProto, left untouched) that also returns the tensors ``extra``."""
+    import onnx
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    present = {o.name for o in probe.graph.output}
+    probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in extra if n not in present)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
 def session(path: str | Path, threads: int | None = None):
     import onnxruntime as ort
 
