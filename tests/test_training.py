@@ -4,7 +4,8 @@ import torch
 from adaret.modeling import RetentionConfig, RetentionModel, encoder_from_config, expected_budget
 from adaret.training.batching import Encoded
 from adaret.training.data import load_splits
-from adaret.training.trainer import TrainConfig, _run_sgda
+from adaret.training.sgda import run_sgda, total_steps
+from adaret.training.trainer import TrainConfig
 from tests.conftest import LABELS, tiny_bert_config
 
 
@@ -24,13 +25,22 @@ def test_short_sgda_run_moves_the_budget_towards_its_target(tokenizer):
     # gates start almost fully open (C ~ 0.9); the budget is 0.4
     model = RetentionModel(encoder_from_config(tiny_bert_config()), RetentionConfig(LABELS, init_budget=0.9))
     model.freeze_backbone()
-    config = TrainConfig(out="unused", budget=0.4, epochs=3, lr_primal=3e-2, eval_every=1000)
+    config = TrainConfig(out="unused", budget=0.4, epochs=3, min_steps=0, lr_primal=3e-2, eval_every=1000)
+    teacher = torch.zeros(len(train_set), len(LABELS))
     before = _mean_cost(model, train_set)
-    duals, _ = _run_sgda(model, train_set, eval_set, config)
+    result = run_sgda(model, train_set, eval_set, config, teacher, torch.zeros(len(eval_set), len(LABELS)))
     after = _mean_cost(model, train_set)
     assert before > 0.8
     assert abs(after - 0.4) < 0.5 * abs(before - 0.4)
-    assert duals.upper.value >= 0.0 and duals.lower.value >= 0.0
+    assert result.duals.upper.value >= 0.0 and result.duals.lower.value >= 0.0
+    assert result.steps == 3 * train_set.num_batches(8) and result.history[-1].step == result.steps
+
+
+def test_step_count_has_a_floor_independent_of_the_data_size():
+    assert total_steps(100, 8, 1.0, min_steps=400, max_steps=None) == 400
+    assert total_steps(10_000, 8, 1.0, min_steps=400, max_steps=None) == 1250
+    assert total_steps(10_000, 8, 1.0, min_steps=400, max_steps=600) == 600
+    assert total_steps(100, 8, 2.0, min_steps=0, max_steps=None) == 26
 
 
 @pytest.mark.slow
@@ -47,25 +57,62 @@ def test_default_adapter_training_reaches_its_targets(tmp_path):
 def test_distillation_term_is_zero_at_the_teacher_and_positive_elsewhere():
     from torch.nn import functional as F
 
-    from adaret.training.trainer import task_loss_with_teacher
+    from adaret.training.head import distillation_loss
 
     torch.manual_seed(0)
     logits, labels = torch.randn(4, 5), torch.tensor([0, 1, 2, 3])
     ce = F.cross_entropy(logits, labels)
-    assert torch.isclose(task_loss_with_teacher(logits, labels, logits.clone(), 1.0), ce)
-    assert task_loss_with_teacher(logits, labels, torch.randn(4, 5), 1.0) > ce
-    assert torch.isclose(task_loss_with_teacher(logits, labels, None, 1.0), ce)
+    assert torch.isclose(distillation_loss(logits, labels, logits.clone(), 1.0), ce)
+    assert distillation_loss(logits, labels, torch.randn(4, 5), 1.0) > ce
+    assert torch.isclose(distillation_loss(logits, labels, None, 1.0), ce)
 
 
 def test_head_warm_up_fits_the_full_model(tokenizer, minilm_dir):
     from adaret.modeling import load_encoder
+    from adaret.training.head import pooled_features
     from adaret.training.trainer import warm_up_head
 
     splits = load_splits("bbc-news")
     train_set = Encoded(splits.train.subset(list(range(0, 1780, 30)), "slice"), tokenizer, max_length=64)
     model = RetentionModel(load_encoder(minilm_dir), RetentionConfig(LABELS))
     model.freeze_backbone()
-    teacher = warm_up_head(model, train_set, TrainConfig(out="unused", head_epochs=200))
+    features = pooled_features(model, train_set, 8)
+    teacher = warm_up_head(model, features, train_set, TrainConfig(out="unused", head_epochs=200))
     assert teacher.shape == (len(train_set), 5)
     train_accuracy = float((teacher.argmax(-1) == torch.tensor(train_set.labels)).float().mean())
     assert train_accuracy > 0.9  # MiniLM's [CLS; mean] features separate BBC topics almost linearly
+
+
+def test_shuffled_batches_cover_every_example_once_and_group_lengths():
+    import random
+
+    data = Encoded.__new__(Encoded)
+    lengths = [random.Random(i).randint(3, 300) for i in range(1000)]
+    data.ids, data.labels, data.pad_id = [[7] * n for n in lengths], [0] * 1000, 0
+    epochs = [list(data.batches(8, shuffle=True, seed=seed)) for seed in (1, 2)]
+    for batches in epochs:
+        assert sorted(int(i) for b in batches for i in b.indices) == list(range(1000))
+        padded = sum(b.input_ids.numel() for b in batches)
+        assert padded < 1.1 * sum(lengths)  # random batches of these lengths pad to ~1.8x
+    first = [b.indices.tolist() for b in epochs[0]]
+    assert first != [b.indices.tolist() for b in epochs[1]]  # a new order every epoch
+
+
+def test_cli_train_defaults_are_the_library_defaults(monkeypatch):
+    """`adaret train` with no options trains exactly TrainConfig's recipe (the defaults cannot drift)."""
+    from adaret import cli
+    from adaret.training import trainer
+    from adaret.training.config import PACKAGED_MODEL
+
+    captured = {}
+
+    def fake_train(config, command=None):
+        captured["config"] = config
+        raise KeyboardInterrupt  # stop before any work; run_guarded turns this into exit 130
+
+    monkeypatch.setattr(trainer, "train", fake_train)
+    assert cli.main(["train", "--out", "ck"]) == 130
+    assert captured["config"] == TrainConfig(out="ck", model=PACKAGED_MODEL)
+    cli.main(["train", "--out", "ck", "--fine-tune-backbone", "--no-refit-head", "--min-steps", "5"])
+    config = captured["config"]
+    assert (config.freeze_backbone, config.refit_head, config.min_steps) == (False, False, 5)

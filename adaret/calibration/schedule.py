@@ -1,7 +1,7 @@
 """Schedule calibration: re-measure the per-layer keep fractions f_l of a checkpoint on data.
 
-The export's top-M rule keeps ``K_l = ceil(f_l * n)`` tokens at layer l. The fractions are what the gates keep
-on average (relaxed mode, deterministic gates: the mean over examples of E[kept real tokens] / real tokens),
+The export's top-M rule keeps ``K_l = max(2, ceil(f_l * n))`` tokens at layer l. The fractions are what the gates
+keep on average (relaxed mode, deterministic gates: the mean over examples of E[kept real tokens] / real tokens),
 so they depend on the text: a new domain gets its own schedule from the same gates, with no retraining. The
 result is written into a checkpoint's config (``schedule.keep_fractions``), which the export reads.
 """

@@ -218,8 +218,8 @@ def _check_topk(ctx: _Context, node: ir.Node, name: str) -> Iterator[Finding]:
         if k_int >= sm.TOPK_MAX_K:
             yield Finding(Severity.BLOCKER, "topk-k-limit", name,
                           f"TopK K={k_int} is beyond TensorRT's TopK limit (K must be < {sm.TOPK_MAX_K})",
-                          f"use a shorter sequence bucket or a lower budget: K_l = ceil(f_l * n) must stay below "
-                          f"{sm.TOPK_MAX_K}")
+                          f"use a shorter sequence bucket or a lower budget: K_l = max(2, ceil(f_l * n)) must stay "
+                          f"below {sm.TOPK_MAX_K}")
     elif origin is gf.Origin.SHAPE:
         yield Finding(Severity.BLOCKER, "topk-dynamic-k", name,
                       f"TopK K ({k_value.name}) is not a constant: it is computed from the input shape at run "

@@ -1,7 +1,7 @@
 """Optimization profiles from sequence buckets (pure Python).
 
-A static-K graph is exported for one sequence length n (its bucket): every TopK has K_l = ceil(f_l * n) baked
-in, so the sequence dimension of every profile must be exactly n, and only the batch may vary. A profile
+A static-K graph is exported for one sequence length n (its bucket): every TopK has K_l = max(2, ceil(f_l * n))
+baked in, so the sequence dimension of every profile must be exactly n, and only the batch may vary. A profile
 spec such as ``1x128,8x512,32x512`` is read like trtexec's --minShapes/--optShapes/--maxShapes: MIN, OPT, MAX
 as BATCHxSEQ. The batches carry over; the sequence dimension follows the graph's bucket, and requests shorter
 than the bucket are padded up to it by the runtime.

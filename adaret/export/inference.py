@@ -1,9 +1,9 @@
 """The deployable module: deterministic top-M retention with ONNX-friendly inputs and outputs.
 
 The Hard-Concrete gates are gone: each gated layer scores tokens with the gate's logit, keeps
-K_l = ceil(f_l * n) of them with TopK and Gathers hidden states, mask and original positions. When the
-sequence length n is symbolic (dynamic export) K_l is integer arithmetic on the input's shape; when it is
-fixed (static export) K_l is a constant.
+K_l = max(2, ceil(f_l * n)) of them with TopK and Gathers hidden states, mask and original positions (see
+``adaret.modeling.schedule`` for the floor of 2). When the sequence length n is symbolic (dynamic export) K_l
+is integer arithmetic on the input's shape; when it is fixed (static export) K_l is a constant.
 """
 
 from __future__ import annotations

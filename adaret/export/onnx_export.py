@@ -46,7 +46,23 @@ def export_module(module: TopMInference, *, seq_len: int | None, batch: int | No
                                     dynamic_shapes=dynamic_shapes, verbose=False, report=False)
     if program is None:
         raise RuntimeError("torch.onnx.export returned no program")
+    _check_dynamic_axes(program.model_proto, batch_dynamic=batch is None, seq_dynamic=seq_len is None)
     return program.model_proto
+
+
+def _check_dynamic_axes(model: onnx.ModelProto, *, batch_dynamic: bool, seq_dynamic: bool) -> None:
+    """torch.onnx may "refine" a dynamic axis it could not trace into the example's size; refuse such a graph.
+
+    Otherwise a dynamic export would silently accept only the example length, and only the parity gate
+    would notice, with a shape error.
+    """
+    for value in model.graph.input:
+        dims = value.type.tensor_type.shape.dim
+        for axis, wanted in ((0, batch_dynamic), (1, seq_dynamic)):
+            if wanted and len(dims) > axis and not dims[axis].dim_param:
+                name = "batch" if axis == 0 else "sequence"
+                raise RuntimeError(f"the exporter fixed the {name} axis of {value.name} to {dims[axis].dim_value}; "
+                                   "the graph would not be dynamic")
 
 
 def keep_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import json
+import math
 import shutil
 import tempfile
 import time
@@ -14,14 +15,14 @@ from pathlib import Path
 import onnx
 
 from adaret import __version__
-from adaret.errors import AdaretError, ParityError
+from adaret.errors import AdaretError, ExportError, ParityError, root_cause
 from adaret.export.inference import LOGITS, TopMInference
 from adaret.export.metadata import write_metadata
 from adaret.export.onnx_export import MIN_OPSET, export_module, keep_outputs, save_model
 from adaret.export.parity import DEFAULT_TOLERANCE, ParityReport, check_parity
 from adaret.fileio import atomic_file, ensure_writable_dir
 from adaret.graph_passes.pipeline import OptimizeResult, optimize
-from adaret.modeling import DENOMINATOR, KeepSchedule
+from adaret.modeling import DENOMINATOR, MIN_KEEP, KeepSchedule
 from adaret.training.checkpoint import RetentionCheckpoint
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "pretrained" / "bbc-news-minilm-l6-b0.4"
@@ -50,6 +51,10 @@ class ExportConfig:
     @property
     def out_dir(self) -> Path:
         return Path(self.out) if self.out else Path("out") / f"export-b{self.budget:g}"
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return Path(self.checkpoint) if self.checkpoint else DEFAULT_CHECKPOINT
 
 
 @dataclass
@@ -80,15 +85,15 @@ class ExportResult:
 
 def run_export(config: ExportConfig) -> ExportResult:
     """Export every requested form, check each against PyTorch, write the artifacts; raise on failure."""
-    checkpoint_dir = Path(config.checkpoint) if config.checkpoint else DEFAULT_CHECKPOINT
+    checkpoint_dir = config.checkpoint_dir
     checkpoint = RetentionCheckpoint.from_pretrained(checkpoint_dir, attn_implementation="eager")
     max_positions = int(checkpoint.model.encoder.config.max_position_embeddings)
     _validate(config, max_positions)
     if config.seq_lens is None:
         config = replace(config, seq_lens=tuple(n for n in DEFAULT_SEQ_LENS if n <= max_positions) or (max_positions,))
+    schedule, notes = _deployment_schedule(checkpoint, config.budget, checkpoint_dir)  # before any output exists
     out_dir = config.out_dir
     ensure_writable_dir(out_dir)
-    schedule, notes = _deployment_schedule(checkpoint, config.budget)
     result = ExportResult(config, schedule, float(checkpoint.info.training["budget"]), checkpoint.sha256, notes=notes)
     module = TopMInference(checkpoint.model, schedule, with_positions=True).eval()
     lengths = list(config.seq_lens) if config.static else [None]
@@ -116,13 +121,22 @@ def _validate(config: ExportConfig, max_positions: int) -> None:
         raise AdaretError(f"batch must be >= 1, got {config.batch}")
 
 
-def _deployment_schedule(checkpoint: RetentionCheckpoint, budget: float) -> tuple[KeepSchedule, list[str]]:
+def _deployment_schedule(checkpoint: RetentionCheckpoint, budget: float,
+                         checkpoint_dir: Path) -> tuple[KeepSchedule, list[str]]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        measured = checkpoint.info.keep_schedule  # reading the fractions may warn that some were clamped
+        full_layers = sum(k == DENOMINATOR for k in measured.numerators)
+        floor = full_layers / len(measured.numerators)
+        if budget < 1.0 and budget <= floor:  # rescaled() would refuse it; say what the user can ask for instead
+            hint = f"--budget {math.floor(floor * 100 + 1e-9) / 100 + 0.01:.2f}" if floor < 0.99 else "--budget 1.0"
+            raise AdaretError(f"budget {budget:g} is not reachable with checkpoint {checkpoint_dir}: {full_layers} "
+                              f"of {len(measured.numerators)} layers are never gated and keep every token, so the "
+                              f"smallest reachable budget is just above {floor:.3f} (try {hint})")
         try:
-            schedule = checkpoint.info.keep_schedule.rescaled(budget)
+            schedule = measured.rescaled(budget)
         except ValueError as exc:
-            raise AdaretError(str(exc)) from None
+            raise AdaretError(f"checkpoint {checkpoint_dir}: {exc}") from None
     return schedule, [str(w.message) for w in caught]
 
 
@@ -143,8 +157,13 @@ def _export_one(module: TopMInference, checkpoint: RetentionCheckpoint, result: 
     final_path = config.out_dir / name
     shown = [seq_len] if seq_len is not None else list(config.seq_lens)
     keep_counts = {n: result.schedule.keep_counts(n) for n in shown}
-    proto = export_module(module, seq_len=seq_len, batch=config.batch, max_positions=max_positions,
-                          opset=config.opset)
+    try:
+        proto = export_module(module, seq_len=seq_len, batch=config.batch, max_positions=max_positions,
+                              opset=config.opset)
+    except Exception as exc:  # torch.export / torch.onnx: pages of advice around one line that matters
+        form = "the dynamic graph" if seq_len is None else f"the static graph for length {seq_len}"
+        raise ExportError(f"the ONNX exporter failed on checkpoint {config.checkpoint_dir} at budget "
+                          f"{config.budget:g} ({form}): {root_cause(exc)}") from exc
     staging = Path(tempfile.mkdtemp(prefix=".export.", dir=config.out_dir))
     try:
         shapes = _parity_shapes(config, seq_len, max_positions)
@@ -169,7 +188,8 @@ def _export_one(module: TopMInference, checkpoint: RetentionCheckpoint, result: 
 def _metadata(module: TopMInference, checkpoint: RetentionCheckpoint, result: ExportResult,
               seq_len: int | None, keep_counts: dict[int, list[int]], proto: onnx.ModelProto) -> dict:
     schedule = result.schedule
-    rule = f"K_l = (num_l * n + {DENOMINATOR - 1}) // {DENOMINATOR}, n = input sequence length"
+    rule = (f"K_l = max({MIN_KEEP}, (num_l * n + {DENOMINATOR - 1}) // {DENOMINATOR}) for a gated layer with "
+            f"num_l < {DENOMINATOR}, K_l = n otherwise; n = input sequence length")
     return {
         "version": __version__,
         "budget": result.config.budget,

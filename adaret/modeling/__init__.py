@@ -4,10 +4,11 @@ from adaret.modeling.budget import BudgetDuals, DualAscent, expected_budget, lay
 from adaret.modeling.encoders import EncoderAdapter, encoder_from_config, load_encoder
 from adaret.modeling.gates import HardConcreteGate, HardConcreteParams
 from adaret.modeling.retention import RetentionConfig, RetentionModel, RetentionOutput
-from adaret.modeling.schedule import DENOMINATOR, KeepSchedule
+from adaret.modeling.schedule import DENOMINATOR, MIN_KEEP, KeepSchedule
 
 __all__ = [
     "DENOMINATOR",
+    "MIN_KEEP",
     "BudgetDuals",
     "DualAscent",
     "EncoderAdapter",

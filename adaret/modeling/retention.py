@@ -14,7 +14,7 @@ The head reads [h_cls ; mean_i h[L, i]] over the real tokens, so it is invariant
 Two modes share the same parameters:
 - relaxed: Hard-Concrete samples in training, deterministic gates in eval. A layer only computes the
   tokens with m > 0 (gather, run, scatter back); a token with m == 0 would be multiplied by zero anyway.
-- hard: the deployable top-M rule. Each gated layer keeps K_l = ceil(f_l * n) tokens by score (TopK),
+- hard: the deployable top-M rule. Each gated layer keeps K_l = max(2, ceil(f_l * n)) tokens by score (TopK),
   physically Gathers hidden states, mask and original positions, and runs the layer on K_l tokens only.
   The mean pool adds each dropped token's state once, when it is dropped.
 """
@@ -188,8 +188,9 @@ def _positions(input_ids: torch.Tensor) -> torch.Tensor:
 
 def _masked_sum(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     # One (B, 1, n) @ (B, n, d) product exports as a single MatMul; Mul + ReduceSum made two passes over
-    # the hidden states at every gated layer.
-    return torch.matmul(mask.unsqueeze(1), hidden).squeeze(1)
+    # the hidden states at every gated layer. bmm rather than matmul: matmul's decomposition branches on
+    # size-1 dimensions, and torch.export turns each such branch into a guard on the symbolic K.
+    return torch.bmm(mask.unsqueeze(1), hidden).squeeze(1)
 
 
 def _take(hidden: torch.Tensor, order: torch.Tensor) -> torch.Tensor:

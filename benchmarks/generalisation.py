@@ -1,0 +1,180 @@
+"""Does the default recipe hold on data it was never tuned on? Trained with the defaults, several seeds.
+
+    python benchmarks/generalisation.py [--datasets squad-articles,rotten-tomatoes,political-speeches,bbc-news]
+                                        [--seeds 0,1,2] [--budget 0.4] [--eval-budgets 0.3,0.4,0.5]
+
+For every (data set, seed) it runs ``adaret train --data D --budget 0.4 --seed S`` with every other setting
+at its default, then measures on the held-out split:
+- full: the backbone with the head fitted on its full features (the reference);
+- relaxed: the deterministic gates, and the budget they spend;
+- hard: the deployed top-M rule, with the learned schedule rescaled to each evaluation budget;
+- truncation, what a user would do instead at the same cost: the full model on the first ceil(b * n)
+  tokens of each text (the last one replaced by [SEP]). It gets the same head protocol as retention: the
+  reference head re-fitted, with the same distillation, on the truncated training texts at that budget.
+Costs are per text, from its real length n, exactly as each rule computes them: (1/L) sum_l K_l / n for
+retention (K_l = max(2, ceil(f_l * n)) on gated layers) and ceil(b * n) / n for truncation.
+
+Each finished run is appended to results/<name>.json at once, and a rerun skips the runs already there,
+so a long benchmark can be resumed. The summary table is the mean and the spread (min to max) over seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, machine, write_results
+
+from adaret.modeling import KeepSchedule
+from adaret.training.batching import Encoded
+from adaret.training.data import load_splits
+from adaret.training.evaluate import accuracy
+from adaret.training.head import fit_head, pooled_features
+from adaret.training.trainer import TrainConfig, run_training
+
+DATASETS = ("squad-articles", "rotten-tomatoes", "political-speeches", "bbc-news")
+COMMAND = "python benchmarks/generalisation.py"
+
+
+def truncated(data: Encoded, budget: float, sep_id: int) -> Encoded:
+    """The first ceil(b * n) tokens of each text, ending in [SEP] (a tokenizer-side cut)."""
+    cut = Encoded.__new__(Encoded)
+    cut.labels, cut.pad_id, cut.ids = data.labels, data.pad_id, []
+    for ids in data.ids:
+        keep = max(2, math.ceil(budget * len(ids)))
+        cut.ids.append(ids if keep >= len(ids) else [*ids[:keep - 1], sep_id])
+    return cut
+
+
+def retention_cost(schedule: KeepSchedule, lengths: list[int]) -> float:
+    per_text = [sum(min(k, n) for k in schedule.keep_counts(n)) / (n * len(schedule.numerators)) for n in lengths]
+    return statistics.fmean(per_text)
+
+
+def truncation_cost(budget: float, lengths: list[int]) -> float:
+    return statistics.fmean(min(n, max(2, math.ceil(budget * n))) / n for n in lengths)
+
+
+def run_one(dataset: str, seed: int, budget: float, eval_budgets: list[float]) -> dict:
+    started = time.perf_counter()
+    out = Path(tempfile.mkdtemp(prefix="gen-")) / "ckpt"
+    config = TrainConfig(out=str(out), data=dataset, budget=budget, seed=seed)
+    run = run_training(config, command=f"adaret train --data {dataset} --budget {budget} --seed {seed} --out CK")
+    checkpoint, train_set, teacher = run.checkpoint, run.train_set, run.teacher
+    metrics, model, tokenizer = checkpoint.info.metrics, checkpoint.model, checkpoint.tokenizer
+    eval_set = Encoded(load_splits(dataset, seed=seed).eval, tokenizer, config.max_length)
+    lengths = [len(ids) for ids in eval_set.ids]
+    learned = checkpoint.info.keep_schedule
+    row = {"dataset": dataset, "seed": seed, "train_examples": metrics["train_examples"],
+           "eval_examples": len(eval_set), "median_tokens": statistics.median(lengths),
+           "accuracy_full": metrics["accuracy_full"], "accuracy_relaxed": metrics["accuracy_relaxed"],
+           "achieved_budget": metrics["achieved_budget"], "sgda_steps": metrics["sgda_steps"],
+           "train_seconds": metrics["train_seconds"], "seconds_per_stage": metrics["seconds_per_stage"],
+           "convergence_notes": metrics["convergence_notes"], "selected_step": metrics["selected_step"],
+           "validation_history": metrics["validation_history"],
+           "keep_fractions": checkpoint.info.schedule["keep_fractions"], "budgets": {}}
+    teacher_head = checkpoint.reference_head
+    for b in eval_budgets:
+        schedule = learned.rescaled(b)
+        hard = accuracy(model, eval_set, mode="hard", schedule=schedule, batch_size=config.batch_size)
+        row["budgets"][f"{b:g}"] = {
+            "hard": hard, "hard_cost": retention_cost(schedule, lengths),
+            "hard_reference_head": _with_head(model, teacher_head, partial(
+                accuracy, model, eval_set, mode="hard", schedule=schedule, batch_size=config.batch_size)),
+            **_truncation(model, teacher_head, teacher, train_set, eval_set, b, tokenizer.sep_token_id, config),
+            "truncation_cost": truncation_cost(b, lengths)}
+    row["benchmark_seconds"] = round(time.perf_counter() - started, 1)
+    return row
+
+
+def _with_head(model, head, measure):
+    deployed, model.head = model.head, head
+    try:
+        return measure()
+    finally:
+        model.head = deployed
+
+
+def _truncation(model, reference_head, teacher, train_set: Encoded, eval_set: Encoded, budget: float, sep_id: int,
+                config: TrainConfig) -> dict:
+    """Truncation with the reference head as is, and with it re-fitted on truncated training texts."""
+    head = copy.deepcopy(reference_head)
+    cut_eval = truncated(eval_set, budget, sep_id)
+
+    def measure() -> dict:
+        as_is = accuracy(model, cut_eval, mode="full", batch_size=config.batch_size)
+        features = pooled_features(model, truncated(train_set, budget, sep_id), config.batch_size,
+                                   desc=f"truncation features @{budget:g}")
+        fit_head(model.head, features, torch.tensor(train_set.labels), epochs=config.head_epochs, teacher=teacher,
+                 distill_weight=config.distill_weight)
+        return {"truncation": accuracy(model, cut_eval, mode="full", batch_size=config.batch_size),
+                "truncation_reference_head": as_is}
+
+    return _with_head(model, head, measure)
+
+
+def summarise(runs: list[dict], eval_budgets: list[float]) -> str:
+    lines = ["| data set | seeds | median tokens | full | relaxed | achieved budget | steps | train s |"
+             + "".join(f" hard @{b:g} (% full) | trunc @{b:g} (% full) |" for b in eval_budgets),
+             "| --- " * (8 + 2 * len(eval_budgets)) + "|"]
+    for dataset in dict.fromkeys(r["dataset"] for r in runs):
+        rows = [r for r in runs if r["dataset"] == dataset]
+        cells = [dataset, str(len(rows)), f"{statistics.median(r['median_tokens'] for r in rows):g}",
+                 _spread([r["accuracy_full"] for r in rows]), _spread([r["accuracy_relaxed"] for r in rows]),
+                 _spread([r["achieved_budget"] for r in rows]), f"{rows[0]['sgda_steps']}",
+                 f"{statistics.fmean(r['train_seconds'] for r in rows):.0f}"]
+        for b in eval_budgets:
+            for key in ("hard", "truncation"):
+                ratios = [r["budgets"][f"{b:g}"][key] / r["accuracy_full"] for r in rows]
+                cells.append(f"{100 * statistics.fmean(ratios):.1f}% ({_spread([100 * x for x in ratios], 1)})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _spread(values: list[float], digits: int = 3) -> str:
+    mean = statistics.fmean(values)
+    if len(values) == 1:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} [{min(values):.{digits}f}-{max(values):.{digits}f}]"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", default=",".join(DATASETS))
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--budget", type=float, default=0.4)
+    parser.add_argument("--eval-budgets", default="0.3,0.4,0.5")
+    parser.add_argument("--name", default="generalisation")
+    args = parser.parse_args()
+    eval_budgets = [float(b) for b in args.eval_budgets.split(",")]
+    path = RESULTS / f"{args.name}.json"
+    payload = json.loads(path.read_text()) if path.is_file() else {"runs": []}
+    payload |= {"command": COMMAND + " " + " ".join(sys.argv[1:]), "machine": machine(), "budget": args.budget}
+    for seed in [int(s) for s in args.seeds.split(",")]:  # every data set once before any gets a second seed
+        for dataset in args.datasets.split(","):
+            if any(r["dataset"] == dataset and r["seed"] == seed for r in payload["runs"]):
+                continue
+            payload["runs"].append(run_one(dataset, seed, args.budget, eval_budgets))
+            path.write_text(json.dumps(payload, indent=2) + "\n")
+    table = summarise(payload["runs"], eval_budgets)
+    markdown = (f"# Generalisation of the default recipe\n\n`{payload['command']}`\n\n"
+                f"Machine: {payload['machine']['cpu']}, {payload['machine']['cores']} cores. Mean over seeds, "
+                "[min-max] in brackets. Retention trained at budget "
+                f"{args.budget:g}; other budgets rescale its schedule. Truncation: first ceil(b*n) tokens, head "
+                "re-fitted the same way.\n\n" + table)
+    write_results(args.name, payload, markdown)
+
+
+if __name__ == "__main__":
+    main()
