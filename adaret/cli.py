@@ -106,7 +106,8 @@ def _run_train(args: argparse.Namespace) -> int:
     fractions = " ".join(f"{f:.3f}" for f in checkpoint.info.schedule["keep_fractions"])
     print(f"keep fractions per layer: {fractions}  (achieved budget {m['achieved_budget']:.3f})")
     stages = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in m["seconds_per_stage"].items())
-    print(f"{m['sgda_steps']} SGDA steps, gates from step {m['selected_step']}; time: {stages}")
+    selected = f"gates from step {m['selected_step']}" if m["selected_step"] else "final gates kept"
+    print(f"{m['sgda_steps']} SGDA steps, {selected}; time: {stages}")
     for note in m["convergence_notes"]:
         print(f"warning: {note}", file=sys.stderr)
     return 0

@@ -142,6 +142,26 @@ def summarise(runs: list[dict], eval_budgets: list[float]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def details(runs: list[dict], eval_budgets: list[float]) -> str:
+    """Per run: steps, selection, budget, time, convergence notes, and the head re-fit ablation."""
+    lines = ["| data set | seed | steps | gates from step | achieved budget | train s | "
+             + "".join(f"hard @{b:g} / without re-fit / trunc. as is (% full) | " for b in eval_budgets)
+             + "retention cost @0.4 | truncation cost @0.4 | notes |",
+             "| --- " * (9 + len(eval_budgets)) + "|"]
+    for r in runs:
+        cells = [r["dataset"], str(r["seed"]), str(r["sgda_steps"]), str(r["selected_step"]),
+                 f"{r['achieved_budget']:.3f}", f"{r['train_seconds']:.0f}"]
+        for b in eval_budgets:
+            v = r["budgets"][f"{b:g}"]
+            cells.append(" / ".join(f"{100 * v[k] / r['accuracy_full']:.1f}"
+                                    for k in ("hard", "hard_reference_head", "truncation_reference_head")))
+        at = r["budgets"].get("0.4", {})
+        cells += [f"{at.get('hard_cost', float('nan')):.3f}", f"{at.get('truncation_cost', float('nan')):.3f}",
+                  "; ".join(r["convergence_notes"]) or "converged"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def _spread(values: list[float], digits: int = 3) -> str:
     mean = statistics.fmean(values)
     if len(values) == 1:
@@ -156,11 +176,18 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=0.4)
     parser.add_argument("--eval-budgets", default="0.3,0.4,0.5")
     parser.add_argument("--name", default="generalisation")
+    parser.add_argument("--merge", default="",
+                        help="comma-separated result names whose runs are added to this one (runs split over "
+                             "several processes with --name, then gathered)")
     args = parser.parse_args()
     eval_budgets = [float(b) for b in args.eval_budgets.split(",")]
     path = RESULTS / f"{args.name}.json"
     payload = json.loads(path.read_text()) if path.is_file() else {"runs": []}
     payload |= {"command": COMMAND + " " + " ".join(sys.argv[1:]), "machine": machine(), "budget": args.budget}
+    for other in filter(None, args.merge.split(",")):
+        done = {(r["dataset"], r["seed"]) for r in payload["runs"]}
+        extra = json.loads((RESULTS / f"{other}.json").read_text())["runs"]
+        payload["runs"] += [r for r in extra if (r["dataset"], r["seed"]) not in done]
     for seed in [int(s) for s in args.seeds.split(",")]:  # every data set once before any gets a second seed
         for dataset in args.datasets.split(","):
             if any(r["dataset"] == dataset and r["seed"] == seed for r in payload["runs"]):
@@ -172,7 +199,7 @@ def main() -> None:
                 f"Machine: {payload['machine']['cpu']}, {payload['machine']['cores']} cores. Mean over seeds, "
                 "[min-max] in brackets. Retention trained at budget "
                 f"{args.budget:g}; other budgets rescale its schedule. Truncation: first ceil(b*n) tokens, head "
-                "re-fitted the same way.\n\n" + table)
+                "re-fitted the same way.\n\n" + table + "\n## Runs\n\n" + details(payload["runs"], eval_budgets))
     write_results(args.name, payload, markdown)
 
 

@@ -116,3 +116,20 @@ def test_cli_train_defaults_are_the_library_defaults(monkeypatch):
     cli.main(["train", "--out", "ck", "--fine-tune-backbone", "--no-refit-head", "--min-steps", "5"])
     config = captured["config"]
     assert (config.freeze_backbone, config.refit_head, config.min_steps) == (False, False, 5)
+
+
+def test_convergence_notes_name_a_moving_budget_and_a_rising_accuracy():
+    from adaret.modeling import BudgetDuals
+    from adaret.training.sgda import SgdaResult, ValidationPoint
+
+    def result(points):
+        history = [ValidationPoint(50 * (i + 1), c, acc, acc) for i, (c, acc) in enumerate(points)]
+        best = max((p for p in history if p.within_budget(0.4)), key=ValidationPoint.key, default=None)
+        return SgdaResult(BudgetDuals(0.4, 0.2), 0.4, 50 * len(points), history, best)
+
+    assert result([(0.41, 0.80), (0.40, 0.81), (0.39, 0.80)]).convergence_notes(0.4, 100) == []
+    moving = result([(0.40, 0.80), (0.39, 0.80), (0.35, 0.80)]).convergence_notes(0.4, 100)
+    assert len(moving) == 1 and "0.350" in moving[0] and "step 100" in moving[0]
+    rising = result([(0.40, 0.70), (0.40, 0.72), (0.40, 0.80)]).convergence_notes(0.4, 100)
+    assert len(rising) == 1 and "rising" in rising[0]
+    assert "no evaluation met the budget" in result([(0.6, 0.8)]).convergence_notes(0.4, 100)[-1]

@@ -29,7 +29,7 @@ BUDGET_TOLERANCE = 0.02  # |achieved - target| that counts as meeting the budget
 
 
 @dataclass
-class Checkpoint:
+class ValidationPoint:
     """One evaluation of the gates on the validation slice."""
 
     step: int
@@ -49,15 +49,18 @@ class SgdaResult:
     duals: BudgetDuals
     cost_ema: float
     steps: int
-    history: list[Checkpoint] = field(default_factory=list)
-    best: Checkpoint | None = None
+    history: list[ValidationPoint] = field(default_factory=list)
+    best: ValidationPoint | None = None
 
     def convergence_notes(self, budget: float, validation_size: int) -> list[str]:
         """Why the run may not have converged; empty when the budget and the accuracy had both settled."""
         notes = []
         if self.history and not self.history[-1].within_budget(budget):
-            notes.append(f"budget not met: the gates spend {self.history[-1].relaxed_budget:.3f} against "
-                         f"{budget:g} (train longer: --min-steps, or raise --lr-dual)")
+            kept = (f"; the gates kept are from step {self.best.step}, at {self.best.relaxed_budget:.3f}"
+                    if self.best else "")
+            notes.append(f"budget still moving: at the last evaluation the gates spent "
+                         f"{self.history[-1].relaxed_budget:.3f} against {budget:g}{kept} (train longer: "
+                         "--min-steps, or raise --lr-dual)")
         if len(self.history) >= 3:
             last, earlier = self.history[-1].hard_accuracy, [c.hard_accuracy for c in self.history[-3:-1]]
             if last - sum(earlier) / 2 > max(0.01, 2.0 / max(validation_size, 1)):
@@ -120,7 +123,7 @@ def _primal_step(model: RetentionModel, optimizer, duals: BudgetDuals, batch, te
 
 
 @torch.no_grad()
-def evaluate_gates(model: RetentionModel, data: Encoded, teacher: torch.Tensor, config, step: int) -> Checkpoint:
+def evaluate_gates(model: RetentionModel, data: Encoded, teacher: torch.Tensor, config, step: int) -> ValidationPoint:
     """Relaxed budget, and hard top-M accuracy at the budget, on ``data``."""
     relaxed = evaluate_relaxed(model, data, config.batch_size, progress=False)
     schedule = KeepSchedule.from_fractions(relaxed.keep_fractions).rescaled(config.budget)
@@ -129,7 +132,7 @@ def evaluate_gates(model: RetentionModel, data: Encoded, teacher: torch.Tensor, 
         predicted = model(**batch.inputs, mode="hard", schedule=schedule).logits.argmax(-1)
         correct += int((predicted == batch.labels).sum())
         agree += int((predicted == teacher[batch.indices].argmax(-1)).sum())
-    return Checkpoint(step, relaxed.budget, correct / len(data), agree / len(data))
+    return ValidationPoint(step, relaxed.budget, correct / len(data), agree / len(data))
 
 
 def _optimizer(model: RetentionModel, config) -> torch.optim.Optimizer:
