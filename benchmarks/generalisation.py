@@ -136,8 +136,8 @@ def summarise(runs: list[dict], eval_budgets: list[float]) -> str:
                  f"{statistics.fmean(r['train_seconds'] for r in rows):.0f}"]
         for b in eval_budgets:
             for key in ("hard", "truncation"):
-                ratios = [r["budgets"][f"{b:g}"][key] / r["accuracy_full"] for r in rows]
-                cells.append(f"{100 * statistics.fmean(ratios):.1f}% ({_spread([100 * x for x in ratios], 1)})")
+                ratios = [100 * r["budgets"][f"{b:g}"][key] / r["accuracy_full"] for r in rows]
+                cells.append(_spread(ratios, 1) + "%")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

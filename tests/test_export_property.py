@@ -9,7 +9,8 @@ identical kept positions and |logit diff| <= 1e-4. A draw is one such parity cas
 
 The export is what costs: 6-13 s for 3-6 layers on one core (most of it torch.export's decompositions), against a
 few ms per parity case. So the default run is the explicit examples (the 6-layer schedule from the bug report at
-budgets 0.2, 0.3 and 0.4) plus ``DEFAULT_EXPORTS`` drawn exports of ``CASES_PER_EXPORT`` cases each. ``-m slow`` draws ``SLOW_EXPORTS`` exports (about 7 minutes).
+budgets 0.2, 0.3 and 0.4) plus ``DEFAULT_EXPORTS`` drawn exports of ``CASES_PER_EXPORT`` cases each.
+``-m slow`` draws ``SLOW_EXPORTS`` exports (about 7 minutes).
 
 Before the keep rule got its floor of 2 (``adaret.modeling.schedule``), about half of the drawn schedules broke
 the exporter: torch.export either crashed (``AssertionError: Expected op to be '==', got <= for 3728/527 <=
