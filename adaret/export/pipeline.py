@@ -126,12 +126,11 @@ def _deployment_schedule(checkpoint: RetentionCheckpoint, budget: float,
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         measured = checkpoint.info.keep_schedule  # reading the fractions may warn that some were clamped
-        full_layers = sum(k == DENOMINATOR for k in measured.numerators)
-        floor = full_layers / len(measured.numerators)
+        floor = measured.min_budget
         if budget < 1.0 and budget <= floor:  # rescaled() would refuse it; say what the user can ask for instead
             hint = f"--budget {math.floor(floor * 100 + 1e-9) / 100 + 0.01:.2f}" if floor < 0.99 else "--budget 1.0"
-            raise AdaretError(f"budget {budget:g} is not reachable with checkpoint {checkpoint_dir}: {full_layers} "
-                              f"of {len(measured.numerators)} layers are never gated and keep every token, so the "
+            raise AdaretError(f"budget {budget:g} is not reachable with checkpoint {checkpoint_dir}: "
+                              f"{measured.full_layers} of {len(measured.numerators)} layers are never gated and keep every token, so the "
                               f"smallest reachable budget is just above {floor:.3f} (try {hint})")
         try:
             schedule = measured.rescaled(budget)

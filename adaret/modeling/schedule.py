@@ -76,6 +76,15 @@ class KeepSchedule:
         return [n if k == DENOMINATOR else torch.sym_max(floor, (k * n + DENOMINATOR - 1) // DENOMINATOR)
                 for k in self.numerators]
 
+    @property
+    def full_layers(self) -> int:
+        return sum(k == DENOMINATOR for k in self.numerators)
+
+    @property
+    def min_budget(self) -> float:
+        """The budget of the always-full layers alone: ``rescaled`` reaches every budget above it, and 1.0."""
+        return self.full_layers / len(self.numerators)
+
     def rescaled(self, budget: float) -> KeepSchedule:
         """This schedule's shape at another budget: f'_l = f_l ** p, with p found by bisection.
 
@@ -85,13 +94,11 @@ class KeepSchedule:
         if not 0.0 < budget <= 1.0:
             raise ValueError(f"budget must lie in (0, 1], got {budget}")
         base = self.fractions
-        full_layers = sum(f >= 1.0 for f in base)
-        floor = full_layers / len(base)
         if budget >= 1.0:
             return KeepSchedule((DENOMINATOR,) * len(base))
-        if budget <= floor:
-            raise ValueError(f"budget {budget} is not reachable: {full_layers} of {len(base)} layers are "
-                             f"never gated, so the smallest budget is above {floor:.3f}")
+        if budget <= self.min_budget:
+            raise ValueError(f"budget {budget} is not reachable: {self.full_layers} of {len(base)} layers are "
+                             f"never gated, so the smallest budget is above {self.min_budget:.3f}")
 
         def mean_at(power: float) -> float:
             return sum(f**power for f in base) / len(base)

@@ -93,9 +93,8 @@ def run_training(config: TrainConfig, command: str | None = None) -> TrainingRun
     measured = KeepSchedule.from_fractions(evaluate_relaxed(model, validation, config.batch_size).keep_fractions)
     if config.refit_head:
         with timer("head re-fit"):
-            floor = sum(f >= 1.0 for f in measured.fractions) / len(measured.fractions)
             refit_head_on_retained(model, train_set, measured,
-                                   refit_budgets(config.budget, config.refit_spread, floor), teacher,
+                                   refit_budgets(config.budget, config.refit_spread, measured.min_budget), teacher,
                                    batch_size=config.batch_size, epochs=config.head_epochs,
                                    distill_weight=config.distill_weight, full_features=full_features)
     with timer("held-out evaluation"):
