@@ -130,7 +130,8 @@ def _deployment_schedule(checkpoint: RetentionCheckpoint, budget: float,
         if budget < 1.0 and budget <= floor:  # rescaled() would refuse it; say what the user can ask for instead
             hint = f"--budget {math.floor(floor * 100 + 1e-9) / 100 + 0.01:.2f}" if floor < 0.99 else "--budget 1.0"
             raise AdaretError(f"budget {budget:g} is not reachable with checkpoint {checkpoint_dir}: "
-                              f"{measured.full_layers} of {len(measured.numerators)} layers are never gated and keep every token, so the "
+                              f"{measured.full_layers} of {len(measured.numerators)} layers are never gated and "
+                              "keep every token, so the "
                               f"smallest reachable budget is just above {floor:.3f} (try {hint})")
         try:
             schedule = measured.rescaled(budget)
