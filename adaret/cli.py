@@ -24,6 +24,16 @@ def budget_value(text: str) -> float:
     return value
 
 
+def export_budget_value(text: str) -> float | str:
+    """An export budget: a number in (0, 1], or ``auto`` (chosen by --min-accuracy or --max-latency-ms)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return budget_value(text)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (or the word auto)") from None
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     from adaret.training.config import TrainConfig  # light: no torch
 
@@ -36,7 +46,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None,
                    help="local Hugging Face encoder directory (default: the packaged all-MiniLM-L6-v2)")
     p.add_argument("--data", default=d.data,
-                   help="bbc-news, rotten-tomatoes, political-speeches, squad-articles, or a .csv/.jsonl file "
+                   help="bbc-news, rotten-tomatoes, political-speeches, squad-articles, squad-needle, or a "
+                        ".csv/.jsonl file "
                         "(default: %(default)s)")
     p.add_argument("--text-column", default=d.text_column, help="text column of a CSV/JSONL file")
     p.add_argument("--label-column", default=d.label_column, help="label column of a CSV/JSONL file")
@@ -125,9 +136,27 @@ def seq_lens_value(text: str) -> tuple[int, ...]:
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments shared by ``adaret export`` and ``python export.py``."""
-    p.add_argument("--budget", type=budget_value, required=True,
+    p.add_argument("--budget", type=export_budget_value, required=True, metavar="B|auto",
                    help="deployment budget in (0, 1]: the mean fraction of tokens each layer keeps; the "
-                        "checkpoint's learned schedule is rescaled to it (1.0 gives the plain encoder)")
+                        "checkpoint's learned schedule is rescaled to it (1.0 gives the plain encoder). "
+                        "'auto' chooses it: give --min-accuracy or --max-latency-ms")
+    p.add_argument("--min-accuracy", type=float, default=None, metavar="FRACTION",
+                   help="with --budget auto: the smallest budget whose accuracy on a validation half of the data "
+                        "is at least FRACTION (in (0, 1], e.g. 0.99) of the full model's, shown by a paired "
+                        "one-sided 95%% bound; the other half checks the choice")
+    p.add_argument("--max-latency-ms", type=float, default=None, metavar="MS",
+                   help="with --budget auto: the largest budget whose exported graph runs a full-length input of "
+                        "--batch (default 1; here it only sets the measured batch, the graph's stays dynamic) x the "
+                        "largest --seq-len in at most MS milliseconds (ONNX Runtime on this machine, median)")
+    p.add_argument("--data", default=None,
+                   help="with --budget auto: data to measure accuracy on (with --max-latency-ms it is optional and "
+                        "only recorded), a built-in name or a .csv/.jsonl file; its eval split is used (default: "
+                        "the data recorded in the checkpoint, with its seed)")
+    p.add_argument("--text-column", default=None, help="text column of a CSV/JSONL --data file (default: text)")
+    p.add_argument("--label-column", default=None, help="label column of a CSV/JSONL --data file (default: label)")
+    p.add_argument("--max-examples", type=int, default=400,
+                   help="with --budget auto: at most this many examples in each half of the eval split "
+                        "(default: %(default)s)")
     p.add_argument("--checkpoint", default=None,
                    help="retention checkpoint directory (default: the bundled BBC News MiniLM-L6 adapter)")
     p.add_argument("--out", default=None, help="output directory (default: out/export-b<budget>)")
@@ -141,6 +170,10 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--opset", type=int, default=18, help="ONNX opset, >= 18 (default: %(default)s)")
     p.add_argument("--with-positions", action="store_true",
                    help="also output kept_positions_l<n>: the original positions each pruned layer keeps")
+    p.add_argument("--scorer", choices=["learned", "significance", "random"], default="learned",
+                   help="what ranks the tokens at each pruned layer: the learned gates (default), or, for "
+                        "comparison on the same schedule and graph, PoWER-BERT attention significance or a "
+                        "fixed random ranking (see docs/method.md)")
     p.add_argument("--tolerance", type=float, default=1e-4,
                    help="max |logit difference| ONNX Runtime vs PyTorch (default: %(default)s)")
     p.add_argument("--no-optimize", action="store_true",
@@ -180,16 +213,26 @@ def run_export_command(args: argparse.Namespace) -> int:
             raise AdaretError("--engine needs --static: TensorRT plans are built from the constant-K bucket graphs")
         if not tensorrt_available():
             raise AdaretError("--engine needs the tensorrt package (pip install adaret[gpu]) and a GPU")
-    config = ExportConfig(budget=args.budget, checkpoint=args.checkpoint, out=args.out, seq_lens=args.seq_len,
-                          static=args.static, batch=args.batch, opset=args.opset,
+    from adaret.validation.auto_budget import settings_from_args
+
+    auto = settings_from_args(args)  # None for a numeric budget
+    config = ExportConfig(budget=1.0 if auto else args.budget, checkpoint=args.checkpoint, out=args.out,
+                          seq_lens=args.seq_len, static=args.static, batch=args.batch, opset=args.opset,
                           with_positions=args.with_positions, tolerance=args.tolerance,
-                          optimize=not args.no_optimize, target=args.target)
+                          optimize=not args.no_optimize, target=args.target, scorer=args.scorer)
     try:
-        result = run_export(config)
+        if auto:
+            from adaret.validation.auto_budget import run_auto_export, summary_lines
+
+            result = run_auto_export(config, auto, progress=lambda line: print(line, flush=True))
+            print("\n".join(summary_lines(result.config.budget_search or {})) + "\n")
+        else:
+            result = run_export(config)
     except (AdaretError, ModuleNotFoundError):
         raise
     except Exception as exc:  # anything else from torch.onnx, onnx or ONNX Runtime: one line, as for the exporter
-        raise ExportError(f"exporting checkpoint {config.checkpoint_dir} at budget {config.budget:g} failed: "
+        budget = "auto" if auto else f"{config.budget:g}"
+        raise ExportError(f"exporting checkpoint {config.checkpoint_dir} at budget {budget} failed: "
                           f"{root_cause(exc)}") from exc
     print_summary(result)
     if args.engine:

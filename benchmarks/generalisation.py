@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, machine, write_results
+from common import RESULTS, describe, machine, write_results
 
 from adaret.modeling import KeepSchedule
 from adaret.training.batching import Encoded
@@ -45,16 +45,6 @@ from adaret.training.trainer import TrainConfig, run_training
 
 DATASETS = ("squad-articles", "rotten-tomatoes", "political-speeches", "bbc-news")
 COMMAND = "python benchmarks/generalisation.py"
-
-
-def truncated(data: Encoded, budget: float, sep_id: int) -> Encoded:
-    """The first ceil(b * n) tokens of each text, ending in [SEP] (a tokenizer-side cut)."""
-    cut = Encoded.__new__(Encoded)
-    cut.labels, cut.pad_id, cut.ids = data.labels, data.pad_id, []
-    for ids in data.ids:
-        keep = max(2, math.ceil(budget * len(ids)))
-        cut.ids.append(ids if keep >= len(ids) else [*ids[:keep - 1], sep_id])
-    return cut
 
 
 def retention_cost(schedule: KeepSchedule, lengths: list[int]) -> float:
@@ -110,11 +100,11 @@ def _truncation(model, reference_head, teacher, train_set: Encoded, eval_set: En
                 config: TrainConfig) -> dict:
     """Truncation with the reference head as is, and with it re-fitted on truncated training texts."""
     head = copy.deepcopy(reference_head)
-    cut_eval = truncated(eval_set, budget, sep_id)
+    cut_eval = eval_set.truncated(budget, sep_id)
 
     def measure() -> dict:
         as_is = accuracy(model, cut_eval, mode="full", batch_size=config.batch_size)
-        features = pooled_features(model, truncated(train_set, budget, sep_id), config.batch_size,
+        features = pooled_features(model, train_set.truncated(budget, sep_id), config.batch_size,
                                    desc=f"truncation features @{budget:g}")
         fit_head(model.head, features, torch.tensor(train_set.labels), epochs=config.head_epochs, teacher=teacher,
                  distill_weight=config.distill_weight)
@@ -196,7 +186,7 @@ def main() -> None:
             path.write_text(json.dumps(payload, indent=2) + "\n")
     table = summarise(payload["runs"], eval_budgets)
     markdown = (f"# Generalisation of the default recipe\n\n`{payload['command']}`\n\n"
-                f"Machine: {payload['machine']['cpu']}, {payload['machine']['cores']} cores. Mean over seeds, "
+                f"Machine: {describe(payload['machine'])}. Mean over seeds, "
                 "[min-max] in brackets. Retention trained at budget "
                 f"{args.budget:g}; other budgets rescale its schedule. Truncation: first ceil(b*n) tokens, head "
                 "re-fitted the same way.\n\n" + table + "\n## Runs\n\n" + details(payload["runs"], eval_budgets))

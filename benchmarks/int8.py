@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import interleaved_medians, machine, write_results
+from common import describe, interleaved_medians, machine, write_results
 
 from adaret.calibration.quantize import DEFAULT_METHODS, QuantizeConfig, quantize
 from adaret.calibration.reader import encode_batches
@@ -85,7 +85,7 @@ def markdown(payload: dict) -> str:
     acc, speed, sizes = payload["accuracy"], payload["throughput"], payload["sizes_bytes"]
     lines = [f"# INT8 QDQ vs fp32 retained (ORT CPU, budget {payload['budget']}, seq {payload['seq_len']})", "",
              f"Command: `{payload['command']}`", "",
-             f"Machine: {payload['machine']['cpu']}, {payload['machine']['cores']} cores (shared), onnxruntime "
+             f"Machine: {describe(payload['machine'])}, shared; onnxruntime "
              f"{payload['machine']['onnxruntime']}", "",
              f"Calibration: {payload['samples']} BBC News training texts, {payload['method']}; evaluation: "
              f"{payload['examples']} held-out texts.", "",

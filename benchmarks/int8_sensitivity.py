@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, write_results
+from common import describe, machine, write_results
 
 from adaret.calibration.quantize import QuantizeConfig, quantize
 from adaret.calibration.reader import encode_batches
@@ -57,7 +57,7 @@ def single_matmuls(source: Path, plain, batches: list[dict]) -> dict[str, float]
 def markdown(payload: dict) -> str:
     lines = [f"# Where INT8 moves token choices (ORT CPU, budget {payload['budget']}, seq {payload['seq_len']})", "",
              f"Command: `{payload['command']}`", "",
-             f"Machine: {payload['machine']['cpu']}, {payload['machine']['cores']} cores, onnxruntime "
+             f"Machine: {describe(payload['machine'])}, onnxruntime "
              f"{payload['machine']['onnxruntime']}", "",
              f"ort-cpu-int8 graph; `adaret calibrate --no-search`, percentile on {payload['samples']} training texts; "
              f"measured on {payload['examples']} held-out texts.", "",

@@ -30,7 +30,7 @@ import onnxruntime as ort
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import interleaved_medians, machine, write_results
+from common import describe, interleaved_medians, machine, write_results
 
 from adaret.export import ExportConfig, run_export
 from adaret.export.pipeline import DEFAULT_CHECKPOINT
@@ -121,7 +121,7 @@ def render(payload: dict) -> str:
     m = payload["machine"]
     lines = [f"# ONNX Runtime CPU throughput at seq {payload['seq_len']}: budgets x graph passes", "",
              f"Command: `{payload['command']}`", "",
-             f"Machine: {m['cpu']}, {m['cores']} cores; onnxruntime {m['onnxruntime']}, torch {m['torch']}.", "",
+             f"Machine: {describe(m)}; onnxruntime {m['onnxruntime']}, torch {m['torch']}.", "",
              f"ONNX Runtime intra-op spinning: {payload['spinning']}. Speedups are ratios of medians measured in "
              f"the same run ({payload['rounds']} interleaved rounds; batch 1 takes 5 calls a round, batch 8 one).",
              "",

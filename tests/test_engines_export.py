@@ -15,10 +15,12 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from adaret.engines import graph_facts as gf
-from adaret.engines.builder import prepare_build
+from adaret.engines.builder import BuildFacts, engine_loader, execute_build, prepare_build
 from adaret.engines.compare import TOLERANCES, compare, make_feeds
+from adaret.engines.decisions import BuildRequest, decide_build_config
 from adaret.engines.environment import tensorrt_available
 from adaret.engines.lint import Severity, lint_model
+from adaret.engines.profiles import profile_for_graph
 from adaret.engines.sidecar import EngineSidecar, fields_from_metadata, write_sidecar
 from adaret.errors import AdaretError
 from adaret.export import ExportConfig, run_export
@@ -227,20 +229,134 @@ def test_dla_rules_on_a_dynamic_batch_export(logits_only):
     assert {f.severity for f in _only(report, "int64-input")} == {Severity.WARNING}
 
 
-def test_build_plan_for_tensorrt_10_and_11_without_tensorrt(logits_only, export):
+def test_build_plan_for_tensorrt_10_and_11_without_tensorrt(logits_only, export, tmp_path):
     plan = prepare_build(logits_only, tensorrt_version="10.3.0", precision="fp16",
-                         profiles="1x32,4x64,16x128")
+                         profiles="1x32,4x64,16x128", timing_cache=tmp_path / "timing.cache")
     assert plan.onnx_sha256 == sha256_file(logits_only)
     assert plan.profile.seq_len == SEQ and plan.profile.batch_range == (1, 4, 16)
     assert set(plan.profile.inputs) == {"input_ids", "attention_mask", "token_type_ids"}
-    assert "FP16" in plan.decisions.builder_flags and plan.decisions.onnx_conversion is None
-    assert set(plan.fp32_nodes) == set(_score_nodes(logits_only))
+    assert plan.decisions.precision_flags == ("fp16",) and plan.decisions.onnx_conversion is None
+    assert plan.decisions.profiles == (plan.profile,)
+    assert plan.decisions.timing_cache == str(tmp_path / "timing.cache")
+    assert set(plan.decisions.fp32_nodes) == set(_score_nodes(logits_only))
+    # the TopK input chain of every pruned layer is pinned to FP32, and only it
+    assert plan.decisions.layer_precisions() == {name: "DataType.FLOAT" for name in _score_nodes(logits_only)}
     assert float(plan.metadata["budget"]) == 0.5
     score_topks = set(_score_topks(logits_only))
     assert {op for name, op in plan.onnx_ops.items() if name in score_topks} == {"TopK"}
     plan11 = prepare_build(logits_only, tensorrt_version="11.1.0", precision="fp16")
-    assert plan11.decisions.onnx_conversion == "autocast-fp16" and plan11.fp32_nodes == plan.fp32_nodes
-    assert prepare_build(logits_only, tensorrt_version="10.3.0", precision="fp32").fp32_nodes == []
+    assert plan11.decisions.onnx_conversion == "autocast-fp16"
+    assert plan11.decisions.fp32_nodes == plan.decisions.fp32_nodes and plan11.decisions.layer_precisions() == {}
+    fp32 = prepare_build(logits_only, tensorrt_version="10.3.0", precision="fp32").decisions
+    assert fp32.fp32_nodes == () and fp32.layer_precisions() == {}
+
+
+_CHAIN = ("NetworkFromOnnxPath", "SetLayerPrecisions", "CreateConfig", "PostprocessConfig", "EngineBytesFromNetwork",
+          "EngineFromBytes", "SaveEngine")
+
+
+class _Loader:
+    """Stands in for a Polygraphy loader class and records how the chain constructed it."""
+
+    def __init__(self, kind, *args, **kwargs):
+        self.kind, self.args, self.kwargs = kind, args, kwargs
+
+
+def _recorded_chain(monkeypatch, decisions, tmp_path):
+    import polygraphy.backend.trt as polygraphy_trt
+
+    for name in _CHAIN:
+        monkeypatch.setattr(polygraphy_trt, name, lambda *a, _kind=name, **k: _Loader(_kind, *a, **k))
+    return engine_loader(decisions, Path("model.onnx"), tmp_path / ".model.plan.tmp")
+
+
+def _comparable(kwargs):
+    return kwargs | {"profiles": [repr(p) for p in kwargs["profiles"]]}  # Polygraphy profiles compare by identity
+
+
+def test_the_build_is_one_lazy_polygraphy_chain_with_the_decided_kwargs(logits_only, tmp_path, monkeypatch):
+    plan = prepare_build(logits_only, tensorrt_version="10.3.0", precision="fp16", profiles="1x64,8x64,32x64",
+                         timing_cache=tmp_path / "timing.cache")
+    save = _recorded_chain(monkeypatch, plan.decisions, tmp_path)
+    assert save.kind == "SaveEngine" and save.kwargs == {"path": str(tmp_path / ".model.plan.tmp")}
+    (engine,) = save.args
+    assert engine.kind == "EngineFromBytes"
+    (engine_bytes,) = engine.args
+    assert engine_bytes.kind == "EngineBytesFromNetwork"
+    assert engine_bytes.kwargs["save_timing_cache"] == str(tmp_path / "timing.cache")
+    pinned, post = engine_bytes.args[0], engine_bytes.kwargs["config"]
+    assert pinned.kind == "SetLayerPrecisions" and pinned.args[0].kind == "NetworkFromOnnxPath"
+    assert pinned.args[0].args == ("model.onnx",)
+    assert pinned.args[1] == {name: "DataType.FLOAT" for name in _score_nodes(logits_only)}
+    assert post.kind == "PostprocessConfig" and isinstance(post.kwargs["func"], BuildFacts)
+    (config,) = post.args
+    assert config.kind == "CreateConfig" and _comparable(config.kwargs) == _comparable(
+        plan.decisions.create_config_kwargs())
+    (profile,) = config.kwargs["profiles"]
+    assert {name: (s.min, s.opt, s.max) for name, s in profile.items()} == {
+        name: ((1, SEQ), (8, SEQ), (32, SEQ)) for name in plan.profile.inputs}
+    assert config.kwargs["fp16"] and config.kwargs["precision_constraints"] == "prefer"
+
+
+def test_an_fp32_build_pins_nothing(logits_only, tmp_path, monkeypatch):
+    plan = prepare_build(logits_only, tensorrt_version="10.3.0", precision="fp32")
+    network = _recorded_chain(monkeypatch, plan.decisions, tmp_path).args[0].args[0].args[0]
+    assert network.kind == "NetworkFromOnnxPath"  # no SetLayerPrecisions step
+    config = _recorded_chain(monkeypatch, plan.decisions, tmp_path).args[0].args[0].kwargs["config"].args[0]
+    assert not any(config.kwargs[k] for k in ("fp16", "bf16", "int8", "tf32"))
+
+
+def test_the_real_polygraphy_loaders_are_built_without_tensorrt(logits_only, tmp_path):
+    from polygraphy.backend.trt import EngineBytesFromNetwork, EngineFromBytes, SaveEngine
+
+    plan = prepare_build(logits_only, tensorrt_version="10.3.0", precision="bf16", profiles="1x64,8x64,32x64")
+    chain = engine_loader(plan.decisions, logits_only, tmp_path / "model.plan")
+    assert isinstance(chain, SaveEngine) and chain.path == str(tmp_path / "model.plan")
+    assert isinstance(chain._engine, EngineFromBytes)  # private: the chain's shape
+    assert isinstance(chain._engine._serialized_engine, EngineBytesFromNetwork)
+    assert not list(tmp_path.iterdir())  # lazy: nothing parsed, built or written
+
+
+class _Layer:
+    def __init__(self, name):
+        self.name = name
+
+
+class _Config:
+    DLA_core = 0
+
+    def can_run_on_dla(self, layer):
+        return layer.name != "topk"
+
+
+def test_build_facts_count_pinned_layers_and_set_the_dla_core():
+    """The PostprocessConfig step, on stand-in layers: no TensorRT result, only what it reads and sets."""
+    decisions = decide_build_config(BuildRequest("10.3.0", target="jetson-orin", dla_core=1, score_path=(
+        "ln", "topk", "absent"), profile=profile_for_graph({"input_ids": [8, SEQ]})))
+    facts, config = BuildFacts(decisions), _Config()
+    facts(None, [_Layer("ln"), _Layer("topk"), _Layer("matmul")], config)
+    assert config.DLA_core == 1  # CreateConfig(use_dla=True) alone would leave core 0
+    assert facts.facts["fp32_pinned_layers"] == 2  # "absent" is not in the network
+    assert facts.facts["dla"] == {"dla_capable": 2, "gpu_only": 1, "gpu_only_layers": ["topk"]}
+
+
+def test_a_failed_build_leaves_no_plan_and_says_why_in_one_line(logits_only, tmp_path, monkeypatch):
+    from polygraphy.exception import PolygraphyException
+
+    import adaret.engines.builder as builder
+
+    def refuse():
+        raise PolygraphyException("Invalid Engine. Please ensure the engine was built correctly\nmore detail")
+
+    monkeypatch.setattr(builder, "import_tensorrt", lambda: None)  # stops before anything TensorRT would do:
+    monkeypatch.setattr(builder, "current_gpu", lambda: None)
+    monkeypatch.setattr(builder, "engine_loader", lambda *args, **kwargs: refuse)
+    monkeypatch.setattr(builder, "tensorrt_enum", lambda trt: None)
+    plan = prepare_build(logits_only, tensorrt_version="10.3.0")
+    out = tmp_path / "plans"
+    with pytest.raises(AdaretError, match=r"^TensorRT could not build logits\.onnx: Invalid Engine[^\n]*$"):
+        execute_build(plan, out / "model.plan")
+    assert not list(out.iterdir())  # neither the plan nor its temporary file
 
 
 def test_build_plan_refuses_blockers_and_impossible_targets(logits_only, tmp_path):
@@ -340,6 +456,16 @@ def test_compare_against_a_plan_needs_tensorrt(logits_only, tmp_path):
     write_sidecar(plan, EngineSidecar("10.3.0", "NVIDIA A10", "8.6", "fp16", "datacenter", [built.profile], [1],
                                       built.onnx_sha256, logits_only.name))
     with pytest.raises(AdaretError, match="tensorrt is not installed"):
+        compare(logits_only, plan)
+
+
+def test_compare_refuses_a_plan_from_another_build_as_the_runtime_does(logits_only, tmp_path):
+    plan = tmp_path / "model.plan"
+    plan.write_bytes(b"x")
+    built = prepare_build(logits_only, tensorrt_version="10.3.0")
+    write_sidecar(plan, EngineSidecar("10.3.0", "NVIDIA A10", "8.6", "fp16", "datacenter", [built.profile], [1],
+                                      built.onnx_sha256, logits_only.name, plan_sha256="0" * 64))
+    with pytest.raises(AdaretError, match="does not match its sidecar"):  # trt_session.plan_runner's check
         compare(logits_only, plan)
 
 

@@ -83,6 +83,67 @@ def test_runner_without_tensorrt_says_so(tmp_path):
         TrtPlanRunner(_sidecar(tmp_path))
 
 
+class _PolygraphyStandIn:
+    """The parts of Polygraphy's TrtRunner the adapter touches, for wiring only (no TensorRT result): int32 inputs,
+    and one host output buffer reused across calls, as Polygraphy does."""
+
+    def __init__(self):
+        from polygraphy.common import TensorMetadata
+        from polygraphy.datatype import DataType
+
+        self.is_active, self.fed = False, []
+        self.metadata = TensorMetadata()
+        for name in NAMES:
+            self.metadata.add(name, DataType.INT32, (-1, 64))
+        self.engine = type("Engine", (), {"num_io_tensors": 3, "get_tensor_name": lambda _, i: [*NAMES, "logits"][i]})()
+        self.buffer = np.zeros((4, 2), np.float32)
+
+    def activate(self):
+        self.is_active = True
+
+    def deactivate(self):
+        self.is_active = False
+
+    def get_input_metadata(self, use_numpy_dtypes=None):
+        return self.metadata
+
+    def infer(self, feed_dict, check_inputs=True):
+        self.fed.append(feed_dict)
+        self.buffer += 1
+        return {"logits": self.buffer}
+
+
+def test_plan_runner_adapts_polygraphy_to_the_runtime_interface(tmp_path, monkeypatch):
+    import adaret.engines.trt_session as trt_session
+    from adaret.engines.sidecar import load_sidecar
+
+    plan, stand_in = _sidecar(tmp_path), _PolygraphyStandIn()
+    monkeypatch.setattr(trt_session, "plan_runner", lambda path, device=0: (load_sidecar(path), stand_in))
+    with TrtPlanRunner(plan) as runner:
+        assert stand_in.is_active and runner.input_names == NAMES and runner.output_names == ["logits"]
+        feeds = {name: np.ones((4, 64), np.int64) for name in NAMES}
+        first, second = runner.run(feeds)["logits"], runner.run(feeds)["logits"]
+        assert first[0, 0] == 1 and second[0, 0] == 2  # copied out of Polygraphy's reused buffer
+        assert all(array.dtype == np.int32 and array.flags.c_contiguous for array in stand_in.fed[0].values())
+        with pytest.raises(AdaretError, match="outside the plan's profile"):
+            runner.run({name: np.ones((16, 64), np.int64) for name in NAMES})
+        assert len(stand_in.fed) == 2  # refused before Polygraphy saw it
+    assert not stand_in.is_active
+
+
+def test_polygraphy_errors_become_one_line():
+    from polygraphy.exception import PolygraphyException
+
+    from adaret.engines.trt_session import polygraphy_call
+
+    def fail():
+        raise PolygraphyException("Could not deserialize engine. See log for details.\nsecond line")
+
+    with pytest.raises(AdaretError, match=r"^TensorRT could not load m\.plan: Could not deserialize engine[^\n]*$"):
+        polygraphy_call(fail, "TensorRT could not load m.plan")
+    assert polygraphy_call(lambda x, y=0: x + y, "unused", 1, y=2) == 3
+
+
 def _cli(args, capsys):
     from adaret.cli import main
 

@@ -28,6 +28,7 @@ _EXPORTS = {
     "build_engine": "adaret.engines.builder",
     "prepare_build": "adaret.engines.builder",
     "TrtPlanRunner": "adaret.engines.trt_session",
+    "plan_runner": "adaret.engines.trt_session",
     "compare": "adaret.engines.compare",
     "summarize_layers": "adaret.engines.inspection",
 }

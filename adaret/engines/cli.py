@@ -79,11 +79,11 @@ def run_build(args: argparse.Namespace) -> int:
     trt = import_tensorrt()
     plan = prepare_build(args.onnx, tensorrt_version=trt.__version__, target=args.target, precision=args.precision,
                          profiles=args.profiles, dla_core=args.dla_core, hardware_compat=args.hardware_compat,
-                         optimization_level=args.optimization_level)
+                         optimization_level=args.optimization_level, timing_cache=args.timing_cache)
     print(plan.lint.summary())
     for note in (*plan.decisions.notes, *plan.profile.notes):
         print(f"note: {note}")
-    result = execute_build(plan, args.output, timing_cache=args.timing_cache)
+    result = execute_build(plan, args.output)
     print(result.summary.text())
     dla = result.sidecar.layer_summary.get("build", {}).get("dla")
     if dla:

@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 
 from adaret.engines import graph_facts as gf
-from adaret.engines.environment import current_gpu, import_tensorrt
-from adaret.engines.sidecar import EngineSidecar, check_compatible, check_plan_matches, load_sidecar
+from adaret.engines.sidecar import EngineSidecar, load_sidecar
+from adaret.engines.trt_session import plan_runner, polygraphy_call
 from adaret.errors import AdaretError
 
-# (atol, rtol) on logits. TensorRT's "fp32" still allows TF32 tensor-core matmuls on Ampere+ (its default), so
+# (atol, rtol) on logits. TensorRT's fp32 (TF32 off, see decisions.py) still fuses and reorders reductions, so
 # it gets 1e-3 rather than ONNX Runtime's 1e-4; fp16 keeps a 10-bit mantissa through 6+ layers of residual
 # sums; bf16 has 7 bits; INT8 Q/DQ is bounded by the calibration, not by rounding.
 TOLERANCES: dict[str, tuple[float, float]] = {
@@ -124,15 +124,7 @@ def _onnxrt_runner(path: Path, name: str) -> Any:
 def _candidate_runner(path: Path, sidecar: EngineSidecar | None) -> Any:
     if sidecar is None:
         return _onnxrt_runner(path, f"onnxruntime:{path.name}")
-    check_plan_matches(sidecar, path.read_bytes(), path.name)
-    trt = import_tensorrt()
-    gpu = current_gpu()
-    check_compatible(sidecar, tensorrt_version=trt.__version__, gpu_name=gpu.name,
-                     compute_capability=gpu.compute_capability)
-    from polygraphy.backend.common import BytesFromPath
-    from polygraphy.backend.trt import EngineFromBytes, TrtRunner
-
-    return TrtRunner(EngineFromBytes(BytesFromPath(str(path))), name=f"tensorrt:{path.name}")
+    return plan_runner(path, sidecar)[1]  # the runtime's path too: the same sidecar checks, the same TrtRunner
 
 
 def _compare_func(atol: float, rtol: float, exact: list[str]) -> Any:
@@ -151,7 +143,7 @@ def _run(runners: list[Any], feeds: list[dict[str, np.ndarray]], report: Compare
     from polygraphy.logger import G_LOGGER
 
     G_LOGGER.module_severity = G_LOGGER.ERROR  # the verdict and the diffs are reported below, once
-    results = Comparator.run(runners, data_loader=feeds)
+    results = polygraphy_call(Comparator.run, "the comparison could not run", runners, data_loader=feeds)
     (_, reference_iters), (_, candidate_iters) = list(results.items())
     names = [name for name in reference_iters[0] if name in candidate_iters[0]]
     if not names:

@@ -1,14 +1,16 @@
-"""Run a TensorRT plan: sidecar check, deserialise, ``execute_async_v3`` with tensor addresses set by name.
+"""Run a TensorRT plan: a thin adapter over Polygraphy's ``TrtRunner(EngineFromBytes(...))``.
 
-Device buffers and the stream come from Polygraphy's CUDA helpers (``polygraphy.cuda``: ctypes over the CUDA
-runtime). They need neither torch nor cuda-python, and Polygraphy is already in the ``gpu`` extra for the
-comparison. cuda-python is used only where Polygraphy has no wrapper: CUDA-graph capture and event timing in
-``benchmark``; without it, timing falls back to host timing without graphs, and says so. Nothing heavy is
-imported at module import: the edge runtime imports this module without torch, onnx or TensorRT.
+``plan_runner`` is the one way to a plan, shared by ``adaret compare`` and the runtime: it refuses a plan whose
+sidecar describes another build, another TensorRT release or another GPU, then hands the checked bytes to
+Polygraphy. ``TrtPlanRunner`` adds what ``adaret.runtime`` expects (the sidecar, input and output names,
+``run``): feeds are checked against the plan's profile before TensorRT sees them, and outputs are copied, since
+Polygraphy reuses its host buffers. Nothing heavy is imported at module import: the edge runtime imports this
+module without torch, onnx, Polygraphy or TensorRT.
 """
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -29,12 +31,23 @@ class BenchmarkResult:
     median_ms: float
     p90_ms: float
     iterations: int
-    cuda_graph: bool
     timing: str  # "cuda-events" or "host"
 
     def as_dict(self) -> dict[str, Any]:
         return {"median_ms": self.median_ms, "p90_ms": self.p90_ms, "iterations": self.iterations,
-                "cuda_graph": self.cuda_graph, "timing": self.timing}
+                "timing": self.timing}
+
+
+def polygraphy_call(func: Callable[..., Any], what: str, *args: Any, **kwargs: Any) -> Any:
+    """Call into Polygraphy; its errors (``G_LOGGER.critical``) become one-line AdaretErrors."""
+    from polygraphy.exception import PolygraphyException
+
+    try:
+        return func(*args, **kwargs)
+    except PolygraphyException as exc:
+        lines = str(exc).strip().splitlines()
+        raise AdaretError(f"{what}: {lines[0] if lines else type(exc).__name__} (see the TensorRT log above)") \
+            from None
 
 
 def validate_feeds(input_names: list[str], profile: Profile, feeds: Mapping[str, np.ndarray]) -> None:
@@ -54,118 +67,101 @@ def validate_feeds(input_names: list[str], profile: Profile, feeds: Mapping[str,
                               f"{shapes.min}..{shapes.max} (bucket {profile.seq_len}: pad or batch to fit)")
 
 
+def plan_runner(plan_path: str | Path, sidecar: EngineSidecar | None = None, *,
+                device: int = 0) -> tuple[EngineSidecar, Any]:
+    """The sidecar and a Polygraphy ``TrtRunner`` (not yet active) for a plan this machine can run."""
+    plan_path = Path(plan_path)
+    sidecar = sidecar if sidecar is not None else load_sidecar(plan_path)
+    plan_bytes = plan_path.read_bytes()
+    check_plan_matches(sidecar, plan_bytes, plan_path.name)
+    trt = import_tensorrt()
+    gpu = current_gpu(device)
+    check_compatible(sidecar, tensorrt_version=trt.__version__, gpu_name=gpu.name,
+                     compute_capability=gpu.compute_capability)
+    from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+
+    # the bytes that were checked are the bytes deserialised: no second read of a file that may change
+    return sidecar, TrtRunner(EngineFromBytes(plan_bytes), name=f"tensorrt:{plan_path.name}")
+
+
 class TrtPlanRunner:
-    """A deserialised plan with one execution context; ``run`` maps feeds to outputs by tensor name."""
+    """An active Polygraphy runner for one plan; ``run`` maps feeds to outputs by tensor name."""
 
     def __init__(self, plan_path: str | Path, *, device: int = 0):
         self.plan_path = Path(plan_path)
-        self.sidecar: EngineSidecar = load_sidecar(self.plan_path)
-        plan_bytes = self.plan_path.read_bytes()
-        check_plan_matches(self.sidecar, plan_bytes, self.plan_path.name)
-        self._trt = trt = import_tensorrt()
-        gpu = current_gpu(device)
-        check_compatible(self.sidecar, tensorrt_version=trt.__version__, gpu_name=gpu.name,
-                         compute_capability=gpu.compute_capability)
-        from polygraphy import cuda  # lazy: ctypes over the CUDA runtime, no torch
-
-        self._cuda = cuda
-        self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._logger)
-        self.engine = self._runtime.deserialize_cuda_engine(plan_bytes)
-        if self.engine is None:
-            raise AdaretError(f"TensorRT could not deserialize {self.plan_path.name} (see the TensorRT log)")
-        self.context = self.engine.create_execution_context()
+        self.sidecar, self._runner = plan_runner(self.plan_path, device=device)
+        polygraphy_call(self._runner.activate, f"TensorRT could not load {self.plan_path.name}")
+        metadata = self._runner.get_input_metadata(use_numpy_dtypes=False)
+        self.input_names = list(metadata)
+        self._input_dtypes = {name: _numpy_dtype(meta.dtype, name) for name, meta in metadata.items()}
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        is_input = {n: self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
-        self.input_names = [n for n in names if is_input[n]]
-        self.output_names = [n for n in names if not is_input[n]]
-        self._stream = cuda.Stream()
-        self._buffers: dict[str, Any] = {}
+        self.output_names = [name for name in names if name not in metadata]
 
-    def _dtype(self, name: str) -> np.dtype:
-        try:
-            return np.dtype(self._trt.nptype(self.engine.get_tensor_dtype(name)))
-        except TypeError:
-            raise AdaretError(f"tensor {name} has type {self.engine.get_tensor_dtype(name)}, which has no NumPy "
-                              f"equivalent; rebuild with float32 I/O (AutoCast keep_io_types)") from None
+    @property
+    def engine(self) -> Any:
+        return self._runner.engine  # owned by the runner, so that it outlives the context
 
-    def _buffer(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> Any:
-        from polygraphy.datatype import DataType
-
-        buffer = self._buffers.get(name)
-        if buffer is None:
-            buffer = self._buffers[name] = self._cuda.DeviceArray(shape=shape, dtype=DataType.from_dtype(dtype))
-        return buffer.resize(shape)
-
-    def bind(self, feeds: Mapping[str, np.ndarray]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-        """Copy inputs to the device, set shapes and addresses; returns each output's shape and dtype."""
-        validate_feeds(self.input_names, self.sidecar.profiles[0], feeds)
-        for name in self.input_names:
-            host = np.ascontiguousarray(feeds[name], dtype=self._dtype(name))
-            self.context.set_input_shape(name, host.shape)
-            buffer = self._buffer(name, host.shape, host.dtype)
-            buffer.copy_from(host, stream=self._stream)
-            self.context.set_tensor_address(name, buffer.ptr)
-        outputs = {}
-        for name in self.output_names:
-            shape = tuple(self.context.get_tensor_shape(name))
-            if any(d < 0 for d in shape):
-                raise AdaretError(f"output {name} has a data-dependent shape {shape}; adaret plans must not")
-            buffer = self._buffer(name, shape, self._dtype(name))
-            self.context.set_tensor_address(name, buffer.ptr)
-            outputs[name] = (shape, self._dtype(name))
-        return outputs
+    @property
+    def context(self) -> Any:
+        return self._runner.context
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outputs = self.bind(feeds)
-        if not self.context.execute_async_v3(self._stream.ptr):
-            raise AdaretError(f"TensorRT failed to run {self.plan_path.name} (see the TensorRT log)")
-        results = {name: np.empty(shape, dtype=dtype) for name, (shape, dtype) in outputs.items()}
-        for name, host in results.items():
-            self._buffers[name].copy_to(host, stream=self._stream)
-        self._stream.synchronize()
-        return results
+        validate_feeds(self.input_names, self.sidecar.profiles[0], feeds)
+        host = {name: np.ascontiguousarray(feeds[name], dtype=self._input_dtypes[name]) for name in self.input_names}
+        # names, shapes and dtypes were checked above, with adaret's messages rather than Polygraphy's
+        outputs = polygraphy_call(self._runner.infer, f"TensorRT failed to run {self.plan_path.name}", host,
+                                  check_inputs=False)
+        return {name: np.array(outputs[name], copy=True) for name in self.output_names}
 
-    def benchmark(self, feeds: Mapping[str, np.ndarray], *, iterations: int = 200, warmup: int = 20,
-                  cuda_graph: bool = True) -> BenchmarkResult:
-        """Median device time of one inference; inputs stay on the device (copies are not timed)."""
-        self.run(feeds)  # binds buffers and runs once: TensorRT's own setup must not land in a CUDA graph
-        cudart = cuda_runtime()
-        stream = self._stream.ptr
+    def benchmark(self, feeds: Mapping[str, np.ndarray], *, iterations: int = 200,
+                  warmup: int = 20) -> BenchmarkResult:
+        """Median time of one enqueue. The first run sets shapes, addresses and output buffers; the timed enqueues
+        reuse them, so host<->device copies are not timed. CUDA events with cuda-python, else host timing."""
+        self.run(feeds)
+        stream, cudart = self._runner.stream, cuda_runtime()
 
-        def enqueue() -> object:
-            return self.context.execute_async_v3(stream)
+        def launch() -> None:
+            if not self.context.execute_async_v3(stream.ptr):
+                raise AdaretError(f"TensorRT failed to run {self.plan_path.name} (see the TensorRT log)")
 
-        graph = _capture(cudart, stream, enqueue) if cuda_graph and cudart is not None else None
-
-        def replay() -> object:
-            return _check(cudart.cudaGraphLaunch(graph, stream))
-
-        launch = enqueue if graph is None else replay
         for _ in range(warmup):
             launch()
-        self._stream.synchronize()
-        samples = _event_times(cudart, stream, launch, iterations) if cudart is not None else \
-            _host_times(self._stream, launch, iterations)
+        stream.synchronize()
+        samples = _event_times(cudart, stream.ptr, launch, iterations) if cudart is not None else \
+            _host_times(stream, launch, iterations)
         ordered = sorted(samples)
         return BenchmarkResult(round(statistics.median(ordered), 4), round(ordered[int(0.9 * (len(ordered) - 1))], 4),
-                               iterations, graph is not None, "cuda-events" if cudart is not None else "host")
+                               iterations, "cuda-events" if cudart is not None else "host")
 
     def device_memory_bytes(self) -> int:
         """Activation memory of this context's profile (profile 0)."""
         return device_memory_per_profile(self.engine)[0]
 
     def close(self) -> None:
-        for buffer in self._buffers.values():
-            buffer.free()
-        self._buffers.clear()
-        self._stream.free()
+        if self._runner.is_active:
+            self._runner.deactivate()
 
     def __enter__(self) -> TrtPlanRunner:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def __del__(self) -> None:
+        # the runtime keeps one runner per session and never closes it; free the GPU memory when it goes
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+def _numpy_dtype(dtype: Any, name: str) -> np.dtype:
+    from polygraphy.datatype import DataType
+    from polygraphy.exception import PolygraphyException
+
+    try:
+        return np.dtype(DataType.to_dtype(DataType.from_dtype(dtype), "numpy"))
+    except PolygraphyException:  # a type NumPy lacks (bf16, fp8)
+        raise AdaretError(f"input {name} has type {dtype}, which has no NumPy equivalent; rebuild with "
+                          f"integer ids (adaret export) and float32 I/O (AutoCast keep_io_types)") from None
 
 
 def device_memory_per_profile(engine: Any) -> list[int]:
@@ -186,22 +182,19 @@ def _check(result: Any) -> Any:
     return result[1] if isinstance(result, tuple) and len(result) > 1 else None
 
 
-def _capture(cudart: Any, stream: int, launch: Callable[[], object]) -> Any:
-    _check(cudart.cudaStreamBeginCapture(stream, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal))
-    launch()
-    graph = _check(cudart.cudaStreamEndCapture(stream))
-    return _check(cudart.cudaGraphInstantiate(graph, 0))
-
-
 def _event_times(cudart: Any, stream: int, launch: Callable[[], object], iterations: int) -> list[float]:
     start, end = _check(cudart.cudaEventCreate()), _check(cudart.cudaEventCreate())
     samples = []
-    for _ in range(iterations):
-        _check(cudart.cudaEventRecord(start, stream))
-        launch()
-        _check(cudart.cudaEventRecord(end, stream))
-        _check(cudart.cudaEventSynchronize(end))
-        samples.append(float(_check(cudart.cudaEventElapsedTime(start, end))))
+    try:
+        for _ in range(iterations):
+            _check(cudart.cudaEventRecord(start, stream))
+            launch()
+            _check(cudart.cudaEventRecord(end, stream))
+            _check(cudart.cudaEventSynchronize(end))
+            samples.append(float(_check(cudart.cudaEventElapsedTime(start, end))))
+    finally:
+        cudart.cudaEventDestroy(start)
+        cudart.cudaEventDestroy(end)
     return samples
 
 

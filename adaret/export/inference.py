@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from adaret.modeling import DENOMINATOR, KeepSchedule, RetentionModel
+from adaret.modeling.scorers import TokenScorer
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 LOGITS = "logits"
@@ -26,12 +27,13 @@ class TopMInference(nn.Module):
     """``RetentionModel`` in hard top-M mode at a fixed schedule; returns logits (and kept positions)."""
 
     def __init__(self, model: RetentionModel, schedule: KeepSchedule, *, with_positions: bool = False,
-                 keep_order: bool = True):
+                 keep_order: bool = True, scorer: TokenScorer | None = None):
         super().__init__()
         self.model = model
         self.schedule = schedule
         self.with_positions = with_positions
         self.keep_order = keep_order
+        self.scorer = scorer  # None: the learned gates; a baseline heuristic otherwise (same graph around it)
         self.uses_token_type_ids = model.encoder.uses_token_type_ids
 
     @property
@@ -51,7 +53,8 @@ class TopMInference(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None):
-        out = self.model.forward_hard(input_ids, attention_mask, token_type_ids, self.schedule, self.keep_order)
+        out = self.model.forward_hard(input_ids, attention_mask, token_type_ids, self.schedule, self.keep_order,
+                                      self.scorer)
         if not self.with_positions:
             return out.logits
         return (out.logits, *out.kept_positions.values())

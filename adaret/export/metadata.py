@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     import onnx
 
 PREFIX = "adaret."
-JSON_KEYS = ("schedule", "keep_counts", "label_names", "input_names", "output_names", "pass_report")
+JSON_KEYS = ("schedule", "keep_counts", "label_names", "input_names", "output_names", "pass_report", "budget_search")
 
 
 def write_metadata(model: onnx.ModelProto, values: Mapping[str, Any]) -> None:

@@ -82,7 +82,7 @@ def check_parity(module: TopMInference, onnx_path: Path, shapes: Sequence[tuple[
     generator = np.random.default_rng(seed)
     report = ParityReport(tolerance)
     reference_module = TopMInference(module.model, module.schedule, with_positions=True,
-                                     keep_order=module.keep_order).eval()
+                                     keep_order=module.keep_order, scorer=module.scorer).eval()
     for batch, seq_len in shapes:
         feeds = random_inputs(batch, seq_len, vocab, generator)
         feeds = {i.name: feeds[i.name] for i in session.get_inputs()}

@@ -23,6 +23,7 @@ from adaret.export.parity import DEFAULT_TOLERANCE, ParityReport, check_parity
 from adaret.fileio import atomic_file, ensure_writable_dir
 from adaret.graph_passes.pipeline import OptimizeResult, optimize
 from adaret.modeling import DENOMINATOR, MIN_KEEP, KeepSchedule
+from adaret.modeling.scorers import TokenScorer, make_scorer
 from adaret.training.checkpoint import RetentionCheckpoint
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "pretrained" / "bbc-news-minilm-l6-b0.4"
@@ -47,6 +48,8 @@ class ExportConfig:
     target: str | None = None  # graph-pass target; None: ort-cpu for dynamic graphs, tensorrt for static ones
     parity_batches: tuple[int, ...] = PARITY_BATCHES
     parity_lengths: tuple[int, ...] | None = None
+    scorer: str = "learned"  # what ranks tokens: the gates, or a baseline heuristic (adaret.modeling.scorers)
+    budget_search: dict | None = None  # how --budget auto chose ``budget`` (adaret.validation.auto_budget)
 
     @property
     def out_dir(self) -> Path:
@@ -88,14 +91,16 @@ def run_export(config: ExportConfig) -> ExportResult:
     checkpoint_dir = config.checkpoint_dir
     checkpoint = RetentionCheckpoint.from_pretrained(checkpoint_dir, attn_implementation="eager")
     max_positions = int(checkpoint.model.encoder.config.max_position_embeddings)
-    _validate(config, max_positions)
+    validate_config(config, max_positions)
     if config.seq_lens is None:
         config = replace(config, seq_lens=tuple(n for n in DEFAULT_SEQ_LENS if n <= max_positions) or (max_positions,))
-    schedule, notes = _deployment_schedule(checkpoint, config.budget, checkpoint_dir)  # before any output exists
+    schedule, notes = deployment_schedule(checkpoint, config.budget, checkpoint_dir)  # before any output exists
+    notes += (config.budget_search or {}).get("notes", [])
     out_dir = config.out_dir
     ensure_writable_dir(out_dir)
     result = ExportResult(config, schedule, float(checkpoint.info.training["budget"]), checkpoint.sha256, notes=notes)
-    module = TopMInference(checkpoint.model, schedule, with_positions=True).eval()
+    scorer = None if config.scorer == "learned" else baseline_scorer(config.scorer, checkpoint)
+    module = TopMInference(checkpoint.model, schedule, with_positions=True, scorer=scorer).eval()
     lengths = list(config.seq_lens) if config.static else [None]
     for seq_len in lengths:
         graph = _export_one(module, checkpoint, result, seq_len, max_positions)
@@ -109,7 +114,14 @@ def run_export(config: ExportConfig) -> ExportResult:
     return result
 
 
-def _validate(config: ExportConfig, max_positions: int) -> None:
+def baseline_scorer(name: str, checkpoint: RetentionCheckpoint) -> TokenScorer:
+    try:
+        return make_scorer(name, checkpoint.model)
+    except ValueError as exc:
+        raise AdaretError(f"--scorer {name}: {exc}") from None
+
+
+def validate_config(config: ExportConfig, max_positions: int) -> None:
     if not 0.0 < config.budget <= 1.0:
         raise AdaretError(f"budget must lie in (0, 1], got {config.budget}")
     for n in (*(config.seq_lens or ()), *(config.parity_lengths or ())):
@@ -121,7 +133,7 @@ def _validate(config: ExportConfig, max_positions: int) -> None:
         raise AdaretError(f"batch must be >= 1, got {config.batch}")
 
 
-def _deployment_schedule(checkpoint: RetentionCheckpoint, budget: float,
+def deployment_schedule(checkpoint: RetentionCheckpoint, budget: float,
                          checkpoint_dir: Path) -> tuple[KeepSchedule, list[str]]:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -204,12 +216,13 @@ def _metadata(module: TopMInference, checkpoint: RetentionCheckpoint, result: Ex
         "checkpoint_sha256": result.checkpoint_sha256,
         "backbone": checkpoint.info.base_model.get("name", ""),
         "task": "sequence-classification",
+        "scorer": result.config.scorer,
         "pooling": checkpoint.model.config.pooling,
         "label_names": checkpoint.info.label_names,
         "opset": next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), result.config.opset),
         "input_names": module.input_names,
         "output_names": [o.name for o in proto.graph.output],
-    }
+    } | ({"budget_search": result.config.budget_search} if result.config.budget_search else {})
 
 
 def _copy_tokenizer(checkpoint_dir: Path, out_dir: Path) -> None:
@@ -237,6 +250,7 @@ def _write_report(result: ExportResult) -> Path:
         "schedule_budget": result.schedule.budget,
         "checkpoint_sha256": result.checkpoint_sha256,
         "notes": result.notes,
+        "budget_search": result.config.budget_search,
         "graphs": [{"path": g.path.name, "seq_len": g.seq_len or "dynamic", "size_bytes": g.size_bytes,
                     "keep_counts": {str(k): v for k, v in g.keep_counts.items()}, "op_counts": g.op_counts,
                     "parity": g.parity.as_dict(), "seconds": g.seconds,

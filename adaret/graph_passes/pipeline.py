@@ -76,6 +76,9 @@ class ParityProbe:
         max_len = int(meta.get("max_positions", 512))
         static = meta.get("form") == "static"
         shapes = [(2, int(meta["seq_len"]))] if static else [(1, 37), (3, min(128, max_len)), (2, max_len)]
+        fixed_batch = _fixed_batch(session)
+        if fixed_batch is not None:  # an --batch N export refuses any other batch size
+            shapes = [(fixed_batch, n) for _, n in shapes]
         generator = np.random.default_rng(seed)
         names = [i.name for i in session.get_inputs()]
         self.feeds = [{k: v for k, v in random_inputs(b, n, 30522, generator).items() if k in names}
@@ -96,6 +99,11 @@ class ParityProbe:
         if worst > tolerance:
             raise ParityError(f"pass {pass_name} broke parity: max |logit diff| {worst:.2e} > {tolerance:.0e}")
         return worst
+
+
+def _fixed_batch(session) -> int | None:
+    dim = session.get_inputs()[0].shape[0]
+    return dim if isinstance(dim, int) else None
 
 
 def optimize(source: Path, output: Path, *, target: str = "ort-cpu", passes: Sequence[str] | None = None,

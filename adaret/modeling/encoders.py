@@ -48,6 +48,20 @@ class EncoderAdapter(nn.Module):
         out = self.layers[index](hidden, attention_mask=key_bias[:, None, None, :])
         return out[0] if isinstance(out, tuple) else out
 
+    def run_layer_with_attention(self, index: int, hidden: torch.Tensor,
+                                 key_bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``run_layer`` that also returns the softmax attention [batch, heads, queries, keys].
+
+        The HF layer discards its attention probabilities, so this runs its two halves (attention, then
+        feed-forward) itself. Only eager attention materialises the probabilities.
+        """
+        layer = self.layers[index]
+        attended, probabilities = layer.attention(hidden, key_bias[:, None, None, :])
+        if probabilities is None:
+            raise ValueError("attention probabilities need the eager attention implementation "
+                             "(load with attn_implementation='eager')")
+        return layer.feed_forward_chunk(attended), probabilities
+
 
 class RobertaAdapter(EncoderAdapter):
     """RoBERTa derives position ids from padding inside its embeddings; its type vocabulary has one entry."""

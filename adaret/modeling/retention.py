@@ -30,6 +30,7 @@ from adaret.modeling.budget import geometric_keep_ratio
 from adaret.modeling.encoders import EncoderAdapter
 from adaret.modeling.gates import HardConcreteGate, HardConcreteParams, force_logits
 from adaret.modeling.schedule import DENOMINATOR, KeepSchedule
+from adaret.modeling.scorers import TokenScorer
 
 # Additive key bias for a masked key in hard mode; finite so the graph also runs in fp16.
 MASKED_KEY_BIAS = -1e4
@@ -94,7 +95,8 @@ class RetentionModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None, *, mode: str = "relaxed",
-                schedule: KeepSchedule | None = None, keep_order: bool = True) -> RetentionOutput:
+                schedule: KeepSchedule | None = None, keep_order: bool = True,
+                scorer: TokenScorer | None = None) -> RetentionOutput:
         if mode == "relaxed":
             return self.forward_relaxed(input_ids, attention_mask, token_type_ids, use_gates=True)
         if mode == "full":
@@ -102,7 +104,7 @@ class RetentionModel(nn.Module):
         if mode == "hard":
             if schedule is None:
                 raise ValueError("hard mode needs a keep schedule")
-            return self.forward_hard(input_ids, attention_mask, token_type_ids, schedule, keep_order)
+            return self.forward_hard(input_ids, attention_mask, token_type_ids, schedule, keep_order, scorer)
         raise ValueError(f"unknown mode {mode!r}")
 
     # --- relaxed (training) -------------------------------------------------------------------------
@@ -154,7 +156,8 @@ class RetentionModel(nn.Module):
     # --- hard top-M (inference and export reference) -----------------------------------------------
 
     def forward_hard(self, input_ids, attention_mask, token_type_ids, schedule: KeepSchedule,
-                     keep_order: bool = True) -> RetentionOutput:
+                     keep_order: bool = True, scorer: TokenScorer | None = None) -> RetentionOutput:
+        """``scorer``: what ranks the tokens (default: the gates); see ``adaret.modeling.scorers``."""
         if len(schedule.numerators) != self.num_layers:
             raise ValueError(f"schedule has {len(schedule.numerators)} layers, model has {self.num_layers}")
         counts = schedule.keep_counts(input_ids.shape[1])
@@ -164,9 +167,12 @@ class RetentionModel(nn.Module):
         pooled_sum = torch.zeros_like(hidden[:, 0])
         track_pool = self.config.pooling == "cls_mean"
         kept: dict[int, torch.Tensor] = {}
+        attention = None
         for layer in range(self.num_layers):
             if str(layer) in self.gates and schedule.numerators[layer] < DENOMINATOR:
-                scores = force_logits(self.gates[str(layer)].log_alpha(hidden), mask, positions)
+                raw = (self.gates[str(layer)].log_alpha(hidden) if scorer is None
+                       else scorer(layer, hidden, positions, mask, attention))
+                scores = force_logits(raw, mask, positions)
                 order = torch.topk(scores, counts[layer], dim=1).indices
                 if keep_order:  # ascending original order; a TopK with the same K keeps K a constant
                     order = torch.topk(order, counts[layer], dim=1, largest=False).values
@@ -176,7 +182,11 @@ class RetentionModel(nn.Module):
                 if track_pool:
                     pooled_sum = pooled_sum - _masked_sum(hidden, mask)
                 kept[layer] = positions
-            hidden = self.encoder.run_layer(layer, hidden, (1.0 - mask) * MASKED_KEY_BIAS)
+            key_bias = (1.0 - mask) * MASKED_KEY_BIAS
+            if scorer is not None and scorer.needs_attention:
+                hidden, attention = self.encoder.run_layer_with_attention(layer, hidden, key_bias)
+            else:
+                hidden = self.encoder.run_layer(layer, hidden, key_bias)
         pooled = self._pool(hidden[:, 0], lambda: pooled_sum + _masked_sum(hidden, mask), real)
         return RetentionOutput(self.head(pooled), pooled, kept_positions=kept)
 

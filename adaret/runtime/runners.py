@@ -93,7 +93,8 @@ class OrtRunner:
 
 
 class TrtRunner:
-    """Runs feeds through a TensorRT plan with ``adaret.engines.trt_session.TrtPlanRunner``.
+    """Runs feeds through a TensorRT plan with ``adaret.engines.trt_session.TrtPlanRunner``, an adapter over
+    Polygraphy's ``TrtRunner`` (the same path as ``adaret compare``).
 
     The plan runner reads the plan's JSON sidecar and refuses a plan built for another GPU or TensorRT release,
     naming both. The engines stage is imported here, not at module level: an ONNX-only deployment never needs it.

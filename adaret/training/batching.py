@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,6 +45,26 @@ class Encoded:
         part = object.__new__(Encoded)
         part.ids, part.labels, part.pad_id = self.ids[:count], self.labels[:count], self.pad_id
         return part
+
+    def truncated(self, budget: float, sep_id: int, *, keep_tail: bool = False) -> Encoded:
+        """What a user would do instead of retention: a tokenizer-side cut to ``K = max(2, ceil(b * n))`` tokens.
+
+        The cut keeps [CLS] and ends in [SEP], so K - 2 content tokens survive: the first K - 2 (head), or
+        the first ceil((K - 2) / 2) and the last floor((K - 2) / 2) (``keep_tail``: head+tail). The full
+        model then runs on K tokens in every layer, the same cost as a retention budget of b.
+        """
+        cut = object.__new__(Encoded)
+        cut.labels, cut.pad_id, cut.ids = self.labels, self.pad_id, []
+        for ids in self.ids:
+            keep = max(2, math.ceil(budget * len(ids)))
+            if keep >= len(ids):
+                cut.ids.append(ids)
+                continue
+            content = keep - 2
+            head = -(-content // 2) if keep_tail else content
+            tail = ids[len(ids) - 1 - (content - head):len(ids) - 1] if content > head else []
+            cut.ids.append([*ids[:1 + head], *tail, sep_id])
+        return cut
 
     def batches(self, batch_size: int, *, shuffle: bool = False, seed: int = 0) -> Iterator[Batch]:
         """Batches of similar lengths: less padding, and hard-mode K is computed from the padded length.

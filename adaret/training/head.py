@@ -21,19 +21,21 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from adaret.modeling import KeepSchedule, RetentionModel
+from adaret.modeling.scorers import TokenScorer
 from adaret.training.batching import Encoded
 
 
 @torch.no_grad()
 def pooled_features(model: RetentionModel, data: Encoded, batch_size: int, *, mode: str = "full",
-                    schedule: KeepSchedule | None = None, desc: str | None = None) -> torch.Tensor:
+                    schedule: KeepSchedule | None = None, scorer: TokenScorer | None = None,
+                    desc: str | None = None) -> torch.Tensor:
     """The pooled features the head reads, in dataset order."""
     model.eval()
     features = torch.zeros(len(data), model.head.in_features)
     batches = tqdm(data.batches(batch_size), total=data.num_batches(batch_size), desc=desc or f"{mode} features",
                    dynamic_ncols=True, leave=False)
     for batch in batches:
-        features[batch.indices] = model(**batch.inputs, mode=mode, schedule=schedule).pooled
+        features[batch.indices] = model(**batch.inputs, mode=mode, schedule=schedule, scorer=scorer).pooled
     return features
 
 

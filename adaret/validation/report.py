@@ -23,6 +23,7 @@ from adaret.export.pipeline import ExportConfig, run_export
 from adaret.fileio import atomic_file, ensure_writable_dir
 from adaret.modeling import KeepSchedule
 from adaret.runtime import Session, TruncationWarning, load
+from adaret.runtime.explain import Explainer, write_html
 from adaret.runtime.memory import synthetic_feeds
 from adaret.runtime.text import Encoded
 from adaret.training.checkpoint import RetentionCheckpoint
@@ -108,6 +109,7 @@ def run_validation(config: ValidationConfig) -> dict:
     deployed = _deployed(config, checkpoint, out, max_length)
     full_row, rows = _compare(context, deployed)
     report = _report(context, eval_set.name, full_row, rows, deployed)
+    report["kept_tokens"] = _explain_examples(deployed[0].path, eval_set.texts, out)
     _write(report, out)
     return report
 
@@ -230,6 +232,26 @@ def _deployed_memory(context: Context, item: Deployed) -> dict:
 
 # --- the report -------------------------------------------------------------------------------------
 
+EXPLAIN_EXAMPLES = 3
+
+
+def _explain_examples(graph: Path, texts: list[str], out: Path) -> dict:
+    """The tokens each layer of the first graph kept on a few evenly spaced eval texts (``kept_tokens.html``)."""
+    # An optimised graph has lost the order-restoring TopKs that explain reads; export writes the plain one beside it.
+    plain = graph.with_name(graph.name.replace(".opt.onnx", ".onnx"))
+    source = plain if plain.is_file() else graph
+    picked = sorted({i * len(texts) // EXPLAIN_EXAMPLES for i in range(min(EXPLAIN_EXAMPLES, len(texts)))})
+    try:
+        explainer = Explainer(source)
+        explanations = [explainer.explain(texts[i]) for i in picked]
+    except AdaretError as exc:  # a view for the reader, not a check: the report stands without it
+        return {"skipped": str(exc)}
+    write_html(explanations, out / "kept_tokens.html")
+    return {"model": str(source), "html": "kept_tokens.html",
+            "examples": [{"eval_index": i, "tokens": len(e.tokens), "kept_per_layer": [len(k) for k in e.layers],
+                          "truncated": e.truncated} for i, e in zip(picked, explanations, strict=True)]}
+
+
 def _checks(config: ValidationConfig, full_row: dict, rows: list[dict]) -> list[dict]:
     checks = []
     for row in rows:
@@ -299,6 +321,17 @@ def _cell(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+def _kept_tokens_markdown(kept: dict | None) -> list[str]:
+    if not kept:
+        return []
+    if "skipped" in kept:
+        return ["", "## Kept tokens", "", f"Not shown: {kept['skipped']}"]
+    lines = ["", "## Kept tokens", "", f"Tokens each layer of `{kept['model']}` processed, on eval examples "
+             f"(the tokens themselves: [{kept['html']}]({kept['html']})):", ""]
+    return lines + [f"- example {e['eval_index']}: " + " -> ".join(map(str, e["kept_per_layer"]))
+                    + (" (truncated)" if e["truncated"] else "") for e in kept["examples"]]
+
+
 def markdown(report: dict) -> str:
     columns = ("backend", "budget", "accuracy", "agreement_with_full", "max_abs_logit_diff_vs_full",
                "max_abs_logit_diff_vs_reference", "latency_p50_ms", "latency_p95_ms", "throughput_per_s",
@@ -321,6 +354,7 @@ def markdown(report: dict) -> str:
               "", "## Checks", ""]
     lines += [f"- {'ok  ' if c['passed'] else 'FAIL'} {c['check']} {c['target']}: {c['detail']}"
               for c in report["checks"]]
+    lines += _kept_tokens_markdown(report.get("kept_tokens"))
     lines += ["", "## Plots", "", "![accuracy](accuracy_vs_budget.png)", "", "![latency](latency_vs_budget.png)", "",
               "![kept tokens per layer](kept_tokens_per_layer.png)", "",
               f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores. Versions: "
