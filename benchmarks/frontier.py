@@ -179,10 +179,12 @@ def run_dataset(args: argparse.Namespace, checkpoint_dir: str, work: Path) -> di
     labels = torch.tensor(train_set.labels)
     graphs = Graphs(checkpoint_dir, work)
     rows = []
+    # Significance needs a layer before the first pruned one; with a gated first layer it does not apply.
+    applicable = tuple(m for m in METHODS if not (m == "significance" and "0" in model.gates))
     sample_ids = list(range(0, len(eval_set), max(1, len(eval_set) // LATENCY_SAMPLE)))[:LATENCY_SAMPLE]
     lengths = [len(ids) for ids in eval_set.ids]
     for budget in args.budgets:
-        methods = ("learned",) if budget >= 1.0 else METHODS
+        methods = ("learned",) if budget >= 1.0 else applicable
         sessions, latency_data = {}, {}
         for method in methods:
             train_in, eval_in, scorer = train_set, eval_set, method
