@@ -48,6 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, describe, interleaved_medians, machine, write_results
 
 from adaret.export import ExportConfig, run_export
+from adaret.modeling.scorers import make_scorer
 from adaret.training.batching import Encoded
 from adaret.training.checkpoint import RetentionCheckpoint
 from adaret.training.config import TrainConfig
@@ -225,8 +226,6 @@ def _fitted_head(model, reference_head, data: Encoded, labels, teacher, recipe: 
     elif method in CUTS:
         features = pooled_features(model, data, recipe.batch_size, desc=f"{method} features @{budget:g}")
     else:
-        from adaret.modeling.scorers import make_scorer
-
         features = pooled_features(model, data, recipe.batch_size, mode="hard", schedule=schedule.rescaled(budget),
                                    scorer=make_scorer(method, model), desc=f"{method} features @{budget:g}")
     return fit_head(head, features, labels, epochs=recipe.head_epochs, teacher=teacher,
