@@ -46,6 +46,7 @@ from onnx import numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, describe, interleaved_medians, machine, write_results
+from generalisation import retention_cost
 
 from adaret.export import ExportConfig, run_export
 from adaret.modeling.scorers import make_scorer
@@ -155,16 +156,11 @@ def graph_correct(sess: ort.InferenceSession, data: Encoded, batch_size: int = 1
 
 
 def cost(method: str, budget: float, schedule, data: Encoded, evaluated: Encoded) -> float:
-    """Mean over texts of the fraction of (layer, token) updates the method computes.
-
-    A cut runs every layer on its cut text; a top-M graph runs layer l on K_l = max(2, ceil(f_l * n)) tokens.
-    """
-    lengths = [len(ids) for ids in data.ids]
+    """Mean over texts of the fraction of (layer, token) updates the method computes: a cut runs every layer
+    on its cut text; a top-M graph runs layer l on K_l = max(2, ceil(f_l * n)) tokens."""
     if method in CUTS or budget >= 1.0:
         return statistics.fmean(len(cut) / len(ids) for cut, ids in zip(evaluated.ids, data.ids, strict=True))
-    rescaled = schedule.rescaled(budget)
-    return statistics.fmean(sum(min(k, n) for k in rescaled.keep_counts(n)) / (n * len(rescaled.numerators))
-                            for n in lengths)
+    return retention_cost(schedule.rescaled(budget), [len(ids) for ids in data.ids])
 
 
 def run_dataset(args: argparse.Namespace, checkpoint_dir: str, work: Path) -> dict:

@@ -68,9 +68,8 @@ def test_significance_refuses_a_gated_first_layer():
 
 
 @pytest.mark.parametrize("scorer", ["significance", "random"])
-def test_baseline_scorers_export_with_parity(tmp_path, tokenizer, scorer):
-    checkpoint = save_tiny_checkpoint(tmp_path / "ck", tokenizer)
-    result = run_export(ExportConfig(budget=0.4, checkpoint=str(checkpoint), out=str(tmp_path / "out"),
+def test_baseline_scorers_export_with_parity(tmp_path, tiny_checkpoint, scorer):
+    result = run_export(ExportConfig(budget=0.4, checkpoint=str(tiny_checkpoint), out=str(tmp_path / "out"),
                                      scorer=scorer, optimize=False, with_positions=True, parity_batches=(1, 3),
                                      parity_lengths=(9, 37, 128)))
     parity = result.graphs[0].parity

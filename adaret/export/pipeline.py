@@ -92,14 +92,13 @@ def run_export(config: ExportConfig) -> ExportResult:
     checkpoint = RetentionCheckpoint.from_pretrained(checkpoint_dir, attn_implementation="eager")
     max_positions = int(checkpoint.model.encoder.config.max_position_embeddings)
     validate_config(config, max_positions)
-    if config.seq_lens is None:
-        config = replace(config, seq_lens=tuple(n for n in DEFAULT_SEQ_LENS if n <= max_positions) or (max_positions,))
+    config = with_default_seq_lens(config, max_positions)
     schedule, notes = deployment_schedule(checkpoint, config.budget, checkpoint_dir)  # before any output exists
     notes += (config.budget_search or {}).get("notes", [])
     out_dir = config.out_dir
     ensure_writable_dir(out_dir)
     result = ExportResult(config, schedule, float(checkpoint.info.training["budget"]), checkpoint.sha256, notes=notes)
-    scorer = None if config.scorer == "learned" else baseline_scorer(config.scorer, checkpoint)
+    scorer = token_scorer(config.scorer, checkpoint)
     module = TopMInference(checkpoint.model, schedule, with_positions=True, scorer=scorer).eval()
     lengths = list(config.seq_lens) if config.static else [None]
     for seq_len in lengths:
@@ -114,7 +113,15 @@ def run_export(config: ExportConfig) -> ExportResult:
     return result
 
 
-def baseline_scorer(name: str, checkpoint: RetentionCheckpoint) -> TokenScorer:
+def with_default_seq_lens(config: ExportConfig, max_positions: int) -> ExportConfig:
+    """``DEFAULT_SEQ_LENS`` up to the model's max positions, where the config names none."""
+    if config.seq_lens is not None:
+        return config
+    return replace(config, seq_lens=tuple(n for n in DEFAULT_SEQ_LENS if n <= max_positions) or (max_positions,))
+
+
+def token_scorer(name: str, checkpoint: RetentionCheckpoint) -> TokenScorer | None:
+    """The scorer ``--scorer name`` puts in the graph (None: the learned gates); a bad choice is one line."""
     try:
         return make_scorer(name, checkpoint.model)
     except ValueError as exc:

@@ -4,7 +4,8 @@ The hard top-M rule keeps the K_l highest-scoring tokens before layer l. Only th
 methods; the schedule, the TopK/Gather path, the head and the export are the same, so the baselines are
 compared with learned retention at equal cost and through the same deployment graph:
 
-- ``GateScorer`` (the method): the gate's logit, ``log_alpha[l, i] = w_l . LayerNorm(h[l-1, i]) + b_l``.
+- learned (the method; no scorer object, ``forward_hard`` asks the gates):
+  ``log_alpha[l, i] = w_l . LayerNorm(h[l-1, i]) + b_l``.
 - ``AttentionSignificanceScorer`` (PoWER-BERT, Goyal et al., ICML 2020): the attention a token received in
   the previous layer, summed over heads and over the real queries,
 
@@ -36,17 +37,6 @@ class TokenScorer(nn.Module):
         raise NotImplementedError
 
 
-class GateScorer(TokenScorer):
-    """The learned Hard-Concrete gate's logit (the method)."""
-
-    def __init__(self, gates: nn.ModuleDict):
-        super().__init__()
-        self.gates = gates
-
-    def forward(self, layer, hidden, positions, mask, attention):
-        return self.gates[str(layer)].log_alpha(hidden)
-
-
 class AttentionSignificanceScorer(TokenScorer):
     """PoWER-BERT significance: attention received in the previous layer, over heads and real queries."""
 
@@ -72,10 +62,10 @@ class RandomScorer(TokenScorer):
         return self.table[layer][positions]
 
 
-def make_scorer(name: str, model: nn.Module, *, seed: int = 0) -> TokenScorer:
-    """``learned``, ``significance`` or ``random`` for a ``RetentionModel``."""
+def make_scorer(name: str, model: nn.Module, *, seed: int = 0) -> TokenScorer | None:
+    """``learned`` (None: the model's own gates), ``significance`` or ``random`` for a ``RetentionModel``."""
     if name == "learned":
-        return GateScorer(model.gates)
+        return None
     if name == "significance":
         if "0" in model.gates:
             raise ValueError("attention significance cannot score the first layer's input (no layer before it)")

@@ -51,12 +51,13 @@ from adaret.export.inference import LOGITS, TopMInference
 from adaret.export.metadata import write_metadata
 from adaret.export.onnx_export import export_module, keep_outputs, save_model
 from adaret.export.pipeline import (
-    DEFAULT_SEQ_LENS,
     ExportConfig,
     ExportResult,
     deployment_schedule,
     run_export,
+    token_scorer,
     validate_config,
+    with_default_seq_lens,
 )
 from adaret.modeling import DENOMINATOR, KeepSchedule
 from adaret.runtime.text import TruncationWarning
@@ -284,7 +285,7 @@ class HardEvaluator:
         self.batches = make_batches(encoded, pad_id, batch_size, max_length, static)
         self.labels = examples.labels
         self.checkpoint = checkpoint
-        self.scorer = _scorer(checkpoint, config)
+        self.scorer = token_scorer(config.scorer, checkpoint)
         self._cache: dict[tuple[int, ...], np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -299,16 +300,6 @@ class HardEvaluator:
                 predicted[batch.indices] = infer({name: feeds[name] for name in module.input_names})[LOGITS].argmax(1)
             self._cache[schedule.numerators] = predicted == self.labels
         return self._cache[schedule.numerators]
-
-
-def _scorer(checkpoint: RetentionCheckpoint, config: ExportConfig):
-    """The token scorer the export will put in the graph (None: the learned gates)."""
-    name = getattr(config, "scorer", "learned")
-    if name == "learned":
-        return None
-    from adaret.export.pipeline import baseline_scorer  # only exports with a baseline scorer have one
-
-    return baseline_scorer(name, checkpoint)
 
 
 def _torch_infer(module: TopMInference) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
@@ -346,7 +337,7 @@ class LatencyProbe:
     def __init__(self, checkpoint: RetentionCheckpoint, config: ExportConfig, batch: int, seq_len: int, work: Path):
         self.checkpoint, self.config, self.batch, self.seq_len, self.work = checkpoint, config, batch, seq_len, work
         self.max_positions = int(checkpoint.model.encoder.config.max_position_embeddings)
-        self.scorer = _scorer(checkpoint, config)
+        self.scorer = token_scorer(config.scorer, checkpoint)
 
     def __call__(self, budget: float) -> float:
         from adaret.graph_passes.pipeline import optimize
@@ -421,8 +412,7 @@ def run_auto_export(config: ExportConfig, auto: AutoBudgetConfig, progress: Prog
     checkpoint = RetentionCheckpoint.from_pretrained(config.checkpoint_dir, attn_implementation=attention)
     max_positions = int(checkpoint.model.encoder.config.max_position_embeddings)
     validate_config(replace(config, budget=1.0), max_positions)  # bad lengths or opset fail now, not after the search
-    if config.seq_lens is None:
-        config = replace(config, seq_lens=tuple(n for n in DEFAULT_SEQ_LENS if n <= max_positions) or (max_positions,))
+    config = with_default_seq_lens(config, max_positions)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a clamped fraction: run_export records it as a note
         floor = checkpoint.info.keep_schedule.min_budget
@@ -441,7 +431,7 @@ def run_auto_export(config: ExportConfig, auto: AutoBudgetConfig, progress: Prog
 def _attention(config: ExportConfig, auto: AutoBudgetConfig) -> str:
     """sdpa where only PyTorch evaluates: the same attention as the exported (eager-traced) graph to ~1e-6, and
     twice as fast on CPU at 512 tokens. Exporting, and scorers that read attention weights, need eager."""
-    learned = getattr(config, "scorer", "learned") == "learned"
+    learned = config.scorer == "learned"
     return "sdpa" if auto.mode == "accuracy" and learned else "eager"
 
 
