@@ -27,6 +27,7 @@ demo: $(STAMP)
 	$(PY) export.py --budget 0.4
 
 test: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest
 
 test-slow: $(STAMP)
@@ -42,7 +43,7 @@ lint: $(STAMP)
 # Reproduces the bundled demo adapter (about 10 minutes on 2 CPU cores).
 train-demo: $(STAMP)
 	$(PY) -m adaret.cli train --data bbc-news --budget 0.4 --freeze-backbone --seed 0 \
-		--out adaret/pretrained/bbc-news-minilm-l6-b0.4
+		--out adaret/pretrained/bbc-news-minilm-l6-b0.4 --overwrite
 
 clean:
 	rm -rf $(VENV) build *.egg-info

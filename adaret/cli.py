@@ -11,27 +11,9 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from adaret import __version__
-from adaret.errors import AdaretError, ExportError, root_cause
-
-
-def budget_value(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"budget must be a number in (0, 1], got {text!r}") from None
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"budget must lie in (0, 1], got {value}")
-    return value
-
-
-def export_budget_value(text: str) -> float | str:
-    """An export budget: a number in (0, 1], or ``auto`` (chosen by --min-accuracy or --max-latency-ms)."""
-    if text.strip().lower() == "auto":
-        return "auto"
-    try:
-        return budget_value(text)
-    except argparse.ArgumentTypeError as exc:
-        raise argparse.ArgumentTypeError(f"{exc} (or the word auto)") from None
+from adaret.core.cli_args import budget_value, export_budget_value
+from adaret.core.constants import DEFAULT_TOLERANCE, MIN_OPSET
+from adaret.core.errors import AdaretError, ExportError, root_cause
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -53,7 +35,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--label-column", default=d.label_column, help="label column of a CSV/JSONL file")
     p.add_argument("--budget", type=budget_value, default=d.budget,
                    help="target mean fraction of tokens each layer processes, in (0, 1] (default: %(default)s)")
-    p.add_argument("--out", required=True, help="checkpoint directory to write")
+    p.add_argument("--out", required=True, help="checkpoint directory to write (new or empty, unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty --out, replacing the checkpoint's own files (others are kept)")
     backbone = p.add_mutually_exclusive_group()
     backbone.add_argument("--freeze-backbone", dest="freeze_backbone", action="store_true", default=d.freeze_backbone,
                           help="keep the backbone frozen and train a retention adapter: gates, then the head "
@@ -108,7 +92,7 @@ def _run_train(args: argparse.Namespace) -> int:
         seed=args.seed, max_train_samples=args.max_train_samples, max_eval_samples=args.max_eval_samples,
         gate_first_layer=args.gate_first_layer, tune_head=args.tune_head, refit_head=args.refit_head,
         distill_weight=args.distill_weight, scorer=args.scorer, text_column=args.text_column,
-        label_column=args.label_column)
+        label_column=args.label_column, overwrite=args.overwrite)
     checkpoint = train(config, command="adaret " + shlex.join(sys.argv[1:]))
     m = checkpoint.info.metrics
     print(f"wrote {args.out}")
@@ -159,7 +143,11 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: %(default)s)")
     p.add_argument("--checkpoint", default=None,
                    help="retention checkpoint directory (default: the bundled BBC News MiniLM-L6 adapter)")
-    p.add_argument("--out", default=None, help="output directory (default: out/export-b<budget>)")
+    p.add_argument("--out", default=None,
+                   help="output directory, new or empty unless --overwrite (default: out/export-b<budget>)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty --out: the export's files (and those of an earlier export there) are "
+                        "replaced, other files are kept")
     p.add_argument("--seq-len", type=seq_lens_value, default=None, metavar="N[,N...]",
                    help="sequence buckets: one static graph each with --static; otherwise the lengths at "
                         "which the summary shows K per layer (default: 128,256,512)")
@@ -167,14 +155,15 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
                    help="one graph per bucket with constant K per layer (for TensorRT) instead of one graph "
                         "with K computed from the input shape (for ONNX Runtime)")
     p.add_argument("--batch", type=int, default=None, help="fix the batch size (default: dynamic batch)")
-    p.add_argument("--opset", type=int, default=18, help="ONNX opset, >= 18 (default: %(default)s)")
+    p.add_argument("--opset", type=int, default=MIN_OPSET,
+                   help=f"ONNX opset, >= {MIN_OPSET} (default: %(default)s)")
     p.add_argument("--with-positions", action="store_true",
                    help="also output kept_positions_l<n>: the original positions each pruned layer keeps")
     p.add_argument("--scorer", choices=["learned", "significance", "random"], default="learned",
                    help="what ranks the tokens at each pruned layer: the learned gates (default), or, for "
                         "comparison on the same schedule and graph, PoWER-BERT attention significance or a "
                         "fixed random ranking (see docs/method.md)")
-    p.add_argument("--tolerance", type=float, default=1e-4,
+    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
                    help="max |logit difference| ONNX Runtime vs PyTorch (default: %(default)s)")
     p.add_argument("--no-optimize", action="store_true",
                    help="skip the graph passes (by default model.opt.onnx is written next to model.onnx)")
@@ -202,9 +191,18 @@ EXPORT_DESCRIPTION = ("Export a retention checkpoint as an ONNX graph in which t
                       "Runtime, and write model.onnx, export_report.json and the tokenizer.")
 
 
+def _graph_optimizer() -> Callable[..., object]:
+    """The graph-pass stage, which the command line (not the export stage) hands to the export."""
+    from adaret.graph_passes.pipeline import optimize
+
+    return optimize
+
+
 def run_export_command(args: argparse.Namespace) -> int:
-    from adaret.export.pipeline import ExportConfig, run_export
-    from adaret.export.summary import print_summary
+    from dataclasses import replace
+
+    from adaret.core.outputs import holds_only_an_export, output_dir
+    from adaret.export.pipeline import ExportConfig
 
     if args.engine:
         from adaret.engines.environment import tensorrt_available
@@ -219,15 +217,33 @@ def run_export_command(args: argparse.Namespace) -> int:
     config = ExportConfig(budget=1.0 if auto else args.budget, checkpoint=args.checkpoint, out=args.out,
                           seq_lens=args.seq_len, static=args.static, batch=args.batch, opset=args.opset,
                           with_positions=args.with_positions, tolerance=args.tolerance,
-                          optimize=not args.no_optimize, target=args.target, scorer=args.scorer)
+                          target=args.target, scorer=args.scorer, overwrite=args.overwrite)
+    optimizer = None if args.no_optimize else _graph_optimizer()
+    # Re-running the same command replaces the previous export in the default directory: it holds nothing else.
+    if args.out is None and holds_only_an_export(config.out_dir):
+        config = replace(config, overwrite=True)
+    overwrite = config.overwrite
+    if auto and not args.out:  # the default directory names the budget, which the search has yet to choose
+        return _export_and_build(args, config, auto, optimizer)
+    # Claimed before --budget auto's search (and before any engine is built into it): a busy or non-empty --out
+    # fails at once, and a failed export leaves no empty directory behind.
+    with output_dir(config.out_dir, overwrite=overwrite, what="export directory"):
+        return _export_and_build(args, config, auto, optimizer)
+
+
+def _export_and_build(args: argparse.Namespace, config, auto, optimizer) -> int:
+    from adaret.export.pipeline import run_export
+    from adaret.export.summary import print_summary
+
     try:
         if auto:
             from adaret.validation.auto_budget import run_auto_export, summary_lines
 
-            result = run_auto_export(config, auto, progress=lambda line: print(line, flush=True))
+            result = run_auto_export(config, auto, progress=lambda line: print(line, flush=True),
+                                     optimizer=optimizer)
             print("\n".join(summary_lines(result.config.budget_search or {})) + "\n")
         else:
-            result = run_export(config)
+            result = run_export(config, optimizer)
     except (AdaretError, ModuleNotFoundError):
         raise
     except Exception as exc:  # anything else from torch.onnx, onnx or ONNX Runtime: one line, as for the exporter

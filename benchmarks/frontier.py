@@ -49,6 +49,7 @@ from common import RESULTS, describe, interleaved_medians, machine, write_result
 from generalisation import retention_cost
 
 from adaret.export import ExportConfig, run_export
+from adaret.graph_passes.pipeline import optimize
 from adaret.modeling.scorers import make_scorer
 from adaret.training.batching import Encoded
 from adaret.training.checkpoint import RetentionCheckpoint
@@ -110,7 +111,7 @@ class Graphs:
             started = time.perf_counter()
             result = run_export(ExportConfig(budget=budget, checkpoint=self.checkpoint_dir, scorer=scorer,
                                              out=str(self.work / f"{scorer}-b{budget:g}"), parity_batches=(1, 4),
-                                             parity_lengths=(37, 128, 255)))
+                                             parity_lengths=(37, 128, 255)), optimize)
             graph = result.graphs[0]
             key = f"{scorer}@{budget:g}"
             self.export_seconds[key] = round(time.perf_counter() - started, 1)

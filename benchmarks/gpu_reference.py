@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from adaret.errors import AdaretError
+from adaret.core.errors import AdaretError
 from adaret.validation.evaluate import machine, versions
 from adaret.validation.reference import load_checkpoint, resolve_checkpoint, schedule_at
 

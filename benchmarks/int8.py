@@ -45,7 +45,7 @@ QUANTISED = {  # INT8 graph: (fp32 source, adaret calibrate options beyond the d
 
 def build(args, work: Path) -> tuple[dict[str, Path], dict[str, dict]]:
     result = run_export(ExportConfig(budget=args.budget, checkpoint=args.checkpoint, out=str(work),
-                                     with_positions=True, parity_batches=(1,), parity_lengths=(37, 512)))
+                                     with_positions=True, parity_batches=(1,), parity_lengths=(37, 512)), optimize)
     raw = result.graphs[0].path
     int8src = optimize(raw, raw.with_name("model.int8src.onnx"), target="ort-cpu-int8").output
     paths = {"fp32": raw, "fp32 opt": result.graphs[0].optimized.output, "fp32 int8src": int8src}

@@ -92,7 +92,7 @@ def main() -> None:
     order = np.random.default_rng(0).permutation(len(held_out))[: args.max_examples]
     texts, labels = [held_out.texts[i] for i in order], [held_out.labels[i] for i in order]
     work = Path(tempfile.mkdtemp(prefix="adaret-int8-sensitivity-"))
-    raw = run_export(ExportConfig(budget=args.budget, checkpoint=args.checkpoint, out=str(work), optimize=False,
+    raw = run_export(ExportConfig(budget=args.budget, checkpoint=args.checkpoint, out=str(work),
                                   with_positions=True, parity_batches=(1,), parity_lengths=(37,))).graphs[0].path
     source = optimize(raw, work / "model.int8src.onnx", target="ort-cpu-int8").output
     alphas, plain = alpha_sweep(args, source, work, texts, labels, tokenizer)

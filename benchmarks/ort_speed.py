@@ -55,8 +55,7 @@ def build_graphs(checkpoint: str, budgets: list[float], work: Path) -> tuple[dic
     paths, export_seconds, parity = {}, {}, {}
     for budget in budgets:
         started = time.perf_counter()
-        result = run_export(ExportConfig(budget=budget, checkpoint=checkpoint, out=str(work / f"b{budget}"),
-                                         optimize=False))
+        result = run_export(ExportConfig(budget=budget, checkpoint=checkpoint, out=str(work / f"b{budget}")))
         export_seconds[budget] = round(time.perf_counter() - started, 1)
         raw = result.graphs[0].path
         parity[budget] = result.graphs[0].parity.as_dict()

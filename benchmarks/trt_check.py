@@ -23,8 +23,8 @@ MEMORY_TARGET = 0.35  # activation memory at least this much lower
 
 
 def _missing_requirement() -> str | None:
+    from adaret.core.errors import AdaretError
     from adaret.engines.environment import current_gpu, tensorrt_available
-    from adaret.errors import AdaretError
 
     if not tensorrt_available():
         return "tensorrt not installed"
@@ -49,6 +49,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _one_budget(budget: float, args: argparse.Namespace, work: Path) -> dict:
+    from adaret.core import graph_facts as gf
     from adaret.engines.builder import execute_build, prepare_build
     from adaret.engines.compare import compare, make_feeds
     from adaret.engines.environment import import_tensorrt
@@ -64,7 +65,9 @@ def _one_budget(budget: float, args: argparse.Namespace, work: Path) -> dict:
                          profiles=spec, timing_cache=args.timing_cache)
     built = execute_build(plan, out / "model.plan")
     report = compare(onnx_path, built.plan_path, batch=args.batch, iterations=4)
-    feeds = make_feeds({name: "INT64" for name in built.sidecar.input_names}, args.batch, args.seq_len, count=1)[0]
+    vocab = gf.graph_vocabulary(gf.load_model(onnx_path), onnx_path.parent)
+    feeds = make_feeds({name: "INT64" for name in built.sidecar.input_names}, args.batch, args.seq_len, vocab,
+                       count=1)[0]
     with TrtPlanRunner(built.plan_path) as runner:
         timing = runner.benchmark(feeds, iterations=args.iterations)
     return {"budget": budget, "keep_counts": export.graphs[0].keep_counts, "plan_bytes": built.plan_path.stat().st_size,

@@ -9,6 +9,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig
 
+from adaret.core.dummy_inputs import Vocabulary
 from adaret.modeling import RetentionConfig, RetentionModel, encoder_from_config
 from adaret.training.checkpoint import CheckpointInfo, RetentionCheckpoint, resolve_model_source
 from adaret.training.config import PACKAGED_MODEL
@@ -17,6 +18,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 LABELS = ["business", "entertainment", "politics", "sports", "tech"]
+# The tiny models share MiniLM's tokenizer, so random inputs use its vocabulary and special ids.
+BERT_VOCAB = Vocabulary.from_tokenizer_file(resolve_model_source(PACKAGED_MODEL) / "tokenizer.json")
 
 
 @pytest.fixture(scope="session")

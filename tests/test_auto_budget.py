@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from adaret.cli import main
-from adaret.export import ExportConfig, read_metadata
+from adaret.core.metadata import ExportMetadata
+from adaret.export import ExportConfig
 from adaret.modeling import DENOMINATOR, KeepSchedule
 from adaret.training.checkpoint import RetentionCheckpoint
 from adaret.validation import auto_budget as ab
@@ -215,7 +216,7 @@ def labelled_data(sensitive_checkpoint, tmp_path_factory) -> Path:
 def auto_export(sensitive_checkpoint, labelled_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("auto")
     config = ExportConfig(budget=1.0, checkpoint=str(sensitive_checkpoint), out=str(out), seq_lens=(64, 128),
-                          optimize=False, parity_batches=(2,), parity_lengths=(8, 37))
+                          parity_batches=(2,), parity_lengths=(8, 37))
     return run_auto_export(config, AutoBudgetConfig(min_accuracy=0.95, data=str(labelled_data)))
 
 
@@ -231,10 +232,9 @@ def test_auto_export_records_its_decision(auto_export, sensitive_checkpoint):
     assert decision["data"]["validation_examples"] >= 2 and decision["held_out"]["examples"] >= 2
     assert isinstance(decision["held_out"]["holds"], bool)
 
-    meta = read_metadata(onnx.load(str(auto_export.graphs[0].path)))
-    assert float(meta["budget"]) == chosen
-    recorded = meta["budget_search"]
-    assert (json.loads(recorded) if isinstance(recorded, str) else recorded) == json.loads(json.dumps(decision))
+    meta = ExportMetadata.from_model(onnx.load(str(auto_export.graphs[0].path)))
+    assert meta.budget == chosen
+    assert meta.budget_search == json.loads(json.dumps(decision))
     report = json.loads(auto_export.report_path.read_text())
     assert report["budget"] == chosen and report["budget_search"] == json.loads(json.dumps(decision))
     assert set(decision["notes"]) <= set(report["notes"])
@@ -322,7 +322,7 @@ def test_latency_mode_exports_the_largest_budget_under_the_limit(tiny_checkpoint
 
     monkeypatch.setattr(ab.LatencyProbe, "__call__", latency)
     config = ExportConfig(budget=1.0, checkpoint=str(tiny_checkpoint), out=str(tmp_path / "o"), seq_lens=(64,),
-                          batch=4, optimize=False, parity_batches=(2,), parity_lengths=(8, 37))
+                          batch=4, parity_batches=(2,), parity_lengths=(8, 37))
     result = run_auto_export(config, AutoBudgetConfig(max_latency_ms=25.0))
     decision = result.config.budget_search
     fitting = [b for b in budget_grid(0.25, 0.05) if latency(None, b) <= 25.0]
@@ -330,13 +330,13 @@ def test_latency_mode_exports_the_largest_budget_under_the_limit(tiny_checkpoint
     assert decision["target"] == {"max_latency_ms": 25.0, "batch": 4, "seq_len": 64}
     assert all(p["passed"] == (p["latency_ms"] <= 25.0) for p in decision["points"])
     graph = onnx.load(str(result.graphs[0].path))
-    assert float(read_metadata(graph)["budget"]) == max(fitting)
+    assert ExportMetadata.from_model(graph).budget == max(fitting)
     assert graph.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # --batch only set the measured shape
 
 
 def test_latency_probe_times_a_real_graph(tiny_checkpoint, tmp_path):
     checkpoint = RetentionCheckpoint.from_pretrained(tiny_checkpoint, attn_implementation="eager")
-    config = ExportConfig(budget=1.0, checkpoint=str(tiny_checkpoint), optimize=False, static=True)
+    config = ExportConfig(budget=1.0, checkpoint=str(tiny_checkpoint), static=True)
     probe = ab.LatencyProbe(checkpoint, config, batch=2, seq_len=64, work=tmp_path)
     latency = probe(0.5)
     assert 0 < latency < 10_000 and (tmp_path / "b0.5.onnx").is_file()

@@ -26,7 +26,7 @@ def graphs(tiny_checkpoint, tmp_path_factory):
     """The tiny checkpoint's dynamic export with kept positions: raw, ort-cpu and ort-cpu-int8."""
     out = tmp_path_factory.mktemp("int8-acc")
     result = run_export(ExportConfig(budget=0.4, checkpoint=str(tiny_checkpoint), out=str(out), with_positions=True,
-                                     seq_lens=(SEQ,), parity_lengths=(SEQ,), parity_batches=(2,)))
+                                     seq_lens=(SEQ,), parity_lengths=(SEQ,), parity_batches=(2,)), optimize)
     raw = result.graphs[0].path
     int8src = optimize(raw, out / "model.int8src.onnx", target="ort-cpu-int8").output
     return {"raw": raw, "opt": result.graphs[0].optimized.output, "int8src": int8src}
@@ -161,3 +161,22 @@ def test_calibrate_cli_reports_smoothing_and_the_search(graphs, tiny_checkpoint,
     assert code == 0 and out.is_file(), printed
     assert "SmoothQuant alpha 0.8" in printed and "token agreement on 8 calibration texts" in printed
     assert "95% lower bound" in printed and "packed Attention" in printed  # the note that points to ort-cpu-int8
+
+
+def test_agreement_is_measured_on_the_runtime_padding(graphs, tokenizer):
+    """K_l follows the padded length, so INT8 is calibrated and checked on the feeds the runtime serves."""
+    import adaret.runtime as rt
+    from adaret.calibration.reader import encode_planned
+
+    texts = [*load_splits("bbc-news", seed=0).eval.texts[:12], "Short one.", "Shares rose."]
+    session = rt.load(graphs["raw"])
+    with pytest.warns(rt.TruncationWarning):  # the bulletins are longer than the tiny model's 128 positions
+        encoded = session.encode(texts)
+    served = {tuple(batch.indices): feeds for batch, feeds in session.batches(encoded, batch_size=4)}
+    measured = {tuple(indices): feeds for indices, feeds in
+                encode_planned(texts, tokenizer, batch_size=4, max_length=session.max_length)}
+    assert served.keys() == measured.keys() and len(served) > 1
+    for key, feeds in served.items():
+        for name, value in feeds.items():
+            assert np.array_equal(measured[key][name], value), (key, name)
+    assert {f["input_ids"].shape[1] for f in measured.values()} > {session.max_length}  # not one padded width

@@ -15,10 +15,11 @@ from adaret.calibration.quantize import QuantizeConfig, modelopt_available, quan
 from adaret.calibration.record import CalibrationRecord, record_path, scales_sha256
 from adaret.calibration.verify import compare, session
 from adaret.cli import main
-from adaret.engines import graph_facts as gf
+from adaret.core import graph_facts as gf
+from adaret.core.metadata import ExportMetadata
 from adaret.engines.lint import lint_model
 from adaret.export import ExportConfig, run_export
-from adaret.export.metadata import decode_metadata
+from adaret.graph_passes.pipeline import optimize
 from adaret.training.data import load_splits
 
 SEQ = 64
@@ -28,7 +29,7 @@ SEQ = 64
 def fp32_graph(tiny_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("export")
     result = run_export(ExportConfig(budget=0.4, checkpoint=str(tiny_checkpoint), out=str(out), static=True,
-                                     seq_lens=(SEQ,), batch=None, with_positions=True, optimize=False))
+                                     seq_lens=(SEQ,), batch=None, with_positions=True))
     return result.graphs[0].path
 
 
@@ -104,8 +105,8 @@ def test_record_makes_the_run_reproducible(int8, fp32_graph, tiny_checkpoint, tm
                                     method="minmax", progress=False))
     assert again.record.scales_sha256 == record.scales_sha256
     assert again.record.data["texts_sha256"] == record.data["texts_sha256"]
-    meta = decode_metadata(gf.load_model(int8.output).metadata_props)
-    assert meta["quantization"].startswith("int8-qdq") and meta["checkpoint_sha256"] == record.checkpoint_sha256
+    meta = ExportMetadata.from_props(gf.load_model(int8.output).metadata_props)
+    assert meta.quantization.startswith("int8-qdq") and meta.checkpoint_sha256 == record.checkpoint_sha256
 
 
 def _calibrate(args, capsys):
@@ -145,7 +146,7 @@ def test_mismatched_tokenizer_is_rejected(fp32_graph):
             return 10**6
 
     from adaret.calibration.quantize import _check_vocab
-    from adaret.errors import AdaretError
+    from adaret.core.errors import AdaretError
 
     with pytest.raises(AdaretError, match="tokenizer and model do not match"):
         _check_vocab(qgraph.load(fp32_graph), BigTokenizer(), "model.onnx", fp32_graph.parent)
@@ -153,7 +154,7 @@ def test_mismatched_tokenizer_is_rejected(fp32_graph):
 
 def test_fused_ort_graph_is_marked_ort_only(tiny_checkpoint, tmp_path):
     result = run_export(ExportConfig(budget=0.4, checkpoint=str(tiny_checkpoint), out=str(tmp_path),
-                                     seq_lens=(SEQ,), parity_lengths=(SEQ,), parity_batches=(2,)))
+                                     seq_lens=(SEQ,), parity_lengths=(SEQ,), parity_batches=(2,)), optimize)
     fused = result.graphs[0].optimized.output
     plan = qgraph.plan_quantization(qgraph.load(fused))
     assert plan.custom_ops and not plan.tensorrt_input

@@ -12,7 +12,7 @@ from conftest import save_tiny_checkpoint
 from adaret.calibration.data import MIN_SAMPLES, calibration_texts
 from adaret.calibration.schedule import calibrate_schedule, plot_schedule, write_calibrated_checkpoint
 from adaret.cli import main
-from adaret.errors import AdaretError
+from adaret.core.errors import AdaretError
 from adaret.training.checkpoint import RetentionCheckpoint
 
 OPEN_PROBS = {1: 0.8, 2: 0.5, 3: 0.25}  # P(gate open) per gated layer (layer 0 is ungated)

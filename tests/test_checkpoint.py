@@ -4,7 +4,7 @@ import shutil
 import pytest
 import torch
 
-from adaret.errors import AdaretError
+from adaret.core.errors import AdaretError
 from adaret.training.checkpoint import RetentionCheckpoint, checkpoint_sha256
 from tests.conftest import random_batch
 
@@ -48,7 +48,7 @@ def test_corrupt_checkpoints_give_one_line_errors(tiny_checkpoint, tmp_path, dam
 def test_missing_tensors_are_reported(tiny_checkpoint, tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from adaret.fileio import sha256_file
+    from adaret.core.fileio import sha256_file
 
     broken = tmp_path / "missing"
     shutil.copytree(tiny_checkpoint, broken)

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from adaret.errors import AdaretError
+from adaret.core.errors import AdaretError
 from adaret.training.data import load_splits
 
 

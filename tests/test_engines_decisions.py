@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from adaret.core.errors import AdaretError
 from adaret.engines.decisions import BuildRequest, GiB, decide_build_config, parse_version
 from adaret.engines.profiles import parse_profile_spec, profile_for_graph
-from adaret.errors import AdaretError
 
 NAMES = ("input_ids", "attention_mask")
 SCORE_PATH = ("/gate0/LayerNorm", "/gate0/scorer/MatMul", "/gate0/TopK")

@@ -14,7 +14,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from adaret.engines import graph_facts as gf
+from adaret.core import graph_facts as gf
+from adaret.core.errors import AdaretError
+from adaret.core.fileio import sha256_file
+from adaret.core.metadata import ExportMetadata
+from adaret.core.onnx_files import save_model
 from adaret.engines.builder import BuildFacts, engine_loader, execute_build, prepare_build
 from adaret.engines.compare import TOLERANCES, compare, make_feeds
 from adaret.engines.decisions import BuildRequest, decide_build_config
@@ -22,11 +26,9 @@ from adaret.engines.environment import tensorrt_available
 from adaret.engines.lint import Severity, lint_model
 from adaret.engines.profiles import profile_for_graph
 from adaret.engines.sidecar import EngineSidecar, fields_from_metadata, write_sidecar
-from adaret.errors import AdaretError
 from adaret.export import ExportConfig, run_export
-from adaret.export.metadata import decode_metadata
-from adaret.export.onnx_export import keep_outputs, save_model
-from adaret.fileio import sha256_file
+from adaret.export.onnx_export import keep_outputs
+from adaret.graph_passes.pipeline import optimize
 
 SEQ = 64
 
@@ -35,7 +37,7 @@ SEQ = 64
 def export(tiny_checkpoint, tmp_path_factory):
     out = tmp_path_factory.mktemp("engines-static")
     return run_export(ExportConfig(budget=0.5, checkpoint=str(tiny_checkpoint), out=str(out), seq_lens=(SEQ,),
-                                   static=True, with_positions=True, parity_batches=(2,)))
+                                   static=True, with_positions=True, parity_batches=(2,)), optimize)
 
 
 @pytest.fixture(scope="module")
@@ -241,7 +243,7 @@ def test_build_plan_for_tensorrt_10_and_11_without_tensorrt(logits_only, export,
     assert set(plan.decisions.fp32_nodes) == set(_score_nodes(logits_only))
     # the TopK input chain of every pruned layer is pinned to FP32, and only it
     assert plan.decisions.layer_precisions() == {name: "DataType.FLOAT" for name in _score_nodes(logits_only)}
-    assert float(plan.metadata["budget"]) == 0.5
+    assert plan.metadata.budget == 0.5
     score_topks = set(_score_topks(logits_only))
     assert {op for name, op in plan.onnx_ops.items() if name in score_topks} == {"TopK"}
     plan11 = prepare_build(logits_only, tensorrt_version="11.1.0", precision="fp16")
@@ -371,7 +373,7 @@ def test_build_plan_refuses_blockers_and_impossible_targets(logits_only, tmp_pat
 
 
 def test_sidecar_fields_come_from_the_export_metadata(logits_only, export, tmp_path):
-    metadata = decode_metadata(gf.load_model(logits_only).metadata_props)
+    metadata = ExportMetadata.from_props(gf.load_model(logits_only).metadata_props)
     fields = fields_from_metadata(metadata)
     assert fields["budget"] == 0.5 and fields["training_budget"] == 0.4 and fields["seq_len"] == SEQ
     assert fields["keep_counts"] == {str(SEQ): export.graphs[0].keep_counts[SEQ]}
@@ -386,16 +388,18 @@ def test_sidecar_fields_come_from_the_export_metadata(logits_only, export, tmp_p
 
 
 def test_make_feeds_stay_in_the_vocabulary_with_padding(logits_only):
-    vocab = gf.vocab_size(gf.load_model(logits_only))
-    assert vocab == 30522
+    vocab = gf.graph_vocabulary(gf.load_model(logits_only))  # recorded by the export, from the tokenizer
+    assert (vocab.size, vocab.cls_id, vocab.sep_id, vocab.pad_id) == (30522, 101, 102, 0)
     feeds = make_feeds({"input_ids": "INT64", "attention_mask": "INT64", "token_type_ids": "INT32"}, 4, SEQ,
-                       vocab=vocab, count=3, seed=1)
+                       vocab, count=3, seed=1)
     assert len(feeds) == 3
     for feed in feeds:
         ids, mask = feed["input_ids"], feed["attention_mask"]
         assert ids.dtype == np.int64 and feed["token_type_ids"].dtype == np.int32 and ids.shape == (4, SEQ)
-        assert (ids < vocab).all() and (ids[:, 0] == 101).all() and (ids[mask == 0] == 0).all()
-        assert mask[0].all() and (mask.sum(1) >= 2).all()
+        assert (ids < vocab.size).all() and (ids[:, 0] == 101).all() and (ids[mask == 0] == 0).all()
+        lengths = mask.sum(1)
+        assert (ids[np.arange(4), lengths - 1] == 102).all()
+        assert mask.all(axis=1).any() and (lengths >= 2).all()
 
 
 def _perturbed(source: Path, target: Path, pick: Callable[[onnx.ModelProto], str], change) -> Path:

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from adaret.core.errors import AdaretError
 from adaret.engines.inspection import layer_record, parse_engine_information, summarize_layers
-from adaret.errors import AdaretError
 
 SEP = "\x1e"
 ONNX_OPS = {"node_MatMul_74": "MatMul", "node_linear_6": "Add", "node_topk__1": "TopK", "node_topk_1__1": "TopK",

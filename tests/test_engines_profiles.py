@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from adaret.core.errors import AdaretError
 from adaret.engines.profiles import (
     DEFAULT_BATCHES,
     Profile,
@@ -15,7 +16,6 @@ from adaret.engines.profiles import (
     profile_for_graph,
     profiles_from_buckets,
 )
-from adaret.errors import AdaretError
 
 NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -97,7 +97,7 @@ def test_one_profile_per_bucket():
 
 def test_bucket_for_picks_the_smallest_bucket_that_fits():
     assert [bucket_for(n, (128, 256, 512)) for n in (1, 128, 129, 512)] == [128, 128, 256, 512]
-    with pytest.raises(AdaretError, match="no sequence bucket holds 513"):
+    with pytest.raises(AdaretError, match="a text of 513 tokens is longer than the largest bucket"):
         bucket_for(513, (128, 256, 512))
 
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from adaret.core.errors import AdaretError
 from adaret.engines.environment import parse_nvidia_smi, tensorrt_available
 from adaret.engines.profiles import parse_profile_spec, profile_for_graph
 from adaret.engines.sidecar import EngineSidecar, write_sidecar
 from adaret.engines.trt_session import TrtPlanRunner, validate_feeds
-from adaret.errors import AdaretError
 
 ROOT = Path(__file__).resolve().parent.parent
 NAMES = ["input_ids", "attention_mask"]

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from adaret.core.errors import AdaretError
 from adaret.engines.profiles import Profile, ShapeRange
 from adaret.engines.sidecar import (
     SCHEMA_VERSION,
@@ -17,7 +18,6 @@ from adaret.engines.sidecar import (
     sidecar_path,
     write_sidecar,
 )
-from adaret.errors import AdaretError
 
 
 def _profile(seq=512, batches=(1, 8, 32)):

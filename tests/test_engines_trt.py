@@ -9,6 +9,7 @@ import pytest
 
 trt = pytest.importorskip("tensorrt")
 
+from conftest import BERT_VOCAB  # noqa: E402
 from polygraphy.backend.trt import CreateConfig, NetworkFromOnnxPath  # noqa: E402
 
 from adaret.engines.builder import build_engine, execute_build, prepare_build, tensorrt_enum  # noqa: E402
@@ -76,7 +77,7 @@ def test_built_plan_runs_and_matches_onnx_runtime(static_graph, tmp_path, precis
     assert "TopK" in sidecar.layer_summary["retention"]
     pinned = sidecar.layer_summary["build"]["fp32_pinned_layers"]
     assert (pinned is not None and pinned > 0) is (precision == "fp16" and MAJOR == 10)
-    feeds = make_feeds({n: "INT64" for n in sidecar.input_names}, 2, SEQ, count=1)[0]
+    feeds = make_feeds({n: "INT64" for n in sidecar.input_names}, 2, SEQ, BERT_VOCAB, count=1)[0]
     with TrtPlanRunner(plan_path) as runner:
         got = runner.run(feeds)
     want = _ort(static_graph, feeds)
@@ -95,7 +96,8 @@ def test_timing_cache_is_reused_and_benchmark_reports_device_time(static_graph, 
     size = cache.stat().st_size
     execute_build(plan, tmp_path / "b.plan")
     assert cache.stat().st_size >= size
-    feeds = make_feeds({n: "INT64" for n in load_sidecar(tmp_path / "b.plan").input_names}, 4, SEQ, count=1)[0]
+    feeds = make_feeds({n: "INT64" for n in load_sidecar(tmp_path / "b.plan").input_names}, 4, SEQ, BERT_VOCAB,
+                       count=1)[0]
     with TrtPlanRunner(tmp_path / "b.plan") as runner:
         result = runner.benchmark(feeds, iterations=20, warmup=5)
         assert result.median_ms > 0 and result.p90_ms >= result.median_ms

@@ -14,9 +14,9 @@ import pytest
 from onnx import TensorProto, helper
 
 from adaret.cli import main
-from adaret.errors import AdaretError
+from adaret.core.errors import AdaretError
+from adaret.core.metadata import ExportMetadata
 from adaret.export import ExportConfig, run_export
-from adaret.export.metadata import read_metadata, write_metadata
 from adaret.runtime.explain import (
     Explainer,
     GraphFile,
@@ -38,7 +38,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _export(checkpoint: Path, out: Path, with_positions: bool) -> Path:
-    run_export(ExportConfig(budget=0.4, checkpoint=str(checkpoint), out=str(out), optimize=False,
+    run_export(ExportConfig(budget=0.4, checkpoint=str(checkpoint), out=str(out),
                             with_positions=with_positions, parity_batches=(1,), parity_lengths=(16,)))
     return out
 
@@ -97,7 +97,7 @@ def test_exposed_orders_match_the_same_graphs_positions_in_one_run(positions_dir
     model = onnx.load_from_string(edited)  # the wire-level edit is a valid model that onnx itself reads back
     onnx.checker.check_model(model)
     assert [o.name for o in model.graph.output] == ["logits", *wanted, *graph.order_names]
-    assert graph.metadata == read_metadata(model) and graph.output_names == ["logits", *wanted]
+    assert graph.metadata == ExportMetadata.from_model(model) and graph.output_names == ["logits", *wanted]
     session = ort.InferenceSession(edited, providers=["CPUExecutionProvider"])
     feeds = _feeds(3, 64, seed=5)
     fetched = session.run([*graph.order_names, *wanted], feeds)
@@ -107,7 +107,7 @@ def test_exposed_orders_match_the_same_graphs_positions_in_one_run(positions_dir
 
 def test_explained_texts_follow_the_keep_rule(default_dir, positions_dir):
     explainer, reference = Explainer(default_dir), Explainer(positions_dir)
-    numerators = explainer.graph(None).metadata["schedule"]["numerators"]
+    numerators = explainer.graph(None).metadata.schedule["numerators"]
     for text in TEXTS:
         e, want = explainer.explain(text), reference.explain(text)
         assert (e.layers, e.slots, e.tokens) == (want.layers, want.slots, want.tokens)
@@ -119,7 +119,7 @@ def test_explained_texts_follow_the_keep_rule(default_dir, positions_dir):
             assert kept[0] == 0 and set(kept) <= set(previous)
             assert len(kept) == min(slots, len(previous))  # padding ranks below every real token
     long = explainer.explain(TEXTS[-1])
-    assert long.slots == explainer.graph(None).metadata["keep_counts"]["128"] and len(long.tokens) == 128
+    assert long.slots == explainer.graph(None).metadata.keep_counts["128"] and len(long.tokens) == 128
 
 
 def test_static_buckets_pick_the_smallest_that_holds_the_text(default_dir, tmp_path):
@@ -204,8 +204,8 @@ def test_a_graph_without_retention_keeps_every_token(default_dir, tmp_path):
              helper.make_node("ReduceMean", ["m"], ["logits"], axes=[1], keepdims=1)]
     model = helper.make_model(helper.make_graph(nodes, "full", [ids, mask], [logits]),
                               opset_imports=[helper.make_opsetid("", 17)])
-    write_metadata(model, {"budget": 1.0, "seq_len": "dynamic", "max_positions": 128,
-                           "schedule": {"denominator": 10_000, "numerators": [10_000] * 4}})
+    ExportMetadata(form="dynamic", budget=1.0, max_positions=128,
+                   schedule={"denominator": 10_000, "numerators": [10_000] * 4}).write_to(model)
     onnx.save(model, str(tmp_path / "model.onnx"))
     shutil.copyfile(default_dir / "tokenizer.json", tmp_path / "tokenizer.json")
     e = Explainer(tmp_path).explain(TEXTS[1])

@@ -36,13 +36,20 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from transformers import BertConfig
 
+from adaret.core.constants import DEFAULT_TOLERANCE
+from adaret.core.dummy_inputs import Vocabulary
+from adaret.core.onnx_files import save_model
+from adaret.core.ort_sessions import make_session
 from adaret.export.inference import TopMInference
-from adaret.export.onnx_export import export_module, save_model
-from adaret.export.parity import DEFAULT_TOLERANCE, check_parity, make_session
+from adaret.export.onnx_export import export_module
+from adaret.export.parity import check_parity
 from adaret.modeling import DENOMINATOR, KeepSchedule, RetentionConfig, RetentionModel, encoder_from_config
 
 MAX_POSITIONS = 128
-VOCAB = 2000  # parity draws token ids from [1000, vocab)
+VOCAB = 2000
+# The models are random and have no tokenizer: ids 1 and 2 stand in for CLS and SEP (position 0 is treated as
+# CLS by position, not by id), and the other ids are drawn from [3, VOCAB).
+TEST_VOCAB = Vocabulary(VOCAB, cls_id=1, sep_id=2, pad_id=0)
 MAX_BATCH = 4
 CASES_PER_EXPORT = 67
 DEFAULT_EXPORTS = 3  # 3 x 67 = 201 drawn cases per default run, next to the 3 explicit examples (45 fixed cases)
@@ -162,7 +169,8 @@ def _export_and_compare(deployment: Deployment, cases: list[Case]) -> None:
         path = save_model(proto, Path(tmp) / "model.onnx")
         session = make_session(path)
         for case in cases:
-            report = check_parity(module, path, [(case.batch, case.seq_len)], seed=case.padding_seed,
+            report = check_parity(module, path, [(case.batch, case.seq_len)], TEST_VOCAB,
+                                  seed=case.padding_seed,
                                   session=session)
             assert report.passed, (
                 f"schedule {schedule.numerators} (measured {measured.numerators}, budget {deployment.budget}, "

@@ -7,12 +7,14 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 import pytest
+from conftest import BERT_VOCAB
 from onnx import TensorProto, helper
 
-from adaret.errors import ParityError
-from adaret.export import ExportConfig, read_metadata, run_export
-from adaret.export.parity import random_inputs
-from adaret.graph_passes.base import GraphPass, op_histogram
+from adaret.core.dummy_inputs import dummy_inputs
+from adaret.core.errors import ParityError
+from adaret.core.metadata import ExportMetadata
+from adaret.export import ExportConfig, run_export
+from adaret.graph_passes.base import GraphPass, Rewrite, op_histogram
 from adaret.graph_passes.passes import (
     CleanupPass,
     FoldConstantsPass,
@@ -23,14 +25,14 @@ from adaret.graph_passes.passes import (
     SplitSkipLayerNormPass,
     TransformerFusionPass,
 )
-from adaret.graph_passes.pipeline import ParityProbe, _run_pass, optimize
+from adaret.graph_passes.pipeline import ParityCheckedPass, ParityProbe, optimize
 from tests.conftest import save_tiny_checkpoint
 
 LAYERS = 4  # the tiny model's
 
 
 def _export(checkpoint, out: Path, **kwargs):
-    config = ExportConfig(budget=0.5, checkpoint=str(checkpoint), out=str(out), optimize=False,
+    config = ExportConfig(budget=0.5, checkpoint=str(checkpoint), out=str(out),
                           parity_lengths=(16,), parity_batches=(2,), **kwargs)
     return run_export(config).graphs[0].path
 
@@ -71,6 +73,13 @@ def fused_cls_graph(cls_graph, tmp_path_factory) -> Path:
 
 def _ir(path: Path) -> ir.Model:
     return ir.serde.deserialize_model(onnx.load(str(path)))
+
+
+def _run_pass(graph_pass: GraphPass, model: ir.Model, probe: ParityProbe):
+    """One pass as the pipeline runs it: the model it returns and its report."""
+    reports = []
+    result = ParityCheckedPass(graph_pass, probe, reports.append)(model)
+    return result.model, reports[0]
 
 
 def _run(graph_pass: GraphPass, path: Path):
@@ -125,8 +134,8 @@ def test_order_restore_elimination_fires_for_order_invariant_heads(dynamic_graph
 def test_order_restore_elimination_keeps_order_for_token_level_heads(dynamic_graph):
     model = _ir(dynamic_graph)
     model.metadata_props["adaret.pooling"] = "tokens"
-    graph_pass = OrderRestoreEliminationPass()
-    assert not graph_pass(model).modified and "order" in graph_pass.skipped
+    result = OrderRestoreEliminationPass()(model)
+    assert not result.modified and "order" in result.skipped
 
 
 def test_fusions_fire_in_every_layer_including_retained_ones(dynamic_graph):
@@ -155,8 +164,8 @@ def test_last_layer_pruning_fires_for_a_cls_head(fused_cls_graph):
 
 
 def test_last_layer_pruning_does_not_fire_for_a_mean_pooling_head(fused_dynamic_graph):
-    graph_pass = LastLayerPruningPass()
-    assert not graph_pass(_ir(fused_dynamic_graph)).modified and "more than CLS" in graph_pass.skipped
+    result = LastLayerPruningPass()(_ir(fused_dynamic_graph))
+    assert not result.modified and "more than CLS" in result.skipped
 
 
 def test_packed_attention_folds_biases_and_packs_qkv_in_every_layer(fused_dynamic_graph):
@@ -178,8 +187,8 @@ def test_packed_attention_leaves_a_pruned_last_layer_unpacked(fused_cls_graph):
 
 
 def test_packed_attention_does_not_fire_before_the_fusions(dynamic_graph):
-    graph_pass = PackedAttentionPass()
-    assert not graph_pass(_ir(dynamic_graph)).modified and "ort-fusions" in graph_pass.skipped
+    result = PackedAttentionPass()(_ir(dynamic_graph))
+    assert not result.modified and "ort-fusions" in result.skipped
 
 
 def test_row_gather_replaces_every_expanded_row_gather(dynamic_graph):
@@ -233,17 +242,24 @@ def test_row_gather_does_not_fire_when_the_index_varies_along_features():
     assert not RowGatherPass()(model).modified
 
 
-def test_a_pass_that_breaks_parity_fails_with_its_name(dynamic_graph):
+def test_a_pass_that_breaks_parity_fails_with_its_name(dynamic_graph, monkeypatch, tmp_path):
+    from adaret.graph_passes import pipeline
+
     class ScaleHead(GraphPass):
         name = "scale-head"
 
         def rewrite(self, model):
             weight = model.graph.initializers["model.head.weight"]
             weight.const_value = ir.tensor(weight.const_value.numpy() * 2.0, name=weight.name)
-            return True
+            return Rewrite(True)
 
     with pytest.raises(ParityError, match="scale-head"):
         _run(ScaleHead(), dynamic_graph)
+    # Through the pipeline's PassManager too: onnx-ir wraps a failing pass in PassErrors, optimize unwraps ours.
+    monkeypatch.setitem(pipeline.PASSES, ScaleHead.name, ScaleHead)
+    with pytest.raises(ParityError, match="scale-head"):
+        optimize(dynamic_graph, tmp_path / "broken.onnx", passes=["cleanup", ScaleHead.name])
+    assert not (tmp_path / "broken.onnx").exists()
 
 
 @pytest.mark.parametrize("which", ["dynamic_graph", "static_graph"])
@@ -253,24 +269,25 @@ def test_pipeline_keeps_parity_and_shrinks_the_graph(which, request, tmp_path):
     result = optimize(source, tmp_path / "model.opt.onnx", target=target)
     assert result.nodes_after < result.nodes_before
     assert all(r.max_abs_diff is None or r.max_abs_diff <= 1e-4 for r in result.reports)
-    meta = read_metadata(onnx.load(str(result.output)))
-    assert [p["pass"] for p in meta["pass_report"]] == [r.name for r in result.reports]
+    meta = ExportMetadata.from_model(onnx.load(str(result.output)))
+    assert [p["pass"] for p in meta.pass_report] == [r.name for r in result.reports]
     assert result.report_path.is_file()
     ops = op_histogram(_ir(result.output))
     if target == "tensorrt":
         assert not any(k.startswith("com.microsoft") for k in ops)
     # the optimised graph against the exported one on fresh inputs (not the probe's)
-    feeds = random_inputs(3, 48, 30522, np.random.default_rng(11))
+    feeds = dummy_inputs(3, 48, BERT_VOCAB, np.random.default_rng(11))
     want = ort.InferenceSession(str(source)).run(["logits"], feeds)[0]
     got = ort.InferenceSession(str(result.output)).run(["logits"], feeds)[0]
     assert np.abs(want - got).max() <= 1e-4
 
 
 def test_fp16_keeps_precision_critical_ops_and_gate_scores_in_fp32(dynamic_graph, tmp_path):
-    from adaret.graph_passes.passes import Float16Pass, _gate_scorer_nodes
+    from adaret.core.graph_facts import score_path_node_names
+    from adaret.graph_passes.passes import Float16Pass
 
     source = _ir(dynamic_graph)
-    scorer_nodes = _gate_scorer_nodes(source)
+    scorer_nodes = set(score_path_node_names(source))
     gate_norms = [n for n in source.graph if n.name in scorer_nodes and n.op_type == "LayerNormalization"]
     assert len(gate_norms) == op_histogram(source)["TopK"] // 2  # one gate LayerNorm per score TopK
     model, report = _run(Float16Pass(), dynamic_graph)
@@ -283,7 +300,7 @@ def test_fp16_keeps_precision_critical_ops_and_gate_scores_in_fp32(dynamic_graph
 
 
 def test_fp16_is_refused_for_cpu_targets(dynamic_graph, tmp_path):
-    from adaret.errors import AdaretError
+    from adaret.core.errors import AdaretError
 
     with pytest.raises(AdaretError, match="GPU targets"):
         optimize(dynamic_graph, tmp_path / "x.onnx", target="ort-cpu", fp16=True)

@@ -9,6 +9,7 @@ import textwrap
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -18,12 +19,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import adaret.runtime as rt
-from adaret.errors import AdaretError
-from adaret.export import ExportConfig, read_metadata, run_export
-from adaret.export.metadata import decode_metadata
+from adaret.core.errors import AdaretError
+from adaret.core.metadata import ExportMetadata
+from adaret.core.padding import bucket_widths, pad_batch, plan_batches
+from adaret.export import ExportConfig, run_export
+from adaret.graph_passes.pipeline import optimize
 from adaret.modeling import KeepSchedule
 from adaret.runtime.options import select_providers, session_options
-from adaret.runtime.text import bucket_widths, pad_batch, plan_batches
 from adaret.training.checkpoint import RetentionCheckpoint
 
 TEXTS = [
@@ -50,9 +52,10 @@ def tiny_export(base: Path, checkpoint: Path, static: bool) -> Exported:
     out = base / ("shared-static-export" if static else "shared-dynamic-export")
     if not (out / "export_report.json").is_file():
         extra = {"seq_lens": (32, 64), "static": True} if static else {"parity_lengths": (16, 64)}
-        run_export(ExportConfig(budget=0.5, checkpoint=str(checkpoint), out=str(out), parity_batches=(2,), **extra))
+        run_export(ExportConfig(budget=0.5, checkpoint=str(checkpoint), out=str(out), parity_batches=(2,), **extra),
+                   optimize)
     graph = out / ("model_seq32.onnx" if static else "model.onnx")
-    numerators = read_metadata(onnx.load(str(graph), load_external_data=False))["schedule"]["numerators"]
+    numerators = ExportMetadata.from_model(onnx.load(str(graph), load_external_data=False)).schedule["numerators"]
     return Exported(out, graph, KeepSchedule(tuple(numerators)))
 
 
@@ -88,8 +91,8 @@ def test_load_reads_the_artifact(session, dynamic_export):
     assert session.budget == 0.5 and session.static_lengths == []
     assert session.max_length == 128  # the tiny model's positions, from the graph's metadata
     assert session.source.name == dynamic_export.dir.name
-    assert session.metadata["optimized_for"] == "ort-cpu"  # the graph-pass output, preferred over model.onnx
-    assert rt.load(dynamic_export.graph).metadata.get("optimized_for") is None
+    assert session.metadata.optimized_for == "ort-cpu"  # the graph-pass output, preferred over model.onnx
+    assert rt.load(dynamic_export.graph).metadata.optimized_for is None
     assert rt.load(dynamic_export.dir, max_length=64).max_length == 64
     assert rt.load(dynamic_export.dir, max_length=4096).max_length == 128  # a request cannot exceed the model
     assert "CPUExecutionProvider" in session.providers
@@ -250,12 +253,6 @@ def test_providers_and_session_options():
         session_options("huge-pages")
 
 
-def test_metadata_decoding_matches_export_and_tolerates_bad_json():
-    decoded = decode_metadata({"adaret.label_names": '["a", "b"]', "adaret.budget": "0.4", "other": "x",
-                               "adaret.schedule": "{not json"})
-    assert decoded == {"label_names": ["a", "b"], "budget": "0.4", "schedule": "{not json"}
-
-
 def test_plan_path_without_sidecar_is_a_clear_error(tmp_path):
     plan = tmp_path / "model.plan"
     plan.write_bytes(b"not an engine")
@@ -285,7 +282,12 @@ def test_plan_path_goes_through_the_engines_plan_runner(dynamic_export, monkeypa
 
     class StandIn:
         def __init__(self, path):
-            self.sidecar = type("Sidecar", (), {"to_dict": lambda _: {**onnx_runner.metadata, "seq_len": None}})()
+            meta = onnx_runner.metadata
+            self.sidecar = SimpleNamespace(budget=meta.budget, training_budget=meta.training_budget, seq_len=None,
+                                           schedule=meta.schedule, keep_counts=meta.keep_counts,
+                                           checkpoint_sha256=meta.checkpoint_sha256, label_names=meta.label_names,
+                                           input_names=meta.input_names, output_names=meta.output_names,
+                                           device_memory_bytes=[0])
             self.input_names, self.output_names = list(onnx_runner.input_specs), onnx_runner.output_names
 
         def run(self, feeds):
@@ -327,6 +329,41 @@ def test_runtime_imports_and_runs_with_torch_unimportable(dynamic_export):
     assert done.stdout.strip() in {"business", "entertainment", "politics", "sports", "tech"}
 
 
+ONNX_TOOLS_WITHOUT_TORCH = textwrap.dedent("""
+    import sys
+
+    class Block:
+        BLOCKED = ("torch", "transformers")
+
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in self.BLOCKED:
+                raise ImportError(f"{name} is blocked: an ONNX-to-ONNX step must not need it")
+            return None
+
+    sys.meta_path.insert(0, Block())
+    from adaret.cli import main
+    code = main(sys.argv[1:])
+    heavy = sorted(m for m in sys.modules if m.split(".")[0] in Block.BLOCKED)
+    print("HEAVY", heavy if heavy else "none")
+    sys.exit(code)
+""")
+
+
+@pytest.mark.parametrize("command", ["optimize", "build-check"])
+def test_onnx_only_commands_run_with_torch_unimportable(dynamic_export, tmp_path, command):
+    """``adaret optimize`` and ``adaret build --check`` read and write ONNX only: torch must never load."""
+    graph = str(dynamic_export.dir / "model.onnx")
+    args = ["optimize", graph, "-o", str(tmp_path / "model.opt.onnx")] if command == "optimize" else \
+        ["build", graph, "--check", "--target", "datacenter"]
+    done = subprocess.run([sys.executable, "-c", ONNX_TOOLS_WITHOUT_TORCH, *args], capture_output=True, text=True,
+                          timeout=300, cwd=Path(__file__).parent)
+    assert done.stdout.rstrip().endswith("HEAVY none"), done.stdout[-1000:] + done.stderr[-2000:]
+    if command == "optimize":
+        assert done.returncode == 0 and (tmp_path / "model.opt.onnx").is_file()
+    else:  # the dynamic graph is not TensorRT-ready (exit 1); what matters is that the lint ran without torch
+        assert done.returncode in (0, 1) and "ready for TensorRT" in done.stdout
+
+
 def test_classify_command(dynamic_export, capsys):
     from adaret.cli import main
 
@@ -359,7 +396,8 @@ def test_bundled_adapter_matches_pytorch_on_bbc_news(tmp_path):
 
     if not (DEFAULT_CHECKPOINT / "model.safetensors").is_file():
         pytest.skip("the bundled adapter is not in place")
-    result = run_export(ExportConfig(budget=0.4, out=str(tmp_path), parity_lengths=(64,), parity_batches=(1,)))
+    config = ExportConfig(budget=0.4, out=str(tmp_path), parity_lengths=(64,), parity_batches=(1,))
+    result = run_export(config, optimize)
     session = rt.load(tmp_path)
     split = load_splits("bbc-news", seed=0).eval
     picks = [(i * len(split)) // 16 for i in range(16)]

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from adaret.errors import AdaretError
+from adaret.core.errors import AdaretError
 from adaret.runtime.memory import measure_peak_rss
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="exact peak reset needs /proc (Linux)")

@@ -8,8 +8,8 @@ import onnx
 import pytest
 import torch
 
-from adaret.errors import AdaretError
-from adaret.export.metadata import read_metadata
+from adaret.core.errors import AdaretError
+from adaret.core.metadata import ExportMetadata
 from adaret.export.pipeline import ExportConfig, run_export
 from adaret.modeling import KeepSchedule
 from adaret.modeling.scorers import AttentionSignificanceScorer, RandomScorer, make_scorer
@@ -70,11 +70,11 @@ def test_significance_refuses_a_gated_first_layer():
 @pytest.mark.parametrize("scorer", ["significance", "random"])
 def test_baseline_scorers_export_with_parity(tmp_path, tiny_checkpoint, scorer):
     result = run_export(ExportConfig(budget=0.4, checkpoint=str(tiny_checkpoint), out=str(tmp_path / "out"),
-                                     scorer=scorer, optimize=False, with_positions=True, parity_batches=(1, 3),
+                                     scorer=scorer, with_positions=True, parity_batches=(1, 3),
                                      parity_lengths=(9, 37, 128)))
     parity = result.graphs[0].parity
     assert parity.passed and parity.positions_identical and len(parity.cases) >= 6
-    assert read_metadata(onnx.load(str(tmp_path / "out" / "model.onnx")))["scorer"] == scorer
+    assert ExportMetadata.from_model(onnx.load(str(tmp_path / "out" / "model.onnx"))).scorer == scorer
 
 
 def test_export_refuses_significance_on_a_gated_first_layer(tmp_path, tokenizer):
@@ -82,7 +82,7 @@ def test_export_refuses_significance_on_a_gated_first_layer(tmp_path, tokenizer)
                                       gate_first_layer=True)
     with pytest.raises(AdaretError, match=r"--scorer significance: .*first layer"):
         run_export(ExportConfig(budget=0.4, checkpoint=str(checkpoint), out=str(tmp_path / "out"),
-                                scorer="significance", optimize=False))
+                                scorer="significance"))
 
 
 def _encoded(ids: list[list[int]]) -> Encoded:

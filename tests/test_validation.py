@@ -14,7 +14,7 @@ import torch
 from onnx import numpy_helper
 
 from adaret.cli import main
-from adaret.export import read_metadata, write_metadata
+from adaret.core.metadata import ExportMetadata
 from tests.test_runtime import tiny_export
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,7 +77,7 @@ def test_validate_fails_when_the_graph_disagrees_with_pytorch(tiny_checkpoint, g
 def test_validate_bad_inputs_give_one_line(tiny_checkpoint, graph, tmp_path, capsys):
     foreign = tmp_path / "foreign.onnx"
     model = onnx.load(str(graph))
-    write_metadata(model, {**read_metadata(model), "checkpoint_sha256": "0" * 64})
+    ExportMetadata.from_model(model).updated(checkpoint_sha256="0" * 64).write_to(model)
     onnx.save(model, str(foreign))
     ck = ["--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "r"), "--no-memory"]
     cases = [

@@ -11,7 +11,8 @@ import sys
 from pathlib import Path
 
 from adaret.calibration.defaults import SMOOTH_ALPHA, TARGET_AGREEMENT
-from adaret.errors import AdaretError
+from adaret.core.cli_args import positive_int
+from adaret.core.errors import AdaretError
 
 DESCRIPTION = (
     "Calibrate a retention model on data. Default: INT8 post-training quantisation of an exported graph "
@@ -24,16 +25,6 @@ DESCRIPTION = (
     "fractions on the data and write them into a checkpoint (no retraining), with a plot of the decay.")
 
 
-def samples_value(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--samples must be an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"--samples must be positive, got {value}")
-    return value
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("calibrate", help="keep schedule from data, or INT8 QDQ quantisation of an export",
                        description=DESCRIPTION)
@@ -42,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="bbc-news, rotten-tomatoes, or a .csv/.jsonl file with text/label columns")
     p.add_argument("--split", choices=["train", "eval", "all"], default=None,
                    help="which part of the data (default: train for built-in sets, all for a file)")
-    p.add_argument("--samples", type=samples_value, default=512, help="calibration texts (default: %(default)s)")
+    p.add_argument("--samples", type=positive_int, default=512, help="calibration texts (default: %(default)s)")
     p.add_argument("--method", choices=["entropy", "minmax", "percentile"], default=None,
                    help="activation range method (default: percentile with --backend ort, entropy with modelopt)")
     p.add_argument("--backend", choices=["ort", "modelopt"], default="ort",
@@ -54,6 +45,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="INT8 model to write (e.g. model.int8.onnx); with --schedule-only, the checkpoint "
                         "directory to write (default: update --checkpoint in place)")
     p.add_argument("--schedule-only", action="store_true", help="only re-measure the per-layer keep schedule")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing -o model (with its record and cache), or with --schedule-only write "
+                        "into a non-empty -o directory, replacing only the checkpoint's files there (updating "
+                        "--checkpoint in place needs no flag: only its config.json and the plot are rewritten)")
     p.add_argument("--seed", type=int, default=None, help="sampling seed (default: the checkpoint's training seed)")
     p.add_argument("--max-length", type=int, default=None,
                    help="tokens per text (default: the checkpoint's training max_length)")
@@ -84,7 +79,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
         method=args.method, backend=args.backend, split=args.split, seed=args.seed, max_length=args.max_length,
         batch_size=args.batch_size, smooth_alpha=None if args.no_smooth else args.smooth_alpha,
         target_agreement=None if args.no_search else args.target_agreement, progress=not args.no_progress,
-        command=command))
+        command=command, overwrite=args.overwrite))
     record = result.record
     excluded = ", ".join(f"{reason} {len(names)}" for reason, names in record.quantization["excluded"].items())
     print(f"wrote {result.output} ({result.output.stat().st_size / 2**20:.1f} MiB; {record.backend} {record.method}, "
@@ -105,15 +100,20 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
 def _run_schedule(args: argparse.Namespace) -> int:
     from adaret.calibration.schedule import PLOT_NAME, calibrate_schedule, plot_schedule, write_calibrated_checkpoint
+    from adaret.core.outputs import output_dir
 
     out = Path(args.output or args.checkpoint)
     if out.suffix == ".onnx":
         raise AdaretError(f"with --schedule-only, -o is a checkpoint directory, not {out}")
-    checkpoint, calibration = calibrate_schedule(args.checkpoint, args.data, samples=args.samples, split=args.split,
-                                                 max_length=args.max_length, seed=args.seed,
-                                                 batch_size=args.batch_size, progress=not args.no_progress)
-    path = write_calibrated_checkpoint(checkpoint, calibration, out)
-    plot = plot_schedule(calibration, path / PLOT_NAME)
+    in_place = args.output is None or (out.is_dir() and out.resolve() == Path(args.checkpoint).resolve())
+    # Claimed before the measurement, so that a busy, non-empty or file -o fails at once; in place, only the
+    # checkpoint's config.json and the plot are rewritten.
+    with output_dir(out, overwrite=args.overwrite or in_place, what="checkpoint directory"):
+        checkpoint, calibration = calibrate_schedule(args.checkpoint, args.data, samples=args.samples,
+                                                     split=args.split, max_length=args.max_length, seed=args.seed,
+                                                     batch_size=args.batch_size, progress=not args.no_progress)
+        path = write_calibrated_checkpoint(checkpoint, calibration, out, overwrite=args.overwrite)
+        plot = plot_schedule(calibration, path / PLOT_NAME)
     shown = " ".join(f"{f:.3f}" for f in calibration.fractions)
     before = " ".join(f"{f:.3f}" for f in calibration.previous)
     print(f"keep fractions per layer: {shown}  (mean {calibration.budget:.3f}; before: {before})")

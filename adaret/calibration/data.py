@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from adaret.errors import AdaretError
+from adaret.core.errors import AdaretError
 from adaret.training.data import BUILTIN_DATASETS, TextDataset, load_splits
 
 MIN_SAMPLES = 8  # fewer texts than this give activation ranges (and f_l) that one outlier can move

@@ -22,8 +22,9 @@ import onnx
 import onnx_ir as ir
 from onnx_ir.passes.common import NameFixPass
 
-from adaret.engines import graph_facts as gf
-from adaret.errors import AdaretError
+from adaret.core import graph_facts as gf
+from adaret.core.errors import AdaretError
+from adaret.core.io_spec import LOGITS
 
 QUANTIZED_OPS = ("MatMul",)
 FP32_OPS = ("LayerNormalization", "Softmax", "SkipLayerNormalization")
@@ -31,7 +32,6 @@ QUANTIZED_MARKERS = frozenset({"QuantizeLinear", "DequantizeLinear", "QLinearMat
                                "DynamicQuantizeLinear", "QLinearConv", "ConvInteger", "QAttention",
                                "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QGemm"})
 LOW_BIT_TYPES = frozenset({"INT8", "UINT8", "INT4", "UINT4", "FLOAT8E4M3FN"})
-LOGITS = "logits"
 
 
 @dataclass

@@ -29,9 +29,10 @@ from adaret.calibration.defaults import SMOOTH_ALPHA, TARGET_AGREEMENT
 from adaret.calibration.record import CalibrationRecord, record_path, scales_sha256, texts_sha256
 from adaret.calibration.sensitivity import SEARCH_TEXTS, SearchReport, search
 from adaret.calibration.smoothing import SmoothReport, smooth
-from adaret.errors import AdaretError
-from adaret.export.metadata import decode_metadata
-from adaret.fileio import ensure_writable_dir, sha256_file
+from adaret.core.errors import AdaretError
+from adaret.core.fileio import STAGING_SUFFIX, sha256_file
+from adaret.core.metadata import ExportMetadata
+from adaret.core.outputs import output_file, refresh_manifest
 
 METHODS = ("entropy", "minmax", "percentile")
 BACKENDS = ("ort", "modelopt")
@@ -64,6 +65,7 @@ class QuantizeConfig:
     target_agreement: float | None = TARGET_AGREEMENT  # on the calibration texts (ORT backend); None: no search
     progress: bool = True
     command: str = ""
+    overwrite: bool = False  # replace an existing ``output`` (and its calibration record and cache)
 
     def __post_init__(self) -> None:
         if self.method is None:
@@ -106,6 +108,14 @@ def quantize(config: QuantizeConfig) -> QuantizeResult:
         raise AdaretError(f"unknown backend {config.backend!r}; use {', '.join(BACKENDS)}")
     output = Path(config.output)
     _check_output(Path(config.onnx), output)
+    with output_file(output, overwrite=config.overwrite, what="output"):
+        result = _quantize(config, output)
+        refresh_manifest(output.parent, [output.name, result.record_path.name]
+                         + ([result.cache_path.name] if result.cache_path else []))
+    return result
+
+
+def _quantize(config: QuantizeConfig, output: Path) -> QuantizeResult:
     ir_model = qgraph.load(_read_graph(Path(config.onnx)))
     qgraph.check_not_quantized(ir_model, config.onnx)
     plan = qgraph.plan_quantization(ir_model)
@@ -144,8 +154,7 @@ def _check_output(source: Path, output: Path) -> None:
     if output.suffix != ".onnx":
         raise AdaretError(f"output {output} should end in .onnx")
     if output.is_dir():
-        raise AdaretError(f"output {output} is a directory")
-    ensure_writable_dir(output.parent)
+        raise AdaretError(f"output {output} is a directory, not a file")
     if output.exists() and not os.access(output, os.W_OK):
         raise AdaretError(f"output {output} is not writable")
 
@@ -162,19 +171,19 @@ def _resolve_inputs(config: QuantizeConfig, ir_model) -> _Inputs:
 
     checkpoint_dir = Path(config.checkpoint)
     info, tokenizer, digest = _checkpoint_parts(checkpoint_dir)
-    meta = decode_metadata(ir_model.metadata_props)
-    if meta.get("checkpoint_sha256") and meta["checkpoint_sha256"] != digest:
+    meta = ExportMetadata.from_props(ir_model.metadata_props, Path(config.onnx).name)
+    if meta.checkpoint_sha256 and meta.checkpoint_sha256 != digest:
         raise AdaretError(f"{config.onnx} was exported from another checkpoint (metadata checkpoint_sha256 "
-                          f"{str(meta['checkpoint_sha256'])[:12]}..., {checkpoint_dir} is {digest[:12]}...)")
+                          f"{meta.checkpoint_sha256[:12]}..., {checkpoint_dir} is {digest[:12]}...)")
     _check_vocab(ir_model, tokenizer, config.onnx, checkpoint_dir)
-    labels = meta.get("label_names")
-    if isinstance(labels, list) and labels != list(info["retention"].get("label_names", labels)):
+    labels = meta.label_names
+    if labels and labels != list(info["retention"].get("label_names", labels)):
         raise AdaretError(f"{config.onnx} and {checkpoint_dir} have different label names")
     training = info.get("training", {})
     seed = int(training.get("seed", 0)) if config.seed is None else config.seed
     max_length = int(training.get("max_length", 512)) if config.max_length is None else config.max_length
-    if str(meta.get("max_positions", "")).isdigit():  # texts longer than the position table cannot run
-        max_length = min(max_length, int(str(meta["max_positions"])))
+    if meta.max_positions:  # texts longer than the position table cannot run
+        max_length = min(max_length, meta.max_positions)
     dims = qgraph.gf.input_dims(ir_model).get("input_ids", [])
     seq_len = dims[1] if len(dims) == 2 and isinstance(dims[1], int) else None
     batch_size = dims[0] if dims and isinstance(dims[0], int) else config.batch_size
@@ -188,15 +197,14 @@ def _resolve_inputs(config: QuantizeConfig, ir_model) -> _Inputs:
 
 def _checkpoint_parts(checkpoint_dir: Path):
     """The checkpoint's config, tokenizer and digest, without loading its weights into torch."""
-    from transformers import AutoTokenizer
-
+    from adaret.modeling.hf_loading import load_tokenizer
     from adaret.training.checkpoint import CONFIG_NAME, checkpoint_sha256
 
     if not (checkpoint_dir / CONFIG_NAME).is_file():
         raise AdaretError(f"checkpoint {checkpoint_dir} not found (no {CONFIG_NAME})")
     try:
         info = json.loads((checkpoint_dir / CONFIG_NAME).read_text())
-        tokenizer = AutoTokenizer.from_pretrained(str(checkpoint_dir), local_files_only=True)
+        tokenizer = load_tokenizer(checkpoint_dir)
         digest = checkpoint_sha256(checkpoint_dir)
     except (OSError, ValueError) as exc:
         raise AdaretError(f"checkpoint {checkpoint_dir}: cannot read it ({exc})") from None
@@ -381,7 +389,8 @@ class _staging:
         self.output = output
 
     def __enter__(self) -> Path:
-        self.path = Path(tempfile.mkdtemp(prefix=f".{self.output.name}.", dir=self.output.parent))
+        self.path = Path(tempfile.mkdtemp(prefix=f".{self.output.name}.", suffix=STAGING_SUFFIX,
+                                          dir=self.output.parent))
         return self.path
 
     def __exit__(self, *exc) -> None:
@@ -390,14 +399,12 @@ class _staging:
 
 def _finish(path: Path, inputs: _Inputs, config: QuantizeConfig, plan: qgraph.QuantPlan) -> onnx.ModelProto:
     """Keep non-quantised consumers in float, carry the export's metadata over and mark the file as INT8."""
-    from adaret.export.metadata import read_metadata, write_metadata
-
     model = qgraph.gf.load_model(path)
     qgraph.restore_float_consumers(model, set(plan.quantize))
     quantized = qgraph.ir.serde.serialize_model(model)
-    meta = read_metadata(inputs.model) | {"quantization": f"int8-qdq ({config.backend}, {config.method})",
-                                           "calibration_record": record_path(path).name}
-    write_metadata(quantized, meta)
+    meta = ExportMetadata.from_model(inputs.model).updated(
+        quantization=f"int8-qdq ({config.backend}, {config.method})", calibration_record=record_path(path).name)
+    meta.write_to(quantized)
     onnx.save_model(quantized, str(path))
     return quantized
 

@@ -8,20 +8,29 @@ import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 from tqdm.auto import tqdm
 
-INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+from adaret.core.io_spec import INPUT_NAMES
+from adaret.core.padding import bucket_widths, padded_batches
+
+
+def encode_planned(texts: Sequence[str], tokenizer, *, batch_size: int, max_length: int,
+                   seq_len: int | None = None) -> Iterator[tuple[list[int], dict[str, np.ndarray]]]:
+    """(indices of the texts, int64 feeds) per batch, padded exactly as the runtime pads them when it serves
+    (``adaret.core.padding``): to ``seq_len`` for a static graph, else each text to its own bucket width.
+    K_l follows the padded length, so calibrating or measuring agreement under any other padding would look
+    at token choices the deployment never makes."""
+    length = seq_len or max_length
+    ids = tokenizer(list(texts), truncation=True, max_length=length)["input_ids"]
+    widths = [seq_len] if seq_len else bucket_widths(max_length)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    for batch, feeds in padded_batches(ids, widths, batch_size, pad_id):
+        yield batch.indices, feeds
 
 
 def encode_batches(texts: Sequence[str], tokenizer, *, batch_size: int, max_length: int,
                    seq_len: int | None = None) -> Iterator[dict[str, np.ndarray]]:
-    """int64 feeds; padded to ``seq_len`` for a static graph, else to the longest text of each batch."""
-    padding = "max_length" if seq_len else "longest"
-    length = seq_len or max_length
-    for start in range(0, len(texts), batch_size):
-        enc = tokenizer(list(texts[start:start + batch_size]), truncation=True, max_length=length,
-                        padding=padding, return_tensors="np")
-        ids = enc["input_ids"].astype(np.int64)
-        yield {"input_ids": ids, "attention_mask": enc["attention_mask"].astype(np.int64),
-               "token_type_ids": np.zeros_like(ids)}
+    """The feeds of ``encode_planned``, for uses where the order of texts does not matter (calibration)."""
+    for _, feeds in encode_planned(texts, tokenizer, batch_size=batch_size, max_length=max_length, seq_len=seq_len):
+        yield feeds
 
 
 class TextCalibrationReader(CalibrationDataReader):

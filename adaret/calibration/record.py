@@ -14,7 +14,7 @@ import onnx
 from onnx import numpy_helper
 
 from adaret import __version__
-from adaret.fileio import atomic_file
+from adaret.core.fileio import atomic_file
 
 RECORD_SUFFIX = ".calibration.json"
 FORMAT = "adaret-calibration-record"

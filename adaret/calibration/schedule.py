@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from adaret.errors import AdaretError
+from adaret.core.errors import AdaretError
+from adaret.core.fileio import atomic_file
 
 PLOT_NAME = "keep_schedule.png"
 
@@ -50,7 +51,7 @@ def calibrate_schedule(checkpoint_dir: str | Path, data: str, *, samples: int = 
     training = checkpoint.info.training
     seed = int(training.get("seed", 0)) if seed is None else seed
     max_length = int(training.get("max_length", 512)) if max_length is None else max_length
-    max_length = min(max_length, int(checkpoint.model.encoder.config.max_position_embeddings))
+    max_length = min(max_length, checkpoint.model.encoder.max_positions)
     split = split or default_split(data)
     dataset = calibration_texts(data, samples=samples, split=split, seed=seed)
     encoded = Encoded(dataset, checkpoint.tokenizer, max_length)
@@ -60,9 +61,15 @@ def calibrate_schedule(checkpoint_dir: str | Path, data: str, *, samples: int = 
     return checkpoint, ScheduleCalibration(fractions, previous, accuracy, source)
 
 
-def write_calibrated_checkpoint(checkpoint, calibration: ScheduleCalibration, out: str | Path) -> Path:
-    """Save ``checkpoint`` with the measured schedule to ``out`` (atomically; ``out`` may be its own directory)."""
-    from adaret.training.checkpoint import library_versions
+def write_calibrated_checkpoint(checkpoint, calibration: ScheduleCalibration, out: str | Path,
+                                overwrite: bool = False) -> Path:
+    """Save ``checkpoint`` with the measured schedule to ``out``.
+
+    ``out`` may be the checkpoint's own directory: then only its ``config.json`` is rewritten (the weights and the
+    tokenizer are the same) and no other file there is touched. Another directory gets the whole checkpoint; an
+    existing non-empty one only with ``overwrite``, and only the checkpoint's files in it are replaced.
+    """
+    from adaret.training.checkpoint import library_versions, save_checkpoint_config
 
     info = copy.copy(checkpoint.info)
     info.schedule = dict(info.schedule) | {
@@ -75,7 +82,9 @@ def write_calibrated_checkpoint(checkpoint, calibration: ScheduleCalibration, ou
     }
     checkpoint.info = info
     try:
-        return checkpoint.save_pretrained(out)
+        if checkpoint.path is not None and Path(out).resolve() == Path(checkpoint.path).resolve():
+            return save_checkpoint_config(checkpoint)
+        return checkpoint.save_pretrained(out, overwrite=overwrite)
     except OSError as exc:
         raise AdaretError(f"cannot write checkpoint {out}: {exc.strerror or exc}") from None
 
@@ -101,7 +110,9 @@ def plot_schedule(calibration: ScheduleCalibration, path: str | Path, title: str
     ax.legend(fontsize=8)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        with atomic_file(path) as tmp:
+            fig.savefig(tmp, format=path.suffix.lstrip(".") or "png")
+    finally:
+        plt.close(fig)
     return path

@@ -31,7 +31,7 @@ import onnx_ir as ir
 
 from adaret.calibration.defaults import TARGET_AGREEMENT
 from adaret.calibration.verify import overlap, session_with_outputs
-from adaret.engines import graph_facts as gf
+from adaret.core import graph_facts as gf
 
 SEARCH_TEXTS = 64  # calibration texts the search measures on: enough for ~10^4 kept positions at seq 512
 Z_ONE_SIDED_95 = 1.645

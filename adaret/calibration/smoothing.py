@@ -25,7 +25,7 @@ import onnx
 import onnx_ir as ir
 
 from adaret.calibration.defaults import SMOOTH_ALPHA
-from adaret.engines import graph_facts as gf
+from adaret.core import graph_facts as gf
 
 _FLOOR = 1e-5  # dead channels (all-zero activations or weight rows) get this instead of a 0 or inf scale
 

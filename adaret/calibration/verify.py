@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adaret.calibration.reader import encode_batches
+from adaret.calibration.reader import encode_planned
 
 POSITIONS_PREFIX = "kept_positions_l"
 
@@ -43,24 +43,20 @@ class Agreement:
 def session_with_outputs(model, extra: Sequence[str]):
     """A CPU session of ``model`` (a ModelProto, left untouched) that also returns the tensors ``extra``."""
     import onnx
-    import onnxruntime as ort
+
+    from adaret.core.ort_sessions import make_session
 
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     present = {o.name for o in probe.graph.output}
     probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in extra if n not in present)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return make_session(probe)
 
 
 def session(path: str | Path, threads: int | None = None):
-    import onnxruntime as ort
+    from adaret.core.ort_sessions import make_session
 
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return make_session(Path(path), threads=threads)
 
 
 def compare(fp32: str | Path, int8: str | Path, texts: Sequence[str], labels: Sequence[int], tokenizer, *,
@@ -69,12 +65,16 @@ def compare(fp32: str | Path, int8: str | Path, texts: Sequence[str], labels: Se
     names = [o.name for o in ref.get_outputs()]
     position_names = [n for n in names if n.startswith(POSITIONS_PREFIX)
                       and n in {o.name for o in cand.get_outputs()}]
-    pred_ref, pred_cand, max_diff, kept, shared = [], [], 0.0, 0, 0
-    for feeds in encode_batches(texts, tokenizer, batch_size=batch_size, max_length=max_length, seq_len=seq_len):
+    inputs = {i.name for i in ref.get_inputs()}
+    pred_ref, pred_cand = [0] * len(texts), [0] * len(texts)
+    max_diff, kept, shared = 0.0, 0, 0
+    for indices, feeds in encode_planned(texts, tokenizer, batch_size=batch_size, max_length=max_length,
+                                         seq_len=seq_len):
+        feeds = {name: value for name, value in feeds.items() if name in inputs}
         out_ref = dict(zip(names, ref.run(names, feeds), strict=True))
         out_cand = dict(zip(names, cand.run(names, feeds), strict=True))
-        pred_ref += out_ref["logits"].argmax(-1).tolist()
-        pred_cand += out_cand["logits"].argmax(-1).tolist()
+        for index, a, b in zip(indices, out_ref["logits"].argmax(-1), out_cand["logits"].argmax(-1), strict=True):
+            pred_ref[index], pred_cand[index] = int(a), int(b)
         max_diff = max(max_diff, float(np.abs(out_ref["logits"] - out_cand["logits"]).max()))
         lengths = feeds["attention_mask"].sum(1)
         for name in position_names:

@@ -6,8 +6,7 @@ can import the sidecar and the plan runner without them.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from adaret.core.lazy import lazy_attributes
 
 _EXPORTS = {
     "lint_model": "adaret.engines.lint",
@@ -35,9 +34,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'adaret.engines' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_attributes(__name__, _EXPORTS)

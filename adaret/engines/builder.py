@@ -20,7 +20,7 @@ import functools
 import re
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -28,7 +28,10 @@ from typing import Any
 import onnx
 
 from adaret import __version__
-from adaret.engines import graph_facts as gf
+from adaret.core import graph_facts as gf
+from adaret.core.errors import AdaretError
+from adaret.core.fileio import atomic_file, ensure_writable_dir, sha256_file
+from adaret.core.metadata import ExportMetadata
 from adaret.engines.decisions import BuildDecisions, BuildRequest, EnumResolver, decide_build_config, enum_name
 from adaret.engines.environment import GpuInfo, current_gpu, import_tensorrt
 from adaret.engines.inspection import LayerSummary, summarize_layers
@@ -36,9 +39,6 @@ from adaret.engines.lint import LintReport, lint_model
 from adaret.engines.profiles import Profile, ProfileSpec, parse_profile_spec, profile_for_graph
 from adaret.engines.sidecar import EngineSidecar, fields_from_metadata, write_sidecar
 from adaret.engines.trt_session import device_memory_per_profile, polygraphy_call
-from adaret.errors import AdaretError
-from adaret.export.metadata import decode_metadata
-from adaret.fileio import atomic_file, ensure_writable_dir, sha256_file
 
 LAYERS_SUFFIX = ".layers.json"
 
@@ -56,7 +56,7 @@ class BuildPlan:
     profile: Profile
     decisions: BuildDecisions
     onnx_ops: dict[str, str]  # node name -> op type, for the layer report
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: ExportMetadata | None = None
 
 
 @dataclass
@@ -88,7 +88,7 @@ def prepare_build(onnx_path: str | Path, *, tensorrt_version: str, target: str =
                            timing_cache=str(timing_cache) if timing_cache else None)
     return BuildPlan(onnx_path, sha256_file(onnx_path), target, precision, hardware_compat, report, profile,
                      decide_build_config(request), {node.name: node.op_type for node in gf.nodes(model) if node.name},
-                     decode_metadata(model.metadata_props))
+                     ExportMetadata.from_props_if_any(model.metadata_props, onnx_path.name))
 
 
 def _lint(model: Any, onnx_path: Path, target: str, precision: str) -> LintReport:

@@ -6,9 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
+from adaret.core.errors import AdaretError
 from adaret.engines.decisions import HARDWARE_COMPAT, PRECISIONS, TARGETS
 from adaret.engines.profiles import ProfileSpec, parse_profile_spec
-from adaret.errors import AdaretError
 
 BUILD_DESCRIPTION = ("Build a TensorRT plan from a static-K ONNX graph (one sequence bucket), with a JSON sidecar "
                      "(<plan>.json) and the engine inspector's layer report (<plan>.layers.json). With --check, only "

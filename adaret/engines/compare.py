@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from adaret.engines import graph_facts as gf
+from adaret.core import graph_facts as gf
+from adaret.core.dummy_inputs import Vocabulary, dummy_inputs
+from adaret.core.errors import AdaretError
 from adaret.engines.sidecar import EngineSidecar, load_sidecar
 from adaret.engines.trt_session import plan_runner, polygraphy_call
-from adaret.errors import AdaretError
 
 # (atol, rtol) on logits. TensorRT's fp32 (TF32 off, see decisions.py) still fuses and reorders reductions, so
 # it gets 1e-3 rather than ONNX Runtime's 1e-4; fp16 keeps a 10-bit mantissa through 6+ layers of residual
@@ -26,7 +27,6 @@ TOLERANCES: dict[str, tuple[float, float]] = {
 }
 EXACT_PREFIX = "kept_positions"
 DEFAULT_BATCH = 2
-CLS_ID, FIRST_WORD_ID = 101, 1000
 
 
 @dataclass
@@ -53,21 +53,15 @@ class CompareReport:
         return "\n".join(lines)
 
 
-def make_feeds(inputs: dict[str, str], batch: int, seq_len: int, *, vocab: int = 30522, count: int = 3,
+def make_feeds(inputs: dict[str, str], batch: int, seq_len: int, vocab: Vocabulary, *, count: int = 3,
                seed: int = 0) -> list[dict[str, np.ndarray]]:
-    """``count`` random batches: row 0 full length, later rows padded to random lengths (>= 2 tokens), ids in
-    the vocabulary with a CLS first. ``inputs`` maps name -> ONNX dtype name (INT64 or INT32)."""
+    """``count`` random batches of ``dummy_inputs`` (padded rows, at least one full), cast to each input's
+    dtype. ``inputs`` maps name -> ONNX dtype name (INT64 or INT32)."""
     rng = np.random.default_rng(seed)
-    low = FIRST_WORD_ID if vocab > FIRST_WORD_ID else 1
     feeds = []
     for _ in range(count):
-        ids = rng.integers(low, vocab, size=(batch, seq_len))
-        ids[:, 0] = CLS_ID if vocab > CLS_ID else 0
-        mask = np.ones((batch, seq_len), dtype=np.int64)
-        for row in range(1, batch):
-            mask[row, int(rng.integers(2, seq_len + 1)):] = 0
-        values = {"input_ids": ids * mask, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-        feeds.append({name: values.get(name, np.zeros_like(ids)).astype(np.int32 if dtype == "INT32" else np.int64)
+        values = dummy_inputs(batch, seq_len, vocab, rng)
+        feeds.append({name: values[name].astype(np.int32 if dtype == "INT32" else np.int64)
                       for name, dtype in inputs.items()})
     return feeds
 
@@ -88,7 +82,8 @@ def compare(reference: str | Path, candidate: str | Path, *, precision: str | No
     models = [model] if sidecar else [model, gf.load_model(candidate)]
     batch, seq_len = _shape(models, sidecar, batch, seq_len)
     inputs = {v.name: gf.dtype_name(v) or "INT64" for v in model.graph.inputs}
-    feeds = make_feeds(inputs, batch, seq_len, vocab=gf.vocab_size(model) or 30522, count=iterations, seed=seed)
+    feeds = make_feeds(inputs, batch, seq_len, gf.graph_vocabulary(model, reference.parent), count=iterations,
+                       seed=seed)
     default_atol, default_rtol = TOLERANCES[precision]
     atol, rtol = default_atol if atol is None else atol, default_rtol if rtol is None else rtol
     runners = [_onnxrt_runner(reference, "onnxruntime"), _candidate_runner(candidate, sidecar)]

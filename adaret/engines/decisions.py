@@ -24,8 +24,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from adaret.core.errors import AdaretError
 from adaret.engines.profiles import Profile
-from adaret.errors import AdaretError
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8-qdq")
 TARGETS = ("datacenter", "jetson-orin")

@@ -9,7 +9,7 @@ import subprocess
 from dataclasses import dataclass
 from types import ModuleType
 
-from adaret.errors import AdaretError
+from adaret.core.errors import AdaretError
 
 INSTALL_HINT = "install it with the GPU extra (pip install 'adaret[gpu]') on a machine with an NVIDIA GPU"
 

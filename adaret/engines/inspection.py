@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from adaret.errors import AdaretError
+from adaret.core.errors import AdaretError
 
 _ONNX_LAYER = re.compile(r"\[ONNX Layer: ([^\]\x1e\x1f]+)\]")
 _PROFILE_SUFFIX = re.compile(r"\[profile \d+\]")

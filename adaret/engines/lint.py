@@ -17,9 +17,10 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from adaret.engines import graph_facts as gf
+from adaret.core import graph_facts as gf
+from adaret.core.constants import MIN_OPSET as EXPORT_OPSET
+from adaret.core.metadata import PREFIX
 from adaret.engines import support_matrix as sm
-from adaret.export.metadata import decode_metadata
 
 TARGETS = ("datacenter", "jetson-orin")
 INT32_MAX = np.iinfo(np.int32).max
@@ -119,22 +120,22 @@ def _check_opset(ctx: _Context) -> Iterator[Finding]:
     opset = gf.default_opset(ctx.model)
     if opset is None:
         yield Finding(Severity.BLOCKER, "opset", "<model>", "the model imports no default-domain opset",
-                      "re-export with torch.onnx.export(..., opset_version=18)")
+                      f"re-export with torch.onnx.export(..., opset_version={EXPORT_OPSET})")
     elif opset < sm.MIN_OPSET:
         yield Finding(Severity.BLOCKER, "opset", "<model>",
                       f"opset {opset} is older than the parser's minimum ({sm.MIN_OPSET})",
-                      "re-export with --opset 18, or upgrade it with onnx.version_converter")
+                      f"re-export with --opset {EXPORT_OPSET}, or upgrade it with onnx.version_converter")
     elif opset > sm.MAX_OPSET_11X:
         yield Finding(Severity.BLOCKER, "opset", "<model>",
                       f"opset {opset} is newer than any TensorRT parser supports (11.x: <= {sm.MAX_OPSET_11X})",
-                      "re-export with --opset 18")
+                      f"re-export with --opset {EXPORT_OPSET}")
     elif opset > sm.MAX_OPSET_10X:
         severity = Severity.BLOCKER if ctx.target == "jetson-orin" else Severity.WARNING
         yield Finding(severity, "opset", "<model>",
                       f"opset {opset} is beyond TensorRT 10.x's parser (opset <= {sm.MAX_OPSET_10X}); only 11.x "
                       f"accepts it" + (" and Jetson Orin (JetPack 6) ships 10.x" if ctx.target == "jetson-orin"
                                        else ""),
-                      "re-export with --opset 18")
+                      f"re-export with --opset {EXPORT_OPSET}")
 
 
 def _check_ops(ctx: _Context) -> Iterator[Finding]:
@@ -344,7 +345,7 @@ def _check_dla(ctx: _Context) -> Iterator[Finding]:
 
 
 def _check_qdq(ctx: _Context) -> Iterator[Finding]:
-    qdq = [node for node in gf.nodes(ctx.model) if node.op_type in sm.QDQ_OPS]
+    qdq = [node for node in gf.nodes(ctx.model) if node.op_type in gf.QDQ_OPS]
     if ctx.precision == "int8-qdq" and not qdq:
         yield Finding(Severity.BLOCKER, "qdq-missing", "<model>",
                       "precision int8-qdq needs explicit Q/DQ nodes, and this graph has none",
@@ -394,7 +395,7 @@ def _touches_topk(ctx: _Context, node: ir.Node) -> bool:
 
 
 def _check_optimized_for(ctx: _Context) -> Iterator[Finding]:
-    target = decode_metadata(ctx.model.metadata_props).get("optimized_for")
+    target = ctx.model.metadata_props.get(PREFIX + "optimized_for")
     if isinstance(target, str) and target != "tensorrt":
         yield Finding(Severity.WARNING, "optimized-for", "<model>",
                       f"the graph passes ran for {target}, whose fusions target ONNX Runtime, not TensorRT",

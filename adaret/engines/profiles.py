@@ -13,7 +13,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from adaret.errors import AdaretError
+from adaret.core.errors import AdaretError
+from adaret.core.padding import smallest_width
 
 _POINT = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 
@@ -121,10 +122,7 @@ def parse_profile_spec(text: str) -> ProfileSpec:
 
 def bucket_for(seq: int, seq_lens: Sequence[int]) -> int:
     """The smallest bucket that holds ``seq`` tokens: the engine a request of that length runs on."""
-    fitting = [n for n in seq_lens if n >= seq]
-    if not fitting:
-        raise AdaretError(f"no sequence bucket holds {seq} tokens (largest: {max(seq_lens)})")
-    return min(fitting)
+    return smallest_width(seq_lens, seq)
 
 
 def profile_for_graph(dims: Mapping[str, Sequence[int | str]], spec: ProfileSpec | None = None, *,

@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from adaret.core.errors import AdaretError
+from adaret.core.fileio import atomic_file
+from adaret.core.metadata import ExportMetadata
 from adaret.engines.profiles import Profile
-from adaret.errors import AdaretError
-from adaret.fileio import atomic_file
 
 SCHEMA_VERSION = 1
 SUFFIX = ".json"
@@ -186,25 +187,11 @@ def check_plan_matches(sidecar: EngineSidecar, plan_bytes: bytes, plan_name: str
                           f"builds; rebuild with adaret build")
 
 
-def fields_from_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
-    """Sidecar fields from an export's ``adaret.*`` metadata (``adaret.export.read_metadata``), typed."""
-    seq = metadata.get("seq_len")
-    out: dict[str, Any] = {
-        "budget": _float_or_none(metadata.get("budget")),
-        "training_budget": _float_or_none(metadata.get("training_budget")),
-        "schedule": metadata.get("schedule"),
-        "seq_len": int(seq) if isinstance(seq, int | str) and str(seq).isdigit() else None,
-        "keep_counts": metadata.get("keep_counts"),
-        "checkpoint_sha256": metadata.get("checkpoint_sha256"),
-        "label_names": list(metadata.get("label_names") or []),
-        "input_names": list(metadata.get("input_names") or []),
-        "output_names": list(metadata.get("output_names") or []),
-    }
-    return out
-
-
-def _float_or_none(value: Any) -> float | None:
-    try:
-        return None if value is None else float(value)
-    except (TypeError, ValueError):
-        return None
+def fields_from_metadata(metadata: ExportMetadata | None) -> dict[str, Any]:
+    """Sidecar fields from an export's metadata; none for a graph adaret did not export."""
+    if metadata is None:
+        return {}
+    return {"budget": metadata.budget, "training_budget": metadata.training_budget, "schedule": metadata.schedule,
+            "seq_len": metadata.seq_len, "keep_counts": metadata.keep_counts or None,
+            "checkpoint_sha256": metadata.checkpoint_sha256 or None, "label_names": list(metadata.label_names),
+            "input_names": list(metadata.input_names), "output_names": list(metadata.output_names)}

@@ -93,4 +93,3 @@ CONSTANT_INPUTS: dict[str, tuple[int, ...]] = {
 DLA_GPU_ONLY_OPS = frozenset({"TopK", "Gather", "GatherElements", "GatherND", "NonZero", "Cast", "Range",
                               "Where", "CumSum", "ScatterElements", "ScatterND"})
 
-QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})

@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from adaret.core.errors import AdaretError
 from adaret.engines.environment import cuda_runtime, current_gpu, import_tensorrt
 from adaret.engines.profiles import Profile
 from adaret.engines.sidecar import EngineSidecar, check_compatible, check_plan_matches, load_sidecar
-from adaret.errors import AdaretError
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from adaret.core.io_spec import CLASSIFICATION, LOGITS
 from adaret.modeling import DENOMINATOR, KeepSchedule, RetentionModel
 from adaret.modeling.scorers import TokenScorer
-
-INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
-LOGITS = "logits"
 
 
 def kept_positions_name(layer: int) -> str:
@@ -44,7 +42,7 @@ class TopMInference(nn.Module):
 
     @property
     def input_names(self) -> list[str]:
-        return list(INPUT_NAMES if self.uses_token_type_ids else INPUT_NAMES[:2])
+        return CLASSIFICATION.input_names(self.uses_token_type_ids)
 
     @property
     def output_names(self) -> list[str]:

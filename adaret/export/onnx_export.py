@@ -3,23 +3,15 @@
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import tempfile
 import warnings
-from pathlib import Path
 
 import onnx
 import onnx_ir as ir
 import torch
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
+from adaret.core.constants import MIN_OPSET
 from adaret.export.inference import TopMInference
-from adaret.fileio import ensure_writable_dir
-
-# protobuf cannot serialise a single message above 2 GiB; leave headroom for the graph itself.
-EXTERNAL_DATA_THRESHOLD = 1_800_000_000
-MIN_OPSET = 18  # opset 17 through the dynamo exporter produces invalid Split nodes
 
 
 def export_module(module: TopMInference, *, seq_len: int | None, batch: int | None, max_positions: int,
@@ -73,21 +65,3 @@ def keep_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
         outputs.remove(value)
     RemoveUnusedNodesPass()(graph_model)
     return ir.serde.serialize_model(graph_model)
-
-
-def save_model(model: onnx.ModelProto, path: Path) -> Path:
-    """Write ``path`` (and ``path.data`` for large models) so that nothing half-written is ever visible."""
-    path = Path(path)
-    ensure_writable_dir(path.parent)
-    external = model.ByteSize() > EXTERNAL_DATA_THRESHOLD
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        data_name = f"{path.name}.data"
-        onnx.save_model(model, staging / path.name, save_as_external_data=external, all_tensors_to_one_file=True,
-                        location=data_name)
-        if external:  # the data file first: a model file must never point at missing data
-            os.replace(staging / data_name, path.parent / data_name)
-        os.replace(staging / path.name, path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return path

@@ -5,17 +5,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 import torch
 
+from adaret.core.constants import DEFAULT_TOLERANCE
+from adaret.core.dummy_inputs import Vocabulary, dummy_inputs
+from adaret.core.errors import AdaretError
+from adaret.core.ort_sessions import make_session
 from adaret.export.inference import TopMInference
-
-# fp32 logits through ~6 layers of MatMul/Softmax/LayerNorm: ORT's kernels reorder sums, so results differ
-# at ~1e-6 relative to the activations; 1e-4 absolute leaves two orders of magnitude of margin while still
-# catching any wrong token choice or a missed mask, which move logits by 1e-2 or more.
-DEFAULT_TOLERANCE = 1e-4
+from adaret.modeling import RetentionModel
 
 
 @dataclass
@@ -49,27 +50,18 @@ class ParityReport:
                 "cases": [asdict(c) for c in self.cases]}
 
 
-def random_inputs(batch: int, seq_len: int, vocab_size: int, generator: np.random.Generator,
-                  cls_id: int = 101, sep_id: int = 102) -> dict[str, np.ndarray]:
-    """Random tokens with CLS first, SEP last, and a random amount of right padding per row."""
-    ids = generator.integers(1000, vocab_size, size=(batch, seq_len), dtype=np.int64)
-    lengths = generator.integers(2, seq_len + 1, size=batch)
-    lengths[generator.integers(0, batch)] = seq_len  # at least one unpadded row
-    mask = (np.arange(seq_len)[None, :] < lengths[:, None]).astype(np.int64)
-    ids[:, 0] = cls_id
-    ids[np.arange(batch), lengths - 1] = sep_id
-    ids = np.where(mask == 1, ids, 0)
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-
-
-def make_session(path: Path) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+def model_vocabulary(model: RetentionModel, tokenizer: Any) -> Vocabulary:
+    """The checkpoint tokenizer's special ids, and the ids the model's embedding table can index."""
+    rows = int(model.encoder.config.vocab_size)
+    cls_id = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+    sep_id = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    if cls_id is None or sep_id is None:
+        raise AdaretError("the checkpoint's tokenizer defines no CLS/BOS or SEP/EOS token")
+    return Vocabulary(min(len(tokenizer), rows), int(cls_id), int(sep_id), int(tokenizer.pad_token_id or 0))
 
 
 @torch.no_grad()
-def check_parity(module: TopMInference, onnx_path: Path, shapes: Sequence[tuple[int, int]], *,
+def check_parity(module: TopMInference, onnx_path: Path, shapes: Sequence[tuple[int, int]], vocab: Vocabulary, *,
                  tolerance: float = DEFAULT_TOLERANCE, seed: int = 0,
                  session: ort.InferenceSession | None = None) -> ParityReport:
     """Run both on the same random inputs for each (batch, seq_len); compare logits and kept positions.
@@ -78,14 +70,12 @@ def check_parity(module: TopMInference, onnx_path: Path, shapes: Sequence[tuple[
     """
     session = session or make_session(onnx_path)
     names = [o.name for o in session.get_outputs()]
-    vocab = module.model.encoder.config.vocab_size
     generator = np.random.default_rng(seed)
     report = ParityReport(tolerance)
     reference_module = TopMInference(module.model, module.schedule, with_positions=True,
                                      keep_order=module.keep_order, scorer=module.scorer).eval()
     for batch, seq_len in shapes:
-        feeds = random_inputs(batch, seq_len, vocab, generator)
-        feeds = {i.name: feeds[i.name] for i in session.get_inputs()}
+        feeds = dummy_inputs(batch, seq_len, vocab, generator, names=[i.name for i in session.get_inputs()])
         got = dict(zip(names, session.run(names, feeds), strict=True))
         expected = reference_module(*(torch.from_numpy(v) for v in feeds.values()))
         want = dict(zip(reference_module.output_names, (t.numpy() for t in expected), strict=True))

@@ -3,25 +3,31 @@
 from __future__ import annotations
 
 import collections
+import copy
 import json
 import math
 import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
 import onnx
 
 from adaret import __version__
-from adaret.errors import AdaretError, ExportError, ParityError, root_cause
+from adaret.core.constants import DEFAULT_TOLERANCE, MIN_OPSET
+from adaret.core.dummy_inputs import Vocabulary
+from adaret.core.errors import AdaretError, ExportError, ParityError, root_cause
+from adaret.core.fileio import STAGING_SUFFIX, atomic_file
+from adaret.core.metadata import ExportMetadata
+from adaret.core.onnx_files import save_model
+from adaret.core.outputs import EXPORT_GRAPH, output_dir
 from adaret.export.inference import LOGITS, TopMInference
-from adaret.export.metadata import write_metadata
-from adaret.export.onnx_export import MIN_OPSET, export_module, keep_outputs, save_model
-from adaret.export.parity import DEFAULT_TOLERANCE, ParityReport, check_parity
-from adaret.fileio import atomic_file, ensure_writable_dir
-from adaret.graph_passes.pipeline import OptimizeResult, optimize
+from adaret.export.onnx_export import export_module, keep_outputs
+from adaret.export.parity import ParityReport, check_parity, model_vocabulary
 from adaret.modeling import DENOMINATOR, MIN_KEEP, KeepSchedule
 from adaret.modeling.scorers import TokenScorer, make_scorer
 from adaret.training.checkpoint import RetentionCheckpoint
@@ -30,7 +36,28 @@ DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "pretrained" / "bb
 DEFAULT_SEQ_LENS = (128, 256, 512)
 PARITY_BATCHES = (1, 8)
 PARITY_LENGTHS = (8, 37, 128, 255, 512)
+REPORT_NAME = "export_report.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+
+
+class PassLine(Protocol):
+    def line(self) -> str: ...
+
+
+class OptimizedGraph(Protocol):
+    """What the graph-pass stage returns for one graph (``adaret.graph_passes.OptimizeResult``)."""
+
+    output: Path
+    target: str
+    nodes_before: int
+    nodes_after: int
+    reports: Sequence[PassLine]
+
+
+class GraphOptimizer(Protocol):
+    """The graph-pass stage, handed in by the caller: the export stage imports no later stage."""
+
+    def __call__(self, source: Path, output: Path, *, target: str, tolerance: float) -> OptimizedGraph: ...
 
 
 @dataclass
@@ -44,12 +71,12 @@ class ExportConfig:
     opset: int = MIN_OPSET
     with_positions: bool = False
     tolerance: float = DEFAULT_TOLERANCE
-    optimize: bool = True
     target: str | None = None  # graph-pass target; None: ort-cpu for dynamic graphs, tensorrt for static ones
     parity_batches: tuple[int, ...] = PARITY_BATCHES
     parity_lengths: tuple[int, ...] | None = None
     scorer: str = "learned"  # what ranks tokens: the gates, or a baseline heuristic (adaret.modeling.scorers)
     budget_search: dict | None = None  # how --budget auto chose ``budget`` (adaret.validation.auto_budget)
+    overwrite: bool = False  # write into a non-empty ``out``: this export's set replaces the previous one there
 
     @property
     def out_dir(self) -> Path:
@@ -68,7 +95,7 @@ class ExportedGraph:
     op_counts: dict[str, int]
     parity: ParityReport
     seconds: float
-    optimized: OptimizeResult | None = None
+    optimized: OptimizedGraph | None = None
 
     @property
     def size_bytes(self) -> int:
@@ -86,31 +113,61 @@ class ExportResult:
     report_path: Path | None = None
 
 
-def run_export(config: ExportConfig) -> ExportResult:
-    """Export every requested form, check each against PyTorch, write the artifacts; raise on failure."""
+def run_export(config: ExportConfig, optimizer: GraphOptimizer | None = None) -> ExportResult:
+    """Export every requested form, check each against PyTorch, write the artifacts; raise on failure.
+
+    ``optimizer`` (``adaret.graph_passes.optimize``) then runs the target's graph passes on each graph and
+    writes ``model.opt.onnx`` beside it; None leaves the exported graphs as they are.
+
+    The directory is published as one set (``adaret.core.outputs``): every file is written into staging inside it
+    and renamed into place only when the whole export succeeded, the graphs an earlier export left there are
+    removed, and ``manifest.json`` (each file's sha256) is written last; ``adaret.runtime.load`` checks it.
+    """
     checkpoint_dir = config.checkpoint_dir
     checkpoint = RetentionCheckpoint.from_pretrained(checkpoint_dir, attn_implementation="eager")
-    max_positions = int(checkpoint.model.encoder.config.max_position_embeddings)
+    max_positions = checkpoint.model.encoder.max_positions  # usable length, not the table's rows
     validate_config(config, max_positions)
     config = with_default_seq_lens(config, max_positions)
     schedule, notes = deployment_schedule(checkpoint, config.budget, checkpoint_dir)  # before any output exists
     notes += (config.budget_search or {}).get("notes", [])
     out_dir = config.out_dir
-    ensure_writable_dir(out_dir)
     result = ExportResult(config, schedule, float(checkpoint.info.training["budget"]), checkpoint.sha256, notes=notes)
     scorer = token_scorer(config.scorer, checkpoint)
     module = TopMInference(checkpoint.model, schedule, with_positions=True, scorer=scorer).eval()
     lengths = list(config.seq_lens) if config.static else [None]
-    for seq_len in lengths:
-        graph = _export_one(module, checkpoint, result, seq_len, max_positions)
-        if config.optimize:
-            target = config.target or ("ort-cpu" if seq_len is None else "tensorrt")
-            graph.optimized = optimize(graph.path, graph.path.with_suffix(".opt.onnx"), target=target,
-                                       tolerance=config.tolerance)
-        result.graphs.append(graph)
-    _copy_tokenizer(checkpoint_dir, out_dir)
-    result.report_path = _write_report(result)
+    with output_dir(out_dir, overwrite=config.overwrite, what="export directory") as out:
+        staged = out.staging("export")
+        _copy_tokenizer(checkpoint_dir, staged)  # first: the graph passes may read the vocabulary beside a graph
+        for seq_len in lengths:
+            graph = _export_one(module, checkpoint, result, seq_len, max_positions, staged)
+            if optimizer is not None:
+                target = config.target or ("ort-cpu" if seq_len is None else "tensorrt")
+                graph.optimized = optimizer(graph.path, graph.path.with_suffix(".opt.onnx"), target=target,
+                                            tolerance=config.tolerance)
+            result.graphs.append(graph)
+        _write_report(result, staged)
+        out.publish(staged, supersedes=_export_file, manifest=True)
+    for graph in result.graphs:
+        graph.path = out_dir / graph.path.name
+        graph.optimized = _moved(graph.optimized, staged, out_dir)
+    result.report_path = out_dir / REPORT_NAME
     return result
+
+
+def _export_file(name: str) -> bool:
+    """A file an earlier export wrote (also one without a manifest): replaced, or removed, by this one."""
+    return bool(EXPORT_GRAPH.fullmatch(name)) or name in (REPORT_NAME, *TOKENIZER_FILES)
+
+
+def _moved(optimized: OptimizedGraph | None, staged: Path, out_dir: Path) -> OptimizedGraph | None:
+    """The graph-pass result with its paths (output, report, source) pointing where the files were published."""
+    if optimized is None:
+        return None
+    moved = copy.copy(optimized)
+    for name, value in getattr(moved, "__dict__", {}).items():
+        if isinstance(value, Path) and value.parent == staged:
+            setattr(moved, name, out_dir / value.name)
+    return moved
 
 
 def with_default_seq_lens(config: ExportConfig, max_positions: int) -> ExportConfig:
@@ -169,11 +226,11 @@ def _parity_shapes(config: ExportConfig, seq_len: int | None, max_positions: int
 
 
 def _export_one(module: TopMInference, checkpoint: RetentionCheckpoint, result: ExportResult,
-                seq_len: int | None, max_positions: int) -> ExportedGraph:
+                seq_len: int | None, max_positions: int, directory: Path) -> ExportedGraph:
     config = result.config
     started = time.perf_counter()
     name = "model.onnx" if seq_len is None else f"model_seq{seq_len}.onnx"
-    final_path = config.out_dir / name
+    final_path = directory / name
     shown = [seq_len] if seq_len is not None else list(config.seq_lens)
     keep_counts = {n: result.schedule.keep_counts(n) for n in shown}
     try:
@@ -183,19 +240,20 @@ def _export_one(module: TopMInference, checkpoint: RetentionCheckpoint, result: 
         form = "the dynamic graph" if seq_len is None else f"the static graph for length {seq_len}"
         raise ExportError(f"the ONNX exporter failed on checkpoint {config.checkpoint_dir} at budget "
                           f"{config.budget:g} ({form}): {root_cause(exc)}") from exc
-    staging = Path(tempfile.mkdtemp(prefix=".export.", dir=config.out_dir))
+    vocab = model_vocabulary(checkpoint.model, checkpoint.tokenizer)
+    staging = Path(tempfile.mkdtemp(prefix=".parity.", suffix=STAGING_SUFFIX, dir=directory))
     try:
         shapes = _parity_shapes(config, seq_len, max_positions)
-        parity = check_parity(module, save_model(proto, staging / name), shapes, tolerance=config.tolerance)
+        parity = check_parity(module, save_model(proto, staging / name), shapes, vocab, tolerance=config.tolerance)
         if not config.with_positions:
             proto = keep_outputs(proto, [LOGITS])
-            parity.cases += check_parity(module, save_model(proto, staging / name), shapes[-1:],
+            parity.cases += check_parity(module, save_model(proto, staging / name), shapes[-1:], vocab,
                                          tolerance=config.tolerance, seed=1).cases
         if not parity.passed:
             raise ParityError(f"{name}: ONNX Runtime disagrees with PyTorch (max |logit diff| "
                               f"{parity.max_abs_diff:.2e}, tolerance {config.tolerance:.0e}, kept positions "
                               f"{'identical' if parity.positions_identical else 'DIFFERENT'}); nothing written")
-        write_metadata(proto, _metadata(module, checkpoint, result, seq_len, keep_counts, proto))
+        _metadata(module, checkpoint, result, seq_len, keep_counts, proto, vocab).write_to(proto)
         save_model(proto, final_path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -205,31 +263,33 @@ def _export_one(module: TopMInference, checkpoint: RetentionCheckpoint, result: 
 
 
 def _metadata(module: TopMInference, checkpoint: RetentionCheckpoint, result: ExportResult,
-              seq_len: int | None, keep_counts: dict[int, list[int]], proto: onnx.ModelProto) -> dict:
+              seq_len: int | None, keep_counts: dict[int, list[int]], proto: onnx.ModelProto,
+              vocab: Vocabulary) -> ExportMetadata:
     schedule = result.schedule
     rule = (f"K_l = max({MIN_KEEP}, (num_l * n + {DENOMINATOR - 1}) // {DENOMINATOR}) for a gated layer with "
             f"num_l < {DENOMINATOR}, K_l = n otherwise; n = input sequence length")
-    return {
-        "version": __version__,
-        "budget": result.config.budget,
-        "training_budget": result.training_budget,
-        "schedule": {"denominator": DENOMINATOR, "numerators": list(schedule.numerators),
-                     "fractions": schedule.fractions, "measured": checkpoint.info.schedule["keep_fractions"]},
-        "form": "dynamic" if seq_len is None else "static",
-        "seq_len": "dynamic" if seq_len is None else seq_len,
-        "max_positions": int(checkpoint.model.encoder.config.max_position_embeddings),
-        "keep_rule": rule,
-        "keep_counts": {str(n): counts for n, counts in keep_counts.items()},
-        "checkpoint_sha256": result.checkpoint_sha256,
-        "backbone": checkpoint.info.base_model.get("name", ""),
-        "task": "sequence-classification",
-        "scorer": result.config.scorer,
-        "pooling": checkpoint.model.config.pooling,
-        "label_names": checkpoint.info.label_names,
-        "opset": next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), result.config.opset),
-        "input_names": module.input_names,
-        "output_names": [o.name for o in proto.graph.output],
-    } | ({"budget_search": result.config.budget_search} if result.config.budget_search else {})
+    return ExportMetadata(
+        version=__version__,
+        budget=float(result.config.budget),
+        training_budget=result.training_budget,
+        schedule={"denominator": DENOMINATOR, "numerators": list(schedule.numerators),
+                  "fractions": schedule.fractions, "measured": checkpoint.info.schedule["keep_fractions"]},
+        form="dynamic" if seq_len is None else "static",
+        seq_len=seq_len,
+        max_positions=checkpoint.model.encoder.max_positions,
+        keep_rule=rule,
+        keep_counts={str(n): counts for n, counts in keep_counts.items()},
+        checkpoint_sha256=result.checkpoint_sha256,
+        backbone=checkpoint.info.base_model.get("name", ""),
+        scorer=result.config.scorer,
+        pooling=checkpoint.model.config.pooling,
+        label_names=list(checkpoint.info.label_names),
+        opset=next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), result.config.opset),
+        input_names=list(module.input_names),
+        output_names=[o.name for o in proto.graph.output],
+        vocabulary=vocab.as_dict(),
+        budget_search=result.config.budget_search or None,
+    )
 
 
 def _copy_tokenizer(checkpoint_dir: Path, out_dir: Path) -> None:
@@ -241,14 +301,14 @@ def _copy_tokenizer(checkpoint_dir: Path, out_dir: Path) -> None:
                 shutil.copyfile(source, tmp)
 
 
-def _optimized_entry(optimized: OptimizeResult | None) -> dict | None:
+def _optimized_entry(optimized: OptimizedGraph | None) -> dict | None:
     if optimized is None:
         return None
     return {"path": optimized.output.name, "target": optimized.target, "size_bytes": optimized.output.stat().st_size,
             "nodes": [optimized.nodes_before, optimized.nodes_after], "passes": [r.line() for r in optimized.reports]}
 
 
-def _write_report(result: ExportResult) -> Path:
+def _write_report(result: ExportResult, directory: Path) -> Path:
     report = {
         "adaret_version": __version__,
         "budget": result.config.budget,
@@ -263,7 +323,7 @@ def _write_report(result: ExportResult) -> Path:
                     "parity": g.parity.as_dict(), "seconds": g.seconds,
                     "optimized": _optimized_entry(g.optimized)} for g in result.graphs],
     }
-    path = result.config.out_dir / "export_report.json"
+    path = directory / REPORT_NAME
     with atomic_file(path) as tmp:
         tmp.write_text(json.dumps(report, indent=2) + "\n")
     return path

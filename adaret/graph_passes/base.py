@@ -1,9 +1,11 @@
 """The pass framework: onnx-ir passes that state their precondition and report what they changed.
 
-Each pass is an ``ir.passes.InPlacePass``. ``requires`` checks structural preconditions (violations are
-errors); ``applicability`` says why a well-formed graph does not qualify (the pass then reports itself
-skipped, with the reason, and leaves the graph alone); ``rewrite`` does the work; ``ensures`` checks the
-pass's promise afterwards.
+Each pass is an ``ir.passes.InPlacePass`` that holds configuration only (none of ours needs any). ``requires``
+checks structural preconditions (violations are errors); ``applicability`` says why a well-formed graph
+does not qualify (the pass then reports itself skipped, with the reason, and leaves the graph alone);
+``rewrite`` does the work and returns a ``Rewrite``; ``ensures`` checks the pass's promise afterwards.
+What a pass did travels in its ``GraphPassResult``, never in the pass object, so one pass instance can run
+on many graphs, in any ``ir.passes.PassManager``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,22 @@ def op_histogram(model: ir.Model) -> collections.Counter:
 
 def metadata(model: ir.Model, key: str, default: str | None = None) -> str | None:
     return model.metadata_props.get(f"adaret.{key}", default)
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """What ``GraphPass.rewrite`` did: whether the graph changed, and pass-specific counts for the report."""
+
+    modified: bool
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class GraphPassResult(ir.passes.PassResult):
+    """``ir.passes.PassResult`` plus what the pass reports: its details, or why it did not apply."""
+
+    details: dict[str, Any] = field(default_factory=dict)
+    skipped: str | None = None
 
 
 @dataclass
@@ -56,23 +74,28 @@ class GraphPass(ir.passes.InPlacePass):
     name = "pass"
     parity_tolerance: float | None = None  # None: the pipeline's tolerance (fp32 exactness)
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.details: dict[str, Any] = {}
-        self.skipped: str | None = None
-
     def applicability(self, model: ir.Model) -> str | None:
         """None when the pass applies to this graph, else the reason it does not."""
         return None
 
-    def rewrite(self, model: ir.Model) -> bool:
+    def rewrite(self, model: ir.Model) -> Rewrite:
         raise NotImplementedError
 
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
-        self.details, self.skipped = {}, self.applicability(model)
-        if self.skipped is not None:
-            return ir.passes.PassResult(model, modified=False)
-        return ir.passes.PassResult(model, modified=bool(self.rewrite(model)))
+    def call(self, model: ir.Model) -> GraphPassResult:
+        skipped = self.applicability(model)
+        if skipped is not None:
+            return GraphPassResult(model, modified=False, skipped=skipped)
+        done = self.rewrite(model)
+        return GraphPassResult(model, modified=done.modified, details=dict(done.details))
+
+
+def substitute(model: ir.Model, node: ir.Node, replacement: list[ir.Node]) -> None:
+    """Put ``replacement`` where ``node`` was; the last replacement node's output takes over node's output."""
+    output = replacement[-1].outputs[0]
+    output.shape, output.dtype = node.outputs[0].shape, node.outputs[0].dtype
+    model.graph.insert_before(node, replacement)
+    ir.convenience.replace_all_uses_with(node.outputs[0], output)
+    model.graph.remove(node, safe=True)
 
 
 def diff_histograms(before: collections.Counter, after: collections.Counter) -> tuple[dict, dict]:

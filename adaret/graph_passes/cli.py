@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from adaret.core.constants import DEFAULT_TOLERANCE
+
 TARGETS = ("ort-cpu", "ort-cpu-int8", "ort-cuda", "tensorrt")
 
 
@@ -13,13 +15,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "it changed and is checked against the unoptimised graph with ONNX Runtime on "
                                    "random inputs; a pass that breaks parity stops the run with its name.")
     p.add_argument("model", help="ONNX graph written by `adaret export`")
-    p.add_argument("-o", "--output", required=True, help="where to write the optimised graph")
+    p.add_argument("-o", "--output", required=True,
+                   help="where to write the optimised graph (a new file, unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing -o file")
     p.add_argument("--target", choices=TARGETS, default="ort-cpu",
                    help="pick the passes for a runtime; tensorrt skips ONNX Runtime contrib-op fusions; "
                         "ort-cpu-int8 leaves Q/K/V unpacked for `adaret calibrate` (default: %(default)s)")
     p.add_argument("--passes", default=None,
                    help="comma-separated pass names to run instead of the target's list")
-    p.add_argument("--tolerance", type=float, default=1e-4, help="max |logit diff| allowed after each fp32 pass")
+    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                   help="max |logit diff| allowed after each fp32 pass (default: %(default)s)")
     p.add_argument("--fp16", action="store_true",
                    help="finish with fp16 conversion (GPU targets; LayerNorm, Softmax, reductions and the gate "
                         "scores stay fp32; checked with a tolerance of 2e-2)")
@@ -33,7 +38,7 @@ def _run(args: argparse.Namespace) -> int:
 
     passes = [p.strip() for p in args.passes.split(",") if p.strip()] if args.passes else None
     result = optimize(Path(args.model), Path(args.output), target=args.target, passes=passes,
-                      tolerance=args.tolerance, fp16=args.fp16)
+                      tolerance=args.tolerance, fp16=args.fp16, overwrite=args.overwrite)
     for report in result.reports:
         print(report.line())
     print(f"{result.nodes_before} -> {result.nodes_after} nodes; wrote {result.output} and {result.report_path}")

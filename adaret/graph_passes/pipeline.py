@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnx_ir as ir
-import onnxruntime as ort
 
-from adaret.errors import AdaretError, ParityError
-from adaret.export.metadata import read_metadata, write_metadata
-from adaret.export.onnx_export import save_model
-from adaret.export.parity import DEFAULT_TOLERANCE, random_inputs
-from adaret.fileio import atomic_file
-from adaret.graph_passes.base import GraphPass, PassReport, diff_histograms, op_histogram
+from adaret.core import graph_facts as gf
+from adaret.core.constants import DEFAULT_TOLERANCE
+from adaret.core.dummy_inputs import dummy_inputs
+from adaret.core.errors import AdaretError, ParityError
+from adaret.core.fileio import atomic_file
+from adaret.core.metadata import ExportMetadata
+from adaret.core.onnx_files import save_model
+from adaret.core.ort_sessions import make_session
+from adaret.core.outputs import output_file, refresh_manifest
+from adaret.graph_passes.base import PassReport, diff_histograms, op_histogram
 from adaret.graph_passes.passes import (
     CleanupPass,
     Float16Pass,
@@ -31,7 +34,7 @@ from adaret.graph_passes.passes import (
     TransformerFusionPass,
 )
 
-PASSES: dict[str, type[GraphPass]] = {p.name: p for p in (
+PASSES: dict[str, type[ir.passes.PassBase]] = {p.name: p for p in (
     FoldConstantsPass, CleanupPass, TransformerFusionPass, OrderRestoreEliminationPass, LastLayerPruningPass,
     PackedAttentionPass, RowGatherPass, SplitSkipLayerNormPass, Float16Pass)}
 FP16_TARGETS = ("ort-cuda", "tensorrt")
@@ -69,26 +72,25 @@ class OptimizeResult:
 class ParityProbe:
     """The unoptimised graph's outputs on fixed random inputs, to check each pass against."""
 
-    def __init__(self, model: onnx.ModelProto, tolerance: float, seed: int = 0):
+    def __init__(self, model: onnx.ModelProto, tolerance: float, directory: Path | None = None, seed: int = 0):
         self.tolerance = tolerance
-        meta = read_metadata(model)
-        session = _session(model)
-        max_len = int(meta.get("max_positions", 512))
-        static = meta.get("form") == "static"
-        shapes = [(2, int(meta["seq_len"]))] if static else [(1, 37), (3, min(128, max_len)), (2, max_len)]
+        meta = ExportMetadata.from_model(model)
+        vocab = gf.graph_vocabulary(ir.serde.deserialize_model(model), directory)
+        session = make_session(model)
+        max_len = meta.max_positions or 512
+        shapes = [(2, meta.seq_len)] if meta.seq_len else [(1, 37), (3, min(128, max_len)), (2, max_len)]
         fixed_batch = _fixed_batch(session)
         if fixed_batch is not None:  # an --batch N export refuses any other batch size
             shapes = [(fixed_batch, n) for _, n in shapes]
         generator = np.random.default_rng(seed)
         names = [i.name for i in session.get_inputs()]
-        self.feeds = [{k: v for k, v in random_inputs(b, n, 30522, generator).items() if k in names}
-                      for b, n in shapes]
+        self.feeds = [dummy_inputs(b, n, vocab, generator, names=names) for b, n in shapes]
         self.expected = [session.run(None, f) for f in self.feeds]
         self.output_names = [o.name for o in session.get_outputs()]
 
     def max_abs_diff(self, model: onnx.ModelProto, pass_name: str, tolerance: float | None = None) -> float:
         tolerance = self.tolerance if tolerance is None else tolerance
-        session = _session(model)
+        session = make_session(model)
         worst = 0.0
         for feeds, expected in zip(self.feeds, self.expected, strict=True):
             got = dict(zip(self.output_names, session.run(self.output_names, feeds), strict=True))
@@ -107,9 +109,10 @@ def _fixed_batch(session) -> int | None:
 
 
 def optimize(source: Path, output: Path, *, target: str = "ort-cpu", passes: Sequence[str] | None = None,
-             tolerance: float = DEFAULT_TOLERANCE, fp16: bool = False) -> OptimizeResult:
+             tolerance: float = DEFAULT_TOLERANCE, fp16: bool = False, overwrite: bool = False) -> OptimizeResult:
     """Run ``passes`` (default: the target's list, plus fp16 when asked) over ``source``, check parity after
-    each, write ``output``."""
+    each, write ``output`` (an existing one only with ``overwrite``; in an export directory its manifest is
+    updated)."""
     names = list(passes) if passes is not None else list(_target_passes(target))
     if fp16:
         if target not in FP16_TARGETS:
@@ -118,35 +121,70 @@ def optimize(source: Path, output: Path, *, target: str = "ort-cpu", passes: Seq
     unknown = [n for n in names if n not in PASSES]
     if unknown:
         raise AdaretError(f"unknown pass(es) {', '.join(unknown)}; available: {', '.join(PASSES)}")
-    proto = _load(source)
-    probe = ParityProbe(proto, tolerance)
-    model = ir.serde.deserialize_model(proto)
-    result = OptimizeResult(Path(source), Path(output), target)
-    for name in names:
-        model, report = _run_pass(PASSES[name](), model, probe)
-        result.reports.append(report)
-    final = ir.serde.serialize_model(model)
-    summary = [{"pass": r.name, "modified": r.modified, "skipped": r.skipped, "nodes": [r.nodes_before, r.nodes_after]}
-               for r in result.reports]
-    write_metadata(final, {**read_metadata(final), "pass_report": summary, "optimized_for": target})
-    save_model(final, Path(output))
-    result.report_path = _write_report(result)
+    proto, meta = _load(source)
+    output = Path(output)
+    if output.resolve() == Path(source).resolve():
+        raise AdaretError(f"output {output} would overwrite the graph it optimises; choose another -o")
+    with output_file(output, overwrite=overwrite, what="output"):
+        probe = ParityProbe(proto, tolerance, Path(source).parent)
+        model = ir.serde.deserialize_model(proto)
+        result = OptimizeResult(Path(source), output, target)
+        manager = ir.passes.PassManager([ParityCheckedPass(PASSES[name](), probe, result.reports.append)
+                                         for name in names], steps=1, early_stop=False)
+        final = ir.serde.serialize_model(_run(manager, model))
+        summary = [{"pass": r.name, "modified": r.modified, "skipped": r.skipped,
+                    "nodes": [r.nodes_before, r.nodes_after]} for r in result.reports]
+        meta.updated(pass_report=summary, optimized_for=target).write_to(final)
+        save_model(final, output)
+        result.report_path = _write_report(result)
+        refresh_manifest(output.parent, [output.name, result.report_path.name])
     return result
 
 
-def _run_pass(graph_pass: GraphPass, model: ir.Model, probe: ParityProbe) -> tuple[ir.Model, PassReport]:
-    started = time.perf_counter()
-    before = op_histogram(model)
-    result = graph_pass(model)
-    after = op_histogram(result.model)
-    removed, added = diff_histograms(before, after)
-    report = PassReport(graph_pass.name, result.modified, sum(before.values()), sum(after.values()), removed, added,
-                        graph_pass.details, graph_pass.skipped)
-    if result.modified:
-        report.max_abs_diff = probe.max_abs_diff(ir.serde.serialize_model(result.model), graph_pass.name,
-                                                 graph_pass.parity_tolerance)
-    report.seconds = round(time.perf_counter() - started, 2)
-    return result.model, report
+class ParityCheckedPass(ir.passes.PassBase):
+    """Runs ``inner``, measures what it changed, checks the result against the unoptimised graph's outputs,
+    and hands the ``PassReport`` to ``record``: the pipeline's wrapper around each pass in its PassManager."""
+
+    def __init__(self, inner: ir.passes.PassBase, probe: ParityProbe, record: Callable[[PassReport], None]):
+        self.inner, self.probe, self.record = inner, probe, record
+
+    @property
+    def in_place(self) -> bool:
+        return self.inner.in_place
+
+    @property
+    def changes_input(self) -> bool:
+        return self.inner.changes_input
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        started = time.perf_counter()
+        before = op_histogram(model)
+        result = self.inner(model)
+        after = op_histogram(result.model)
+        removed, added = diff_histograms(before, after)
+        name = getattr(self.inner, "name", type(self.inner).__name__)
+        report = PassReport(name, result.modified, sum(before.values()), sum(after.values()), removed, added,
+                            getattr(result, "details", {}), getattr(result, "skipped", None))
+        if result.modified:
+            report.max_abs_diff = self.probe.max_abs_diff(ir.serde.serialize_model(result.model), name,
+                                                          getattr(self.inner, "parity_tolerance", None))
+        report.seconds = round(time.perf_counter() - started, 2)
+        self.record(report)
+        return result
+
+
+def _run(manager: ir.passes.PassBase, model: ir.Model) -> ir.Model:
+    """Run the pass manager; a failure of ours (a broken parity, a bad graph) surfaces as its own one line
+    rather than inside the PassErrors that onnx-ir wraps around every failing pass."""
+    try:
+        return manager(model).model
+    except ir.passes.PassError as exc:
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, AdaretError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise
 
 
 def _target_passes(target: str) -> tuple[str, ...]:
@@ -155,22 +193,14 @@ def _target_passes(target: str) -> tuple[str, ...]:
     return TARGET_PASSES[target]
 
 
-def _load(path: Path) -> onnx.ModelProto:
+def _load(path: Path) -> tuple[onnx.ModelProto, ExportMetadata]:
     try:
         model = onnx.load(str(path))
     except FileNotFoundError:
         raise AdaretError(f"ONNX model {path} does not exist") from None
     except Exception as exc:
         raise AdaretError(f"cannot read ONNX model {path}: {exc}") from None
-    if "form" not in read_metadata(model):
-        raise AdaretError(f"{path} was not exported by adaret (no adaret.* metadata)")
-    return model
-
-
-def _session(model: onnx.ModelProto) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return model, ExportMetadata.from_model(model, str(path))
 
 
 def _write_report(result: OptimizeResult) -> Path:

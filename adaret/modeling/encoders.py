@@ -2,7 +2,8 @@
 
 The retention wrapper needs three things from a backbone: token embeddings (with absolute positions
 already added), the layer stack, and a way to run one layer under an additive key bias of shape
-[batch, 1, 1, keys]. BERT and RoBERTa share one adapter; another family needs only these three methods.
+[batch, 1, 1, keys]. RoBERTa and XLM-R differ from BERT only in embeddings (no token types) and in where
+position ids start; another family needs only these methods.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModel, PretrainedConfig
+from transformers import AutoModel, PretrainedConfig
 
-from adaret.errors import AdaretError
+from adaret.core.errors import AdaretError
+from adaret.modeling.hf_loading import load_backbone, load_config
 
 
 class EncoderAdapter(nn.Module):
@@ -40,6 +42,11 @@ class EncoderAdapter(nn.Module):
     @property
     def layers(self) -> nn.ModuleList:
         return self.backbone.encoder.layer
+
+    @property
+    def max_positions(self) -> int:
+        """The longest input (in tokens) the position table can index."""
+        return int(self.config.max_position_embeddings)
 
     def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
         return self.backbone.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
@@ -68,6 +75,12 @@ class RobertaAdapter(EncoderAdapter):
 
     uses_token_type_ids = False
 
+    @property
+    def max_positions(self) -> int:
+        """Position ids run from ``padding_idx + 1`` to ``padding_idx + n`` (padding keeps ``padding_idx``), so the
+        table's first ``padding_idx + 1`` rows hold no token position: 514 rows fit 512 tokens."""
+        return int(self.config.max_position_embeddings) - int(self.backbone.embeddings.padding_idx) - 1
+
     def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
         return self.backbone.embeddings(input_ids=input_ids)
 
@@ -84,16 +97,12 @@ def load_encoder(path: str | Path, attn_implementation: str = "sdpa") -> Encoder
     path = Path(path)
     if not (path / "config.json").is_file():
         raise AdaretError(f"{path} is not a Hugging Face model directory (no config.json)")
-    try:
-        config = AutoConfig.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise AdaretError(f"cannot read model config in {path}: {exc}") from None
+    config = load_config(path)  # refuses a directory that ships its own code
     adapter_cls = ADAPTERS.get(config.model_type)
     if adapter_cls is None:
         supported = ", ".join(sorted(ADAPTERS))
         raise AdaretError(f"unsupported encoder type {config.model_type!r} in {path} (supported: {supported})")
-    backbone = AutoModel.from_pretrained(path, local_files_only=True, attn_implementation=attn_implementation,
-                                         add_pooling_layer=False)
+    backbone = load_backbone(path, attn_implementation=attn_implementation, add_pooling_layer=False)
     return adapter_cls(backbone)
 
 

@@ -13,8 +13,9 @@ does not import onnxruntime.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from adaret.core.lazy import lazy_attributes
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time the names resolve in __getattr__
     from adaret.runtime.session import Prediction, Session, load
@@ -29,9 +30,4 @@ _EXPORTS = {
 
 __all__ = ["Prediction", "Session", "TruncationWarning", "load"]
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'adaret.runtime' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_attributes(__name__, _EXPORTS)

@@ -46,7 +46,7 @@ def _register_explain(sub: argparse._SubParsersAction) -> None:
 
 
 def _read_texts(args: argparse.Namespace) -> list[str]:
-    from adaret.errors import AdaretError
+    from adaret.core.errors import AdaretError
 
     texts = list(args.texts)
     if args.file:

@@ -24,15 +24,16 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from adaret.errors import AdaretError
-from adaret.export.metadata import decode_metadata
-from adaret.fileio import atomic_file
+from adaret.core.errors import AdaretError
+from adaret.core.fileio import atomic_file
+from adaret.core.metadata import ExportMetadata
+from adaret.core.ort_sessions import make_session
+from adaret.core.padding import PAD_MULTIPLE, bucket_widths, pad_batch, smallest_width
 from adaret.runtime.options import session_options
 from adaret.runtime.runners import ORT_ERRORS, first_line
-from adaret.runtime.text import DEFAULT_MAX_LENGTH, TextEncoder, bucket_widths, pad_batch
+from adaret.runtime.text import DEFAULT_MAX_LENGTH, TextEncoder
 
 PLAIN_STATIC_GRAPH = re.compile(r"model_seq(\d+)\.onnx")
-PAD_MULTIPLE = 32  # the runtime's default: a text is explained at the width classify() would run it at
 
 # --- the ONNX protobuf at the wire level -------------------------------------------------------------
 # Field numbers from onnx.proto; only the few that locate TopK nodes, outputs and metadata are named.
@@ -144,7 +145,7 @@ class GraphFile:
 
     path: Path
     data: bytes
-    metadata: dict[str, Any]
+    metadata: ExportMetadata
     output_names: list[str]
     order_names: list[str]  # values of each order-restoring TopK, in graph (topological) order
 
@@ -155,10 +156,11 @@ class GraphFile:
         except OSError as exc:
             raise AdaretError(f"cannot read {path}: {exc.strerror}") from None
         try:
-            return cls(path, data, *_scan(memoryview(data)))
+            entries, outputs, orders = _scan(memoryview(data))
         except (_Corrupt, UnicodeDecodeError):
             raise AdaretError(f"cannot read {path.name}: not a valid ONNX model, or a truncated or corrupt file") \
                 from None
+        return cls(path, data, ExportMetadata.from_props(entries, path.name), outputs, orders)
 
     def with_outputs(self, names: Sequence[str]) -> bytes:
         """The model with ``names`` appended to the graph's outputs (the file is not touched)."""
@@ -169,7 +171,7 @@ class GraphFile:
             bytes(buf[graph.end:])
 
 
-def _scan(buf: memoryview) -> tuple[dict[str, Any], list[str], list[str]]:
+def _scan(buf: memoryview) -> tuple[dict[str, str], list[str], list[str]]:
     entries: dict[str, str] = {}
     graph = None
     for field in _fields(buf):
@@ -186,7 +188,7 @@ def _scan(buf: memoryview) -> tuple[dict[str, Any], list[str], list[str]]:
             nodes.append(_node(field.value))
         elif field.number == GRAPH_OUTPUT:
             outputs.append(next((_text(f.value) for f in _fields(field.value) if f.number == 1), ""))
-    return decode_metadata(entries), outputs, _order_names(nodes)
+    return entries, outputs, _order_names(nodes)
 
 
 def _order_names(nodes: list[_Node]) -> list[str]:
@@ -198,11 +200,11 @@ def _order_names(nodes: list[_Node]) -> list[str]:
 
 # --- which layers prune, and running the graph --------------------------------------------------------
 
-def pruned_layers(metadata: dict[str, Any]) -> list[int]:
+def pruned_layers(metadata: ExportMetadata) -> list[int]:
     """0-based layers preceded by a TopK/Gather: those whose schedule numerator is below the denominator
     (an ungated layer always holds the denominator)."""
-    schedule = metadata.get("schedule")
-    if not isinstance(schedule, dict) or not {"numerators", "denominator"} <= set(schedule):
+    schedule = metadata.schedule
+    if schedule is None or not {"numerators", "denominator"} <= set(schedule):
         raise AdaretError("the graph records no adaret keep schedule: was it written by adaret export?")
     return [layer for layer, k in enumerate(schedule["numerators"]) if k < schedule["denominator"]]
 
@@ -227,7 +229,7 @@ class RetentionGraph:
         self.path = path
         self.metadata = graph.metadata
         self.pruned = pruned_layers(self.metadata)
-        self.layers = len(self.metadata["schedule"]["numerators"])
+        self.layers = len(self.metadata.schedule["numerators"])
         wanted = [f"kept_positions_l{layer + 1}" for layer in self.pruned]
         self.from_outputs = set(wanted) <= set(graph.output_names)
         if self.from_outputs:
@@ -263,7 +265,7 @@ def _session(data: bytes, path: Path, threads: int | None) -> ort.InferenceSessi
     # The graph is loaded from memory, so ONNX Runtime must be told where a large model's external data lives.
     options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(path.parent))
     try:
-        return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+        return make_session(data, options)
     except ORT_ERRORS as exc:
         raise AdaretError(f"cannot load {path.name}: not a valid ONNX model, or a truncated or corrupt file "
                           f"({first_line(exc)})") from None
@@ -318,11 +320,11 @@ class Explainer:
         self._graphs: dict[Path, RetentionGraph] = {}
         if None in self.paths:
             graph = self.graph(None)
-            recorded = str(graph.metadata.get("seq_len", ""))
-            if recorded.isdigit():  # a static graph named directly: texts are padded to its one length
-                self.paths = {int(recorded): self.paths[None]}
-            self.max_length = int(recorded) if recorded.isdigit() else int(
-                graph.metadata.get("max_positions") or self.encoder.model_max_length or DEFAULT_MAX_LENGTH)
+            recorded = graph.metadata.seq_len
+            if recorded is not None:  # a static graph named directly: texts are padded to its one length
+                self.paths = {recorded: self.paths[None]}
+            self.max_length = recorded or graph.metadata.max_positions or self.encoder.model_max_length \
+                or DEFAULT_MAX_LENGTH
         else:
             self.max_length = max(n for n in self.paths if n is not None)
         static = [n for n in self.paths if n is not None]
@@ -340,13 +342,12 @@ class Explainer:
             raise AdaretError(f"explain() takes a string, got a {type(text).__name__}")
         self.encoder.tokenizer.enable_truncation(self.max_length)
         encoding = self.encoder.tokenizer.encode(text)
-        width = next(w for w in self.widths if w >= len(encoding.ids))
+        width = smallest_width(self.widths, len(encoding.ids))  # the width classify() would run it at
         graph = self.graph(width)
         kept = graph.kept_positions(pad_batch([encoding.ids], width, self.encoder.pad_id))
         layers, slots = _per_layer(kept, graph.layers, len(encoding.ids), width)
-        budget = graph.metadata.get("budget")
         return Explanation(text, list(encoding.tokens), layers, slots, width, bool(encoding.overflowing), graph.path,
-                           float(budget) if budget is not None else None, bool(graph.pruned))
+                           graph.metadata.budget, bool(graph.pruned))
 
 
 def _graph_paths(path: Path) -> dict[int | None, Path]:

@@ -27,9 +27,12 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from adaret.errors import AdaretError
+from adaret.core.errors import AdaretError
+
+if TYPE_CHECKING:
+    from adaret.core.dummy_inputs import Vocabulary
 
 RESULT_MARKER = "ADARET_MEMORY_RESULT "
 STATUS = Path("/proc/self/status")
@@ -127,7 +130,7 @@ def ort_workload(model: str, batch: int, seq_len: int, memory: str | None = None
     from adaret.runtime.session import load
 
     session = load(model, memory=memory, threads=threads)
-    feeds = synthetic_feeds(batch, seq_len)
+    feeds = synthetic_feeds(batch, seq_len, session.vocabulary)
     return lambda: session.run(**{k: v for k, v in feeds.items() if k in session.input_names})
 
 
@@ -146,13 +149,13 @@ def texts_workload(model: str, texts_file: str, batch_size: int = 8, memory: str
     return run
 
 
-def synthetic_feeds(batch: int, seq_len: int, seed: int = 0) -> dict[str, Any]:
+def synthetic_feeds(batch: int, seq_len: int, vocab: Vocabulary, seed: int = 0) -> dict[str, Any]:
     """Full-length rows (no padding): the worst case a bucket of this length can see. CLS first, SEP last."""
     import numpy as np
 
-    ids = np.random.default_rng(seed).integers(1000, 30000, size=(batch, seq_len), dtype=np.int64)
-    ids[:, 0], ids[:, -1] = 101, 102
-    return {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    from adaret.core.dummy_inputs import dummy_inputs
+
+    return dummy_inputs(batch, seq_len, vocab, np.random.default_rng(seed), padded=False)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import onnxruntime as ort
 
-from adaret.errors import AdaretError
+from adaret.core.errors import AdaretError
 
 # "no-arena" is the runtime's default; the others exist to measure against and for users who want them.
 MEMORY_MODES = ("no-arena", "arena", "arena-same-as-requested")

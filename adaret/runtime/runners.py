@@ -16,8 +16,9 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as ort_state
 
-from adaret.errors import AdaretError
-from adaret.export.metadata import decode_metadata
+from adaret.core.errors import AdaretError
+from adaret.core.metadata import ExportMetadata
+from adaret.core.ort_sessions import make_session
 from adaret.runtime.options import select_providers, session_options
 
 ORT_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, *(
@@ -40,7 +41,7 @@ class InputSpec:
 class Runner(Protocol):
     input_specs: dict[str, InputSpec]
     output_names: list[str]
-    metadata: dict[str, Any]
+    metadata: ExportMetadata
 
     def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
@@ -63,7 +64,7 @@ class SessionFromOnnx:
         if not self.path.is_file():
             raise AdaretError(f"model file {self.path} does not exist")
         try:
-            return ort.InferenceSession(str(self.path), self.options, providers=self.providers)
+            return make_session(self.path, self.options, providers=self.providers)
         except ORT_ERRORS as exc:
             raise AdaretError(f"cannot load {self.path.name}: not a valid ONNX model, or a truncated or corrupt "
                               f"file ({first_line(exc)})") from None
@@ -78,7 +79,7 @@ class OrtRunner:
                                               tuple(d if isinstance(d, int) else None for d in i.shape))
                             for i in self.session.get_inputs()}
         self.output_names = [o.name for o in self.session.get_outputs()]
-        self.metadata = decode_metadata(self.session.get_modelmeta().custom_metadata_map)
+        self.metadata = ExportMetadata.from_props(self.session.get_modelmeta().custom_metadata_map)
 
     @property
     def providers(self) -> list[str]:
@@ -107,13 +108,24 @@ class TrtRunner:
         from adaret.engines.trt_session import TrtPlanRunner
 
         self.runner = TrtPlanRunner(self.path)
-        # The sidecar carries what the ONNX metadata carries for a graph: labels, budget, schedule, bucket.
-        self.metadata: dict[str, Any] = self.runner.sidecar.to_dict()
+        sidecar = self.runner.sidecar
+        self.metadata = metadata_from_sidecar(sidecar)
+        self.device_memory_bytes = sidecar.device_memory_bytes
         self.output_names = list(self.runner.output_names)
-        seq_len = self.metadata.get("seq_len")
-        self.input_specs = {name: InputSpec(name, np.dtype(np.int64), (None, seq_len))
+        self.input_specs = {name: InputSpec(name, np.dtype(np.int64), (None, sidecar.seq_len))
                             for name in self.runner.input_names}
         self.providers = ["TensorRT"]
 
     def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.runner.run(dict(feeds))
+
+
+def metadata_from_sidecar(sidecar: Any) -> ExportMetadata:
+    """A plan's sidecar carries what an export's metadata carries: labels, budget, schedule, bucket."""
+    if sidecar.budget is None:
+        raise AdaretError("the plan's sidecar records no budget: rebuild the plan from an adaret export")
+    return ExportMetadata(form="dynamic" if sidecar.seq_len is None else "static", budget=float(sidecar.budget),
+                          seq_len=sidecar.seq_len, training_budget=sidecar.training_budget,
+                          schedule=sidecar.schedule, keep_counts=sidecar.keep_counts or {},
+                          checkpoint_sha256=sidecar.checkpoint_sha256 or "", label_names=list(sidecar.label_names),
+                          input_names=list(sidecar.input_names), output_names=list(sidecar.output_names))

@@ -10,19 +10,16 @@ from typing import Any
 
 import numpy as np
 
-from adaret.errors import AdaretError
+from adaret.core.dummy_inputs import Vocabulary
+from adaret.core.errors import AdaretError
+from adaret.core.io_spec import INPUT_NAMES
+from adaret.core.metadata import ExportMetadata
+from adaret.core.outputs import check_manifest
+from adaret.core.padding import PAD_MULTIPLE, PlannedBatch, bucket_widths, padded_batches, smallest_width
 from adaret.runtime.runners import OrtRunner, Runner, SessionFromOnnx, TrtRunner
-from adaret.runtime.text import (
-    DEFAULT_MAX_LENGTH,
-    Encoded,
-    PlannedBatch,
-    TextEncoder,
-    bucket_widths,
-    padded_batches,
-)
+from adaret.runtime.text import DEFAULT_MAX_LENGTH, Encoded, TextEncoder
 
 STATIC_GRAPH = re.compile(r"model_seq(\d+)(?:\.opt)?\.onnx")
-INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
 
 @dataclass(frozen=True)
@@ -47,7 +44,7 @@ class Session:
     """
 
     def __init__(self, runners: Mapping[int | None, Runner], encoder: TextEncoder | None = None, *,
-                 max_length: int | None = None, pad_multiple: int = 32, source: Path | None = None):
+                 max_length: int | None = None, pad_multiple: int = PAD_MULTIPLE, source: Path | None = None):
         if not runners:
             raise AdaretError("a session needs at least one model")
         self.runners = dict(runners)
@@ -56,7 +53,7 @@ class Session:
         first = next(iter(self.runners.values()))
         self.input_specs = first.input_specs
         self.output_names = first.output_names
-        self.metadata: dict[str, Any] = first.metadata
+        self.metadata: ExportMetadata = first.metadata
         self.static_lengths = sorted(k for k in self.runners if k is not None)
         self.max_length = self._max_length(max_length)
         self.widths = bucket_widths(self.max_length, self.static_lengths, pad_multiple)
@@ -67,7 +64,7 @@ class Session:
         if self.static_lengths:
             limit = max(self.static_lengths)
         else:
-            recorded = self.metadata.get("max_positions") or (self.encoder.model_max_length if self.encoder else None)
+            recorded = self.metadata.max_positions or (self.encoder.model_max_length if self.encoder else None)
             limit = int(recorded or DEFAULT_MAX_LENGTH)
         return min(requested, limit) if requested else limit
 
@@ -77,12 +74,25 @@ class Session:
 
     @property
     def label_names(self) -> list[str]:
-        return list(self.metadata.get("label_names") or [])
+        return list(self.metadata.label_names)
 
     @property
     def budget(self) -> float | None:
-        value = self.metadata.get("budget")
-        return float(value) if value is not None else None
+        return self.metadata.budget
+
+    @property
+    def vocabulary(self) -> Vocabulary:
+        """Size and special ids: recorded by the export, else read from the tokenizer beside the graph."""
+        if self.metadata.vocabulary:
+            return Vocabulary.from_dict(self.metadata.vocabulary)
+        if self.encoder is None:
+            raise AdaretError("the graph records no vocabulary and no tokenizer.json lies beside it")
+        return Vocabulary.from_tokenizer(self.encoder.tokenizer)
+
+    @property
+    def device_memory_bytes(self) -> list[int] | None:
+        """A TensorRT plan's activation memory per profile (from its sidecar); None for ONNX graphs."""
+        return getattr(next(iter(self.runners.values())), "device_memory_bytes", None)
 
     @property
     def providers(self) -> list[str]:
@@ -132,7 +142,7 @@ class Session:
     def _bucket_for(self, width: int) -> tuple[int | None, int]:
         if not self.static_lengths:
             return None, width
-        bucket = next(n for n in self.static_lengths if n >= width)  # width <= max_length was checked
+        bucket = smallest_width(self.static_lengths, width)  # width <= max_length was checked
         return bucket, bucket
 
     # --- texts -------------------------------------------------------------------------------------
@@ -149,7 +159,7 @@ class Session:
     def batches(self, encoded: Encoded, batch_size: int = 8) -> Iterator[tuple[PlannedBatch, dict[str, np.ndarray]]]:
         """Bucketed, padded feeds: exactly what ``classify`` runs, for comparisons that must see the same inputs."""
         pad_id = self.encoder.pad_id if self.encoder else 0
-        for batch, feeds in padded_batches(encoded, self.widths, batch_size, pad_id):
+        for batch, feeds in padded_batches(encoded.ids, self.widths, batch_size, pad_id):
             yield batch, {name: feeds[name] for name in self.input_names if name in feeds}
 
     def classify(self, texts: Sequence[str], batch_size: int = 8) -> list[Prediction]:
@@ -198,10 +208,12 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
 
 
 def load(path: str | Path, *, memory: str | None = None, threads: int | None = None,
-         providers: list[str] | None = None, max_length: int | None = None, pad_multiple: int = 32) -> Session:
+         providers: list[str] | None = None, max_length: int | None = None,
+         pad_multiple: int = PAD_MULTIPLE) -> Session:
     """Open an exported model: a ``.onnx`` graph (ONNX Runtime), a ``.plan`` (TensorRT), or an export directory
     (its dynamic graph, else all of its ``model_seq<N>`` buckets; the optimised ``.opt.onnx`` of each where
-    export wrote one). The tokenizer next to it is used for ``classify``.
+    export wrote one). The tokenizer next to it is used for ``classify``. A directory whose ``manifest.json``
+    (written by export) does not match its files, or does not list the graph picked, is refused.
 
     ``memory`` picks the CPU allocator (see ``adaret.runtime.options.MEMORY_MODES``; default: arena off),
     ``threads`` the intra-op threads, ``providers`` overrides the execution providers, ``max_length`` caps the
@@ -225,7 +237,11 @@ def load(path: str | Path, *, memory: str | None = None, threads: int | None = N
 
 def _model_files(path: Path) -> list[Path]:
     if path.is_dir():
-        return _graphs_in(path)
+        graphs = _graphs_in(path)
+        # An export directory is one set: a graph or tokenizer left by another (or an interrupted) export must not
+        # be served next to this one's. Without a manifest (older exports, hand-made directories) nothing is checked.
+        check_manifest(path, graphs)
+        return graphs
     if not path.exists():
         raise AdaretError(f"model file {path} does not exist")
     if path.suffix not in (".onnx", ".plan"):
@@ -250,9 +266,4 @@ def _graphs_in(directory: Path) -> list[Path]:
 
 def _static_length(runner: Runner) -> int | None:
     """A static graph's bucket length (from its metadata, else its input shape); None for a dynamic graph."""
-    recorded = str(runner.metadata.get("seq_len", ""))
-    if recorded.isdigit():
-        return int(recorded)
-    if recorded == "dynamic":
-        return None
-    return runner.input_specs["input_ids"].shape[1] if "input_ids" in runner.input_specs else None
+    return runner.metadata.seq_len

@@ -1,24 +1,19 @@
-"""Tokenisation with the tokenizer that travels with the artifact, and batches planned by length bucket.
+"""Tokenisation with the tokenizer that travels with the artifact (``tokenizers``, no transformers).
 
-Padding policy. In a retained graph, K_l = max(2, ceil(f_l * n)) follows the padded length n, so how a text is
-padded changes which tokens survive. Each text is therefore padded to a fixed bucket width chosen from its
-own length alone (the graph's bucket for a static graph; the next multiple of ``pad_multiple`` for a
-dynamic one), never to the longest text in its batch: a text gets the same answer whichever texts share
-its batch, and in whatever order they come.
+How texts are then padded and batched is ``adaret.core.padding``, shared with calibration and validation.
 """
 
 from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from tokenizers import Tokenizer
 
-from adaret.errors import AdaretError
+from adaret.core.errors import AdaretError
 
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
@@ -82,49 +77,3 @@ def _read_json(path: Path) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise AdaretError(f"cannot read {path.name}: {exc}") from None
     return data if isinstance(data, dict) else {}
-
-
-@dataclass(frozen=True)
-class PlannedBatch:
-    indices: list[int]  # positions of these texts in the caller's list
-    width: int  # padded sequence length
-
-
-def bucket_widths(max_length: int, static_lengths: Sequence[int] = (), pad_multiple: int = 32) -> list[int]:
-    """The padded lengths texts may take: a static graph's buckets, else multiples of ``pad_multiple``."""
-    if static_lengths:
-        return sorted(set(static_lengths))
-    widths = list(range(pad_multiple, max_length, pad_multiple))
-    return [*widths, max_length]
-
-
-def plan_batches(lengths: Sequence[int], widths: Sequence[int], batch_size: int) -> list[PlannedBatch]:
-    """Group texts by the smallest width that holds them, then cut each group into batches of ``batch_size``."""
-    if batch_size < 1:
-        raise AdaretError(f"batch size must be >= 1, got {batch_size}")
-    groups: dict[int, list[int]] = {}
-    for index, length in enumerate(lengths):
-        width = next((w for w in widths if w >= length), None)
-        if width is None:
-            raise AdaretError(f"a text of {length} tokens is longer than the largest bucket ({max(widths)})")
-        groups.setdefault(width, []).append(index)
-    return [PlannedBatch(members[start:start + batch_size], width)
-            for width, members in sorted(groups.items())
-            for start in range(0, len(members), batch_size)]
-
-
-def padded_batches(encoded: Encoded, widths: Sequence[int], batch_size: int,
-                   pad_id: int) -> Iterator[tuple[PlannedBatch, dict[str, np.ndarray]]]:
-    """Bucketed and padded feeds for every text, batch by batch."""
-    for batch in plan_batches([len(ids) for ids in encoded.ids], widths, batch_size):
-        yield batch, pad_batch([encoded.ids[i] for i in batch.indices], batch.width, pad_id)
-
-
-def pad_batch(ids: Sequence[Sequence[int]], width: int, pad_id: int) -> dict[str, np.ndarray]:
-    """Right-padded input_ids, attention_mask and token_type_ids (single-segment texts) of shape [batch, width]."""
-    input_ids = np.full((len(ids), width), pad_id, dtype=np.int64)
-    attention_mask = np.zeros((len(ids), width), dtype=np.int64)
-    for row, tokens in enumerate(ids):
-        input_ids[row, :len(tokens)] = tokens
-        attention_mask[row, :len(tokens)] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": np.zeros_like(input_ids)}

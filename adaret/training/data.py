@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from adaret.errors import AdaretError
+from adaret.core.errors import AdaretError
 
 BUILTIN_DATASETS = ("bbc-news", "rotten-tomatoes", "political-speeches", "squad-articles", "squad-needle")
 SQUAD_ARTICLES = 10  # squad-articles keeps the articles with the most paragraphs

@@ -25,10 +25,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer
 
-from adaret.errors import AdaretError
+from adaret.core.errors import AdaretError
+from adaret.core.outputs import output_dir
 from adaret.modeling import KeepSchedule, RetentionConfig, RetentionModel, load_encoder
+from adaret.modeling.hf_loading import load_tokenizer
 from adaret.training.batching import Encoded
 from adaret.training.checkpoint import (
     CheckpointInfo,
@@ -60,16 +61,22 @@ def train(config: TrainConfig, command: str | None = None) -> RetentionCheckpoin
 
 def run_training(config: TrainConfig, command: str | None = None) -> TrainingRun:
     config.validate()
+    # Claimed before any work: a non-empty or busy --out fails now, not after training; a failed run leaves no
+    # empty directory behind.
+    with output_dir(config.out, overwrite=config.overwrite, what="checkpoint directory"):
+        return _run_training(config, command)
+
+
+def _run_training(config: TrainConfig, command: str | None) -> TrainingRun:
     torch.manual_seed(config.seed)
     started = time.perf_counter()
     model_dir = resolve_model_source(config.model)
     encoder = load_encoder(model_dir)
-    max_positions = getattr(encoder.config, "max_position_embeddings", None)
-    if max_positions is not None and config.max_length > max_positions:
-        raise AdaretError(f"max length {config.max_length} exceeds the model's {max_positions} positions")
+    if config.max_length > encoder.max_positions:
+        raise AdaretError(f"max length {config.max_length} exceeds the model's {encoder.max_positions} positions")
     splits = load_splits(config.data, seed=config.seed, text_column=config.text_column,
                          label_column=config.label_column)
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+    tokenizer = load_tokenizer(model_dir)
     train_part, validation_part = split_validation(_random_subset(splits.train, config.max_train_samples,
                                                                   config.seed), config)
     train_set = Encoded(train_part, tokenizer, config.max_length)
@@ -108,14 +115,15 @@ def run_training(config: TrainConfig, command: str | None = None) -> TrainingRun
                     "weights_sha256": backbone_weights_sha256(model_dir),
                     "config": encoder.config.to_diff_dict() | {"model_type": encoder.config.model_type}},
         retention={},
-        training=asdict(config) | {"command": command or " ".join(sys.argv)},
+        training={k: v for k, v in asdict(config).items() if k != "overwrite"}
+        | {"command": command or " ".join(sys.argv)},
         schedule={"keep_fractions": measured.fractions, "measured_on": validation_set_name(config),
                   "budget": measured.budget},
         metrics=metrics,
         versions=library_versions(),
     )
     checkpoint = RetentionCheckpoint(model, tokenizer, info, reference_head=reference_head)
-    checkpoint.save_pretrained(config.out)
+    checkpoint.save_pretrained(config.out, overwrite=config.overwrite)
     return TrainingRun(checkpoint, train_set, teacher)
 
 

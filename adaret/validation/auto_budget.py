@@ -46,13 +46,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from adaret.errors import AdaretError
+from adaret.core.errors import AdaretError
+from adaret.core.metadata import ExportMetadata
+from adaret.core.onnx_files import save_model
 from adaret.export.inference import LOGITS, TopMInference
-from adaret.export.metadata import write_metadata
-from adaret.export.onnx_export import export_module, keep_outputs, save_model
+from adaret.export.onnx_export import export_module, keep_outputs
+from adaret.export.parity import model_vocabulary
 from adaret.export.pipeline import (
     ExportConfig,
     ExportResult,
+    GraphOptimizer,
     deployment_schedule,
     run_export,
     token_scorer,
@@ -278,7 +281,7 @@ class HardEvaluator:
     def __init__(self, checkpoint: RetentionCheckpoint, config: ExportConfig, examples: Examples,
                  batch_size: int = 8):
         static = sorted(config.seq_lens or ()) if config.static else None
-        max_length = static[-1] if static else int(checkpoint.model.encoder.config.max_position_embeddings)
+        max_length = static[-1] if static else checkpoint.model.encoder.max_positions
         with warnings.catch_warnings():  # the runtime truncates long texts the same way
             warnings.simplefilter("ignore", TruncationWarning)
             encoded, pad_id = encode_texts(checkpoint.path, examples.texts, max_length)
@@ -334,13 +337,15 @@ class LatencyProbe:
     """Exports the graph a budget would deploy (graph passes included; no parity check: only its speed is
     wanted) and times it with the runtime's ONNX Runtime session on a synthetic full-length input."""
 
-    def __init__(self, checkpoint: RetentionCheckpoint, config: ExportConfig, batch: int, seq_len: int, work: Path):
+    def __init__(self, checkpoint: RetentionCheckpoint, config: ExportConfig, batch: int, seq_len: int, work: Path,
+                 optimizer: GraphOptimizer | None = None):
         self.checkpoint, self.config, self.batch, self.seq_len, self.work = checkpoint, config, batch, seq_len, work
-        self.max_positions = int(checkpoint.model.encoder.config.max_position_embeddings)
+        self.optimizer = optimizer
+        self.max_positions = checkpoint.model.encoder.max_positions
         self.scorer = token_scorer(config.scorer, checkpoint)
+        self.vocab = model_vocabulary(checkpoint.model, checkpoint.tokenizer)
 
     def __call__(self, budget: float) -> float:
-        from adaret.graph_passes.pipeline import optimize
         from adaret.runtime import load
         from adaret.runtime.memory import synthetic_feeds
 
@@ -352,15 +357,15 @@ class LatencyProbe:
                               opset=config.opset)
         if not config.with_positions:  # as run_export does: the positions only feed its parity check
             proto = keep_outputs(proto, [LOGITS])
-        write_metadata(proto, {"budget": budget, "form": "dynamic" if seq_len is None else "static",
-                               "seq_len": "dynamic" if seq_len is None else seq_len,
-                               "max_positions": self.max_positions})
+        ExportMetadata(form="dynamic" if seq_len is None else "static", budget=float(budget), seq_len=seq_len,
+                       max_positions=self.max_positions, vocabulary=self.vocab.as_dict()).write_to(proto)
         path = save_model(proto, self.work / f"b{budget:g}.onnx")
-        if config.optimize:
+        if self.optimizer is not None:
             target = config.target or ("ort-cpu" if seq_len is None else "tensorrt")
-            path = optimize(path, path.with_suffix(".opt.onnx"), target=target, tolerance=config.tolerance).output
+            path = self.optimizer(path, path.with_suffix(".opt.onnx"), target=target,
+                                  tolerance=config.tolerance).output
         session = load(path)
-        feeds = synthetic_feeds(self.batch, self.seq_len)
+        feeds = synthetic_feeds(self.batch, self.seq_len, self.vocab)
         feeds = {name: feeds[name] for name in session.input_names}
         return median_latency_ms(lambda: session.run(**feeds))
 
@@ -403,14 +408,17 @@ def settings_from_args(args: Any) -> AutoBudgetConfig | None:
     return auto
 
 
-def run_auto_export(config: ExportConfig, auto: AutoBudgetConfig, progress: Progress | None = None) -> ExportResult:
-    """Search the budget (module docstring), then ``run_export`` at it with the decision in metadata and report."""
+def run_auto_export(config: ExportConfig, auto: AutoBudgetConfig, progress: Progress | None = None,
+                    optimizer: GraphOptimizer | None = None) -> ExportResult:
+    """Search the budget (module docstring), then ``run_export`` at it with the decision in metadata and report.
+
+    ``optimizer`` runs the graph passes, both on the latency candidates and on the final export."""
     check_auto_config(auto)
     started = time.perf_counter()
     say = progress or (lambda _line: None)
     attention = _attention(config, auto)
     checkpoint = RetentionCheckpoint.from_pretrained(config.checkpoint_dir, attn_implementation=attention)
-    max_positions = int(checkpoint.model.encoder.config.max_position_embeddings)
+    max_positions = checkpoint.model.encoder.max_positions
     validate_config(replace(config, budget=1.0), max_positions)  # bad lengths or opset fail now, not after the search
     config = with_default_seq_lens(config, max_positions)
     with warnings.catch_warnings():
@@ -422,10 +430,10 @@ def run_auto_export(config: ExportConfig, auto: AutoBudgetConfig, progress: Prog
         # --batch is the batch the latency is measured at. The graph keeps a dynamic batch: a fixed one would refuse
         # the runtime's last, smaller batch of texts.
         batch, config = config.batch or 1, replace(config, batch=None)
-        decision = _latency_decision(checkpoint, config, auto, floor, say, batch)
+        decision = _latency_decision(checkpoint, config, auto, floor, say, batch, optimizer)
     decision["search_seconds"] = round(time.perf_counter() - started, 1)
     del checkpoint  # run_export loads its own copy
-    return run_export(replace(config, budget=decision["chosen_budget"], budget_search=decision))
+    return run_export(replace(config, budget=decision["chosen_budget"], budget_search=decision), optimizer)
 
 
 def _attention(config: ExportConfig, auto: AutoBudgetConfig) -> str:
@@ -496,14 +504,14 @@ def _held_out_check(checkpoint: RetentionCheckpoint, config: ExportConfig, auto:
 
 
 def _latency_decision(checkpoint: RetentionCheckpoint, config: ExportConfig, auto: AutoBudgetConfig,
-                      floor: float, say: Progress, batch: int) -> dict:
+                      floor: float, say: Progress, batch: int, optimizer: GraphOptimizer | None) -> dict:
     limit = float(auto.max_latency_ms or 0.0)
     seq_len = max(config.seq_lens or ())
     accuracy = _optional_accuracy(checkpoint, config, auto)
     say(f"budget search: largest budget whose graph runs batch {batch} x length {seq_len} in <= {limit:g} ms "
         "(ONNX Runtime, median of timed runs)")
     with tempfile.TemporaryDirectory(prefix="adaret-auto-budget-") as work:
-        probe = LatencyProbe(checkpoint, config, batch, seq_len, Path(work))
+        probe = LatencyProbe(checkpoint, config, batch, seq_len, Path(work), optimizer)
 
         def measure(budget: float) -> Point:
             latency = probe(budget)
@@ -521,7 +529,7 @@ def _latency_decision(checkpoint: RetentionCheckpoint, config: ExportConfig, aut
     return {"mode": "latency", "target": {"max_latency_ms": limit, "batch": batch, "seq_len": seq_len},
             "measured_on": f"ONNX Runtime, the runtime's session options; synthetic full-length input; median of "
                            f"{LATENCY_RUNS} runs after {LATENCY_WARMUP} warm-up runs; the graph as exported"
-                           f"{' after graph passes' if config.optimize else ''}, with a dynamic batch",
+                           f"{' after graph passes' if optimizer else ''}, with a dynamic batch",
             "grid": {"step": LATENCY_STEP, "low": grid[0], "high": grid[-1], "size": len(grid)},
             "points": [p.as_dict() for p in search.points], "chosen_budget": search.chosen, "notes": search.notes}
 

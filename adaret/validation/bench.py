@@ -31,23 +31,17 @@ from pathlib import Path
 
 import torch
 
-from adaret.errors import AdaretError
+from adaret.core.dummy_inputs import Vocabulary
+from adaret.core.errors import AdaretError
+from adaret.core.fileio import atomic_file, ensure_writable_dir
+from adaret.core.io_spec import CLASSIFICATION
+from adaret.export.parity import model_vocabulary
 from adaret.export.pipeline import ExportConfig, run_export
-from adaret.fileio import atomic_file, ensure_writable_dir
+from adaret.graph_passes.pipeline import optimize
 from adaret.runtime import TruncationWarning, load
 from adaret.runtime.memory import synthetic_feeds
 from adaret.runtime.options import DEFAULT_MEMORY_MODE
-from adaret.validation.evaluate import (
-    encode_texts,
-    latency_summary,
-    load_eval_set,
-    machine,
-    make_batches,
-    memory_mib,
-    quality,
-    run_batches,
-    versions,
-)
+from adaret.validation import evaluate as ev
 from adaret.validation.reference import TorchRunner, load_checkpoint, resolve_checkpoint, schedule_at
 
 TARGET_BUDGET, TARGET_BATCH, TARGET_SEQ = 0.4, 8, 512
@@ -96,7 +90,7 @@ def run_bench(config: BenchConfig) -> tuple[Path, Path]:
     if any(b >= 1.0 for b in config.budgets):
         raise AdaretError("--budgets are the retained budgets (< 1); the full model is always included")
     checkpoint = load_checkpoint(config.checkpoint, attn_implementation="sdpa")
-    max_positions = int(checkpoint.model.encoder.config.max_position_embeddings)
+    max_positions = checkpoint.model.encoder.max_positions
     if config.seq_len > max_positions:
         raise AdaretError(f"--seq-len {config.seq_len} exceeds the model's {max_positions} positions")
     with tempfile.TemporaryDirectory(prefix="adaret-bench-") as work:
@@ -108,7 +102,7 @@ def run_bench(config: BenchConfig) -> tuple[Path, Path]:
 def _export(config: BenchConfig, budget: float, work: Path) -> Path:
     """adaret's export and its graph passes for ONNX Runtime CPU; the optimised graph is what deploys."""
     result = run_export(ExportConfig(budget=budget, checkpoint=config.checkpoint, out=str(work / f"b{budget:g}"),
-                                     parity_batches=(2,), parity_lengths=(37, config.seq_len)))
+                                     parity_batches=(2,), parity_lengths=(37, config.seq_len)), optimize)
     graph = result.graphs[0]
     return graph.optimized.output if graph.optimized else graph.path
 
@@ -124,7 +118,7 @@ def baseline_note() -> str:
 def _candidates(config: BenchConfig, checkpoint, work: Path) -> list[Candidate]:
     model, ckpt = checkpoint.model, str(resolve_checkpoint(config.checkpoint))
     shape = {"batch": config.batch_size, "seq_len": config.seq_len, "threads": config.threads}
-    names = ["input_ids", "attention_mask", "token_type_ids"][: 3 if model.encoder.uses_token_type_ids else 2]
+    names = CLASSIFICATION.input_names(model.encoder.uses_token_type_ids)
     out: list[Candidate] = []
     for budget in (1.0, *config.budgets):
         schedule = schedule_at(checkpoint, budget)
@@ -143,28 +137,28 @@ def _candidates(config: BenchConfig, checkpoint, work: Path) -> list[Candidate]:
         session = load(plan)
         out.append(Candidate("tensorrt", session.budget or 1.0, lambda f, s=session: s.run(**f), session.input_names,
                              note=f"GPU activation memory per profile (sidecar): "
-                                  f"{session.metadata.get('device_memory_bytes')} bytes"))
+                                  f"{session.device_memory_bytes} bytes"))
     return out
 
 
 def _measure(config: BenchConfig, checkpoint, candidates: list[Candidate]) -> list[dict]:
-    timings = _interleaved(config, candidates)
-    eval_set = load_eval_set(checkpoint, config.data, config.max_examples, config.text_column, config.label_column)
+    timings = _interleaved(config, candidates, model_vocabulary(checkpoint.model, checkpoint.tokenizer))
+    eval_set = ev.load_eval_set(checkpoint, config.data, config.max_examples, config.text_column, config.label_column)
     with warnings.catch_warnings():  # truncation to --seq-len is the benchmark's setting, not news
         warnings.simplefilter("ignore", TruncationWarning)
-        encoded, pad_id = encode_texts(checkpoint.path, eval_set.texts, config.seq_len)
-    batches = make_batches(encoded, pad_id, config.batch_size, config.seq_len)
-    full = run_batches(candidates[0].infer, batches, candidates[0].input_names)
+        encoded, pad_id = ev.encode_texts(checkpoint.path, eval_set.texts, config.seq_len)
+    batches = ev.make_batches(encoded, pad_id, config.batch_size, config.seq_len)
+    full = ev.run_batches(candidates[0].infer, batches, candidates[0].input_names)
     rows = []
     for candidate in candidates:
-        result = full if candidate is candidates[0] else run_batches(candidate.infer, batches, candidate.input_names)
-        accuracy = quality(result, eval_set.labels, full.logits)
+        result = full if candidate is candidates[0] else ev.run_batches(candidate.infer, batches, candidate.input_names)
+        accuracy = ev.quality(result, eval_set.labels, full.logits)
         row = {"config": candidate.name, "budget": candidate.budget, "memory_mode": candidate.memory_mode,
                **timings[candidate.key], "accuracy": accuracy["accuracy"],
                "agreement_with_full": accuracy["agreement_with_full"], "eval_examples": len(eval_set.labels),
                "eval_throughput_per_s": accuracy["throughput_per_s"]}
         if candidate.memory:
-            measured = memory_mib(*candidate.memory, trials=config.memory_trials)
+            measured = ev.memory_mib(*candidate.memory, trials=config.memory_trials)
             row |= {"peak_memory_mib": measured["peak_mib"],
                     "peak_memory_mib_range": [measured.get("peak_mib_min"), measured.get("peak_mib_max")]}
         if candidate.note:
@@ -173,8 +167,9 @@ def _measure(config: BenchConfig, checkpoint, candidates: list[Candidate]) -> li
     return rows
 
 
-def _interleaved(config: BenchConfig, candidates: list[Candidate]) -> dict[tuple[str, float, str], dict]:
-    feeds = synthetic_feeds(config.batch_size, config.seq_len)
+def _interleaved(config: BenchConfig, candidates: list[Candidate],
+                 vocab: Vocabulary) -> dict[tuple[str, float, str], dict]:
+    feeds = synthetic_feeds(config.batch_size, config.seq_len, vocab)
     calls = {c.key: (lambda c=c: c.infer({n: feeds[n] for n in c.input_names})) for c in candidates}
     samples: dict[tuple[str, float, str], list[float]] = {key: [] for key in calls}
     for call in calls.values():
@@ -186,7 +181,7 @@ def _interleaved(config: BenchConfig, candidates: list[Candidate]) -> dict[tuple
             samples[key].append(time.perf_counter() - started)
     out = {}
     for key, seconds in samples.items():
-        summary = latency_summary(seconds, config.batch_size * len(seconds))
+        summary = ev.latency_summary(seconds, config.batch_size * len(seconds))
         out[key] = {"median_ms": round(1000 * statistics.median(seconds), 2), "p95_ms": summary["latency_p95_ms"],
                     "sequences_per_s": round(config.batch_size / statistics.median(seconds), 2)}
     return out
@@ -233,7 +228,7 @@ def _payload(config: BenchConfig, checkpoint, rows: list[dict]) -> dict:
             "threads": {"torch": torch.get_num_threads(), "onnxruntime": config.threads or "default"},
             "rounds": config.rounds, "memory_trials": config.memory_trials, "baseline": baseline_note(),
             "tensorrt": "run" if config.plans else "not run: no --plan given",
-            "rows": rows, "targets": _targets(config, rows), "machine": machine(), "versions": versions(),
+            "rows": rows, "targets": _targets(config, rows), "machine": ev.machine(), "versions": ev.versions(),
             # glibc's malloc tunables change how much freed memory returns to the system (docs/runtime.md)
             "malloc_env": {k: v for k, v in os.environ.items() if k.startswith(("MALLOC_", "GLIBC_TUNABLES"))}}
 

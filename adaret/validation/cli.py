@@ -6,7 +6,7 @@ import argparse
 import shlex
 import sys
 
-from adaret.cli import budget_value
+from adaret.core.cli_args import budget_value, positive_int
 from adaret.validation.defaults import DEFAULT_ACCURACY_FLOOR, DEFAULT_PARITY_TOLERANCE, DEFAULT_TRT_TOLERANCE
 
 
@@ -25,16 +25,6 @@ def memory_modes_value(text: str) -> tuple[str, ...]:
     if unknown or not values:
         raise argparse.ArgumentTypeError(f"memory modes are {', '.join(MEMORY_MODES)}; got {text!r}")
     return values
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def _common(p: argparse.ArgumentParser) -> None:

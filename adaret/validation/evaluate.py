@@ -14,9 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from adaret.errors import AdaretError
+from adaret.core.errors import AdaretError
+from adaret.core.padding import PlannedBatch, bucket_widths, padded_batches
 from adaret.runtime.memory import MemoryMeasurement, measure_peak_rss
-from adaret.runtime.text import Encoded, PlannedBatch, TextEncoder, bucket_widths, padded_batches
+from adaret.runtime.text import Encoded, TextEncoder
 from adaret.training.checkpoint import RetentionCheckpoint
 from adaret.training.data import load_splits
 
@@ -63,7 +64,7 @@ def encode_texts(checkpoint_dir: Path, texts: Sequence[str], max_length: int) ->
 
 def make_batches(encoded: Encoded, pad_id: int, batch_size: int, max_length: int,
                  widths: Sequence[int] | None = None) -> list[tuple[PlannedBatch, Feeds]]:
-    return list(padded_batches(encoded, widths or bucket_widths(max_length), batch_size, pad_id))
+    return list(padded_batches(encoded.ids, widths or bucket_widths(max_length), batch_size, pad_id))
 
 
 @dataclass

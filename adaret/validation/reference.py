@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from adaret.errors import AdaretError
+from adaret.core.errors import AdaretError
+from adaret.export.parity import model_vocabulary
 from adaret.export.pipeline import DEFAULT_CHECKPOINT
 from adaret.modeling import KeepSchedule, RetentionModel
 from adaret.training.checkpoint import RetentionCheckpoint
@@ -72,7 +73,7 @@ def torch_workload(checkpoint: str, numerators: list[int] | None, batch: int, se
         torch.set_num_threads(threads)
     loaded = load_checkpoint(checkpoint, attn_implementation)
     runner = TorchRunner(loaded.model, KeepSchedule(tuple(numerators)) if numerators else None)
-    feeds = synthetic_feeds(batch, seq_len)
+    feeds = synthetic_feeds(batch, seq_len, model_vocabulary(loaded.model, loaded.tokenizer))
     return lambda: runner.infer(feeds)
 
 
@@ -84,3 +85,4 @@ def cuda_peak_bytes(run: Callable[[], object]) -> int:
     run()
     torch.cuda.synchronize()
     return torch.cuda.max_memory_allocated() - before
+

@@ -18,9 +18,11 @@ import numpy as np
 import torch
 
 from adaret import __version__
-from adaret.errors import AdaretError
+from adaret.core.errors import AdaretError
+from adaret.core.fileio import atomic_file, ensure_writable_dir
+from adaret.export.parity import model_vocabulary
 from adaret.export.pipeline import ExportConfig, run_export
-from adaret.fileio import atomic_file, ensure_writable_dir
+from adaret.graph_passes.pipeline import optimize
 from adaret.modeling import KeepSchedule
 from adaret.runtime import Session, TruncationWarning, load
 from adaret.runtime.explain import Explainer, write_html
@@ -101,7 +103,7 @@ def run_validation(config: ValidationConfig) -> dict:
     checkpoint = load_checkpoint(config.checkpoint)
     eval_set = load_eval_set(checkpoint, config.data, config.max_examples, config.text_column, config.label_column)
     max_length = min(int(checkpoint.info.training.get("max_length", 512)),
-                     int(checkpoint.model.encoder.config.max_position_embeddings))
+                     checkpoint.model.encoder.max_positions)
     with warnings.catch_warnings():  # long articles are expected: counted in the report instead
         warnings.simplefilter("ignore", TruncationWarning)
         encoded, pad_id = encode_texts(checkpoint.path, eval_set.texts, max_length)
@@ -136,9 +138,10 @@ def _export_all(config: ValidationConfig, out: Path, max_length: int) -> list[Pa
     """One dynamic graph per budget, as ``adaret export`` makes it (its own parity gate included)."""
     paths = []
     for budget in config.budgets or DEFAULT_BUDGETS:
+        # The command's own exports: a re-run into the same --out replaces them.
         result = run_export(ExportConfig(budget=budget, checkpoint=config.checkpoint,
                                          out=str(out / "exports" / f"b{budget:g}"), parity_batches=(2,),
-                                         parity_lengths=(37, max_length)))
+                                         parity_lengths=(37, max_length), overwrite=True), optimize)
         graph = result.graphs[0]
         paths.append(graph.optimized.output if graph.optimized else graph.path)  # what a deployment loads
     return paths
@@ -147,13 +150,11 @@ def _export_all(config: ValidationConfig, out: Path, max_length: int) -> list[Pa
 def _open(path: Path, backend: str, checkpoint: RetentionCheckpoint, config: ValidationConfig) -> Deployed:
     session = load(path, threads=config.threads)
     meta = session.metadata
-    if session.budget is None:
-        raise AdaretError(f"{path.name} records no adaret budget: was it written by adaret export?")
-    recorded = meta.get("checkpoint_sha256")
+    recorded = meta.checkpoint_sha256
     if recorded and checkpoint.path is not None and recorded != checkpoint.sha256:
         raise AdaretError(f"{path.name} was exported from another checkpoint than {checkpoint.path} "
                           "(checkpoint sha256 differs); pass the matching --checkpoint")
-    numerators = (meta.get("schedule") or {}).get("numerators")
+    numerators = (meta.schedule or {}).get("numerators")
     # The graph's own schedule, so the reference keeps exactly the tokens the graph keeps.
     schedule = KeepSchedule(tuple(numerators)) if numerators else schedule_at(checkpoint, session.budget)
     return Deployed(backend, session.budget, path, session, schedule)
@@ -203,7 +204,8 @@ def _torch_memory(context: Context, schedule: KeepSchedule | None) -> dict:
         return {}
     if config.device == "cuda":
         runner = TorchRunner(context.checkpoint.model, schedule, "cuda")
-        feeds = synthetic_feeds(config.batch_size, context.max_length)
+        feeds = synthetic_feeds(config.batch_size, context.max_length,
+                                model_vocabulary(context.checkpoint.model, context.checkpoint.tokenizer))
         runner.infer(feeds)  # warm-up: kernels and the caching allocator's first blocks are not inference memory
         return {"peak_memory_mib": round(cuda_peak_bytes(lambda: runner.infer(feeds)) / 2**20, 1),
                 "memory_method": "torch.cuda.max_memory_allocated"}
@@ -220,7 +222,7 @@ def _deployed_memory(context: Context, item: Deployed) -> dict:
         return {}
     if item.backend == "tensorrt":
         # A plan's GPU memory is its activation memory per profile (from the sidecar) plus I/O, not a host RSS.
-        return {"peak_memory_mib": None, "device_memory_bytes": item.session.metadata.get("device_memory_bytes"),
+        return {"peak_memory_mib": None, "device_memory_bytes": item.session.device_memory_bytes,
                 "memory_method": "TensorRT sidecar: get_device_memory_size_for_profile_v2 per profile"}
     kwargs = {"model": str(item.path), "batch": config.batch_size, "seq_len": context.max_length,
               "threads": config.threads}

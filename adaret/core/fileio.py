@@ -5,12 +5,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from adaret.errors import AdaretError
+from adaret.core.errors import AdaretError
+
+# Every temporary file or directory adaret writes next to an output ends so: what a killed run leaves behind is
+# recognisable as adaret's own, and removed by the next write into that directory (adaret.core.outputs).
+STAGING_SUFFIX = ".adaret.tmp"
 
 
 def ensure_writable_dir(path: Path) -> None:
@@ -24,32 +27,11 @@ def ensure_writable_dir(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(final: Path) -> Iterator[Path]:
-    """Yield a temporary sibling directory; on success it replaces ``final``, on failure it is removed."""
-    final = Path(final)
-    ensure_writable_dir(final.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if final.exists():
-        old = final.with_name(f".{final.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(final)
-
-
-@contextlib.contextmanager
 def atomic_file(final: Path) -> Iterator[Path]:
     """Yield a temporary path next to ``final``; it is renamed onto ``final`` only on success."""
     final = Path(final)
     ensure_writable_dir(final.parent)
-    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=STAGING_SUFFIX, dir=final.parent)
     os.close(fd)
     tmp = Path(name)
     try:

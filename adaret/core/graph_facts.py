@@ -12,7 +12,11 @@ import onnx_ir as ir
 from onnx_ir import convenience
 from onnx_ir.passes.common import ShapeInferencePass
 
-from adaret.engines.support_matrix import QDQ_OPS
+from adaret.core.dummy_inputs import Vocabulary
+from adaret.core.errors import AdaretError
+from adaret.core.metadata import ExportMetadata
+
+QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 
 FLOATING = frozenset({"FLOAT", "FLOAT16", "BFLOAT16", "DOUBLE"})
 # Nodes that end a TopK's score path when walking it backwards: the gate's LayerNorm starts the scorer, and
@@ -148,6 +152,23 @@ def vocab_size(model: ir.Model, ids_input: str = "input_ids") -> int | None:
             if table is not None and table.shape is not None and isinstance(table.shape[0], int):
                 return int(table.shape[0])
     return None
+
+
+def graph_vocabulary(model: ir.Model, directory: Path | None = None) -> Vocabulary:
+    """Ids to feed a graph: its export's recorded vocabulary, else the tokenizer beside it, else the embedding
+    table's rows. In the last case the special ids are arbitrary in-range ids: the graph treats position 0
+    as CLS by position, not by id, so parity and timing do not depend on them."""
+    meta = ExportMetadata.from_props_if_any(model.metadata_props)
+    if meta is not None and meta.vocabulary:
+        return Vocabulary.from_dict(meta.vocabulary)
+    found = Vocabulary.from_directory(directory) if directory is not None else None
+    if found is not None:
+        return found
+    rows = vocab_size(model)
+    if rows is None:
+        raise AdaretError("the graph records no vocabulary, has no tokenizer.json beside it, and its input_ids "
+                          "feed no embedding table")
+    return Vocabulary(rows, cls_id=0, sep_id=min(1, rows - 1), pad_id=0)
 
 
 def has_qdq(model: ir.Model) -> bool:

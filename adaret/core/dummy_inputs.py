@@ -1,0 +1,94 @@
+"""Random encoder inputs for parity checks, probes and timing, built from the artifact's own vocabulary.
+
+The special ids and the vocabulary size come from the tokenizer that travels with the checkpoint or the
+export (recorded in the graph's metadata as ``vocabulary``), never from BERT's constants: RoBERTa's CLS is
+0 and its vocabulary 50265 rows, so BERT's 101/102/30522 would index past its embedding table.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from adaret.core.errors import AdaretError
+from adaret.core.io_spec import ATTENTION_MASK, INPUT_IDS, INPUT_NAMES, TOKEN_TYPE_IDS
+
+_PAD_TOKENS = ("[PAD]", "<pad>")
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """What random inputs need from a tokenizer: its size and the ids that frame and pad a text."""
+
+    size: int
+    cls_id: int
+    sep_id: int
+    pad_id: int
+
+    @classmethod
+    def from_tokenizer_file(cls, path: str | Path) -> Vocabulary:
+        """Read ``tokenizer.json``: the ids its post-processor puts around an empty text are CLS and SEP."""
+        from tokenizers import Tokenizer
+
+        try:
+            tokenizer = Tokenizer.from_file(str(path))
+        except Exception as exc:  # the tokenizers library raises bare Exceptions for unreadable files
+            raise AdaretError(f"cannot read tokenizer {Path(path).name}: {exc}") from None
+        return cls.from_tokenizer(tokenizer)
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer: Any) -> Vocabulary:
+        """From a ``tokenizers.Tokenizer`` (left unchanged)."""
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_str(tokenizer.to_str())  # a copy: padding and truncation are switched off
+        tokenizer.no_padding()  # a tokenizer.json may pad every text to a fixed length
+        tokenizer.no_truncation()
+        framed = tokenizer.encode("").ids
+        if len(framed) < 2:
+            raise AdaretError("the tokenizer adds no [CLS]/[SEP] around a text")
+        pad = next((tokenizer.token_to_id(t) for t in _PAD_TOKENS if tokenizer.token_to_id(t) is not None), 0)
+        return cls(tokenizer.get_vocab_size(), framed[0], framed[-1], pad)
+
+    @classmethod
+    def from_directory(cls, directory: str | Path) -> Vocabulary | None:
+        path = Path(directory) / "tokenizer.json"
+        return cls.from_tokenizer_file(path) if path.is_file() else None
+
+    @classmethod
+    def from_dict(cls, values: dict[str, int]) -> Vocabulary:
+        try:
+            return cls(**{k: int(values[k]) for k in ("size", "cls_id", "sep_id", "pad_id")})
+        except (KeyError, TypeError, ValueError):
+            raise AdaretError(f"malformed vocabulary record {json.dumps(values)[:80]}") from None
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    @property
+    def first_word_id(self) -> int:
+        """The first id above the special ones: random text never contains a stray CLS, SEP or padding id."""
+        return min(max(self.cls_id, self.sep_id, self.pad_id) + 1, self.size - 1)
+
+
+def dummy_inputs(batch: int, seq_len: int, vocab: Vocabulary, generator: np.random.Generator, *,
+                 padded: bool = True, names: Sequence[str] = INPUT_NAMES) -> dict[str, np.ndarray]:
+    """Random tokens with CLS first and SEP last in each row.
+
+    ``padded``: each row gets a random length in [2, seq_len] (right padding, at least one full row), the
+    mix a parity check needs; otherwise every row is full length, the worst case a timing needs.
+    """
+    ids = generator.integers(vocab.first_word_id, vocab.size, size=(batch, seq_len), dtype=np.int64)
+    lengths = generator.integers(2, seq_len + 1, size=batch) if padded else np.full(batch, seq_len)
+    lengths[generator.integers(0, batch)] = seq_len
+    mask = (np.arange(seq_len)[None, :] < lengths[:, None]).astype(np.int64)
+    ids[:, 0] = vocab.cls_id
+    ids[np.arange(batch), lengths - 1] = vocab.sep_id
+    ids = np.where(mask == 1, ids, vocab.pad_id)
+    feeds = {INPUT_IDS: ids, ATTENTION_MASK: mask, TOKEN_TYPE_IDS: np.zeros_like(ids)}
+    return {name: feeds[name] for name in names}

@@ -1,0 +1,36 @@
+"""Input and output names per task: the contract between the exported graph and every later stage.
+
+Like Optimum's ``OnnxConfig``, one spec per task names the graph inputs, the outputs, and which axes are
+dynamic. The exporter, the runtime, the calibration reader and the benchmarks all read names from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+INPUT_IDS = "input_ids"
+ATTENTION_MASK = "attention_mask"
+TOKEN_TYPE_IDS = "token_type_ids"
+INPUT_NAMES = (INPUT_IDS, ATTENTION_MASK, TOKEN_TYPE_IDS)
+LOGITS = "logits"
+BATCH_AXIS, SEQUENCE_AXIS = "batch", "sequence"
+
+
+@dataclass(frozen=True)
+class TaskIOSpec:
+    """Names and dynamic axes of one task's graph."""
+
+    task: str
+    outputs: tuple[str, ...]
+
+    def input_names(self, uses_token_type_ids: bool) -> list[str]:
+        """The encoder's inputs: BERT-style models take token types, RoBERTa-style ones do not."""
+        return list(INPUT_NAMES if uses_token_type_ids else INPUT_NAMES[:2])
+
+    def dynamic_axes(self, uses_token_type_ids: bool) -> dict[str, dict[int, str]]:
+        axes = {name: {0: BATCH_AXIS, 1: SEQUENCE_AXIS} for name in self.input_names(uses_token_type_ids)}
+        return axes | {name: {0: BATCH_AXIS} for name in self.outputs}
+
+
+CLASSIFICATION = TaskIOSpec("classification", (LOGITS,))
+TASKS = {spec.task: spec for spec in (CLASSIFICATION,)}
