@@ -26,9 +26,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) export.py --budget 0.4
 
+# Two pytest-xdist workers (a 2-core CI machine); each test file stays on one worker, so a module's exports are
+# built once. `make test TEST_WORKERS=0` runs serially.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
 	$(VENV)/bin/lint-imports --no-cache
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -m slow

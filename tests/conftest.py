@@ -15,7 +15,8 @@ from adaret.training.checkpoint import CheckpointInfo, RetentionCheckpoint, reso
 from adaret.training.config import PACKAGED_MODEL
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# Under `make test` two pytest-xdist workers share the cores: one thread each, else they oversubscribe.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else min(2, torch.get_num_threads()))
 
 LABELS = ["business", "entertainment", "politics", "sports", "tech"]
 # The tiny models share MiniLM's tokenizer, so random inputs use its vocabulary and special ids.

@@ -228,6 +228,7 @@ def test_export_rejects_bad_budget(budget, capsys):
     assert exc.value.code != 0 and len(err.splitlines()) == 1 and "budget" in err
 
 
+@pytest.mark.slow  # `make demo` runs the same command on every fresh set-up; here it would cost half a minute
 def test_demo_command_from_the_repository(tmp_path):
     """`python export.py --budget 0.4` on the bundled adapter: the `make demo` path (about 40 s)."""
     import subprocess

@@ -29,10 +29,10 @@ CONFIGS = {"roberta": RobertaConfig, "xlm-roberta": XLMRobertaConfig}
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]  # ids 0..3, as in RoBERTa and XLM-R
 WORDS = ["the", "a", "of", "to", "and", "in", "is", "for", "on", "that", "with", "match", "goals", "team", "minister",
          "election", "vote", "film", "music", "shares", "market", "profit", "phone", "software", "chip", "league"]
-VOCAB_SIZE = 1200  # above 1000, so random test inputs draw word ids only (Vocabulary.first_word_id)
+VOCAB_SIZE = 1200
 PARITY_BATCHES = (1, 3, 8)
 DYNAMIC_LENGTHS = (2, 9, 37, 101, MAX_LEN)
-STATIC_LENGTHS = (37, MAX_LEN)
+STATIC_LENGTHS = (MAX_LEN,)  # the longest bucket: where the position-id offset would overflow
 TEXTS = ["The team won the match with two late goals", "Shares in the bank fell after a profit warning",
          "the minister called an election", "music " * 300]  # the last one is cut to MAX_LEN tokens
 

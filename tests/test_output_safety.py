@@ -302,16 +302,19 @@ def test_a_failed_export_leaves_no_directory_it_created(tiny_checkpoint, tmp_pat
     assert code == 1 and _snapshot(existing) == before
 
 
-def test_rerunning_the_default_export_replaces_its_own_previous_set(tiny_checkpoint, tmp_path, monkeypatch, capsys):
-    """``python export.py --budget B`` twice: the default directory holds only the previous set, which it
+def test_rerunning_the_default_export_replaces_its_own_previous_set(tiny_checkpoint, exported, tmp_path, monkeypatch,
+                                                                    capsys):
+    """``python export.py --budget B`` again: the default directory holds only the previous set, which it
     replaces; a stranger's file there makes the export refuse, as for any --out."""
     from adaret.cli import main
 
     monkeypatch.chdir(tmp_path)
+    default_dir = tmp_path / "out" / "export-b0.5"
+    shutil.copytree(exported, default_dir)  # what the first run left
     command = ["export", "--budget", "0.5", "--checkpoint", str(tiny_checkpoint), "--no-optimize"]
     assert main(command) == 0
-    assert main(command) == 0
-    (tmp_path / "out" / "export-b0.5" / "notes.txt").write_text("mine")
+    assert not (default_dir / "model.opt.onnx").exists()  # the previous set was replaced as a whole
+    (default_dir / "notes.txt").write_text("mine")
     assert main(command) == 1
     assert "not empty" in capsys.readouterr().err
-    assert (tmp_path / "out" / "export-b0.5" / "notes.txt").read_text() == "mine"
+    assert (default_dir / "notes.txt").read_text() == "mine"
