@@ -11,7 +11,17 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from adaret import __version__
-from adaret.core.cli_args import budget_value, export_budget_value
+from adaret.core.cli_args import (
+    budget_value,
+    export_budget_value,
+    finite_float,
+    int_at_least,
+    non_negative_float,
+    opset_value,
+    positive_float,
+    positive_int,
+    tolerance_value,
+)
 from adaret.core.constants import DEFAULT_TOLERANCE, MIN_OPSET
 from adaret.core.errors import AdaretError, ExportError, root_cause
 
@@ -50,29 +60,32 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         "deployed rule)")
     p.add_argument("--no-refit-head", dest="refit_head", action="store_false",
                    help="keep the full model's head instead of re-fitting it on hard top-M features")
-    p.add_argument("--epochs", type=float, default=d.epochs,
+    p.add_argument("--epochs", type=positive_float, default=d.epochs,
                    help="passes over the training split, if that is more than --min-steps (default: %(default)s)")
-    p.add_argument("--min-steps", type=int, default=d.min_steps,
+    p.add_argument("--min-steps", type=int_at_least(0), default=d.min_steps,
                    help="gate-training steps at least, whatever the data size (default: %(default)s)")
-    p.add_argument("--max-steps", type=int, default=None, help="cap on gate-training steps")
-    p.add_argument("--eval-every", type=int, default=d.eval_every,
+    p.add_argument("--max-steps", type=positive_int, default=None, help="cap on gate-training steps")
+    p.add_argument("--eval-every", type=positive_int, default=d.eval_every,
                    help="steps between validation evaluations of the deployed rule (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--max-length", type=int, default=d.max_length, help="tokens per example after truncation")
-    p.add_argument("--lr", type=float, default=d.lr_primal, help="primal learning rate for gates and head")
-    p.add_argument("--lr-backbone", type=float, default=d.lr_backbone, help="primal learning rate for the backbone")
-    p.add_argument("--lr-dual", type=float, default=d.lr_dual,
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size)
+    p.add_argument("--max-length", type=int_at_least(2), default=d.max_length,
+                   help="tokens per example after truncation")
+    p.add_argument("--lr", type=positive_float, default=d.lr_primal, help="primal learning rate for gates and head")
+    p.add_argument("--lr-backbone", type=positive_float, default=d.lr_backbone,
+                   help="primal learning rate for the backbone")
+    p.add_argument("--lr-dual", type=positive_float, default=d.lr_dual,
                    help="dual (lambda) learning rate (default: %(default)s)")
-    p.add_argument("--rho", type=float, default=d.rho,
+    p.add_argument("--rho", type=non_negative_float, default=d.rho,
                    help="augmented-Lagrangian damping of the budget constraints; 0 gives the plain "
                         "Lagrangian (default: %(default)s)")
-    p.add_argument("--budget-slack", type=float, default=d.budget_slack,
+    p.add_argument("--budget-slack", type=finite_float, default=d.budget_slack,
                    help="also require C >= budget - slack, with its own multiplier; a negative value turns "
                         "the lower bound off (default: %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--max-train-samples", type=int, default=None, help="use a fixed random subset for training")
-    p.add_argument("--max-eval-samples", type=int, default=None)
-    p.add_argument("--distill-weight", type=float, default=d.distill_weight,
+    p.add_argument("--max-train-samples", type=int_at_least(2), default=None,
+                   help="use a fixed random subset for training")
+    p.add_argument("--max-eval-samples", type=positive_int, default=None)
+    p.add_argument("--distill-weight", type=non_negative_float, default=d.distill_weight,
                    help="weight of KL(full model || retained model) in the task loss (default: %(default)s)")
     p.add_argument("--gate-first-layer", action="store_true", help="also gate the input of layer 1")
     p.add_argument("--scorer", choices=["linear", "mlp"], default=d.scorer)
@@ -138,7 +151,7 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
                         "the data recorded in the checkpoint, with its seed)")
     p.add_argument("--text-column", default=None, help="text column of a CSV/JSONL --data file (default: text)")
     p.add_argument("--label-column", default=None, help="label column of a CSV/JSONL --data file (default: label)")
-    p.add_argument("--max-examples", type=int, default=400,
+    p.add_argument("--max-examples", type=positive_int, default=400,
                    help="with --budget auto: at most this many examples in each half of the eval split "
                         "(default: %(default)s)")
     p.add_argument("--checkpoint", default=None,
@@ -154,16 +167,17 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--static", action="store_true",
                    help="one graph per bucket with constant K per layer (for TensorRT) instead of one graph "
                         "with K computed from the input shape (for ONNX Runtime)")
-    p.add_argument("--batch", type=int, default=None, help="fix the batch size (default: dynamic batch)")
-    p.add_argument("--opset", type=int, default=MIN_OPSET,
-                   help=f"ONNX opset, >= {MIN_OPSET} (default: %(default)s)")
+    p.add_argument("--batch", type=positive_int, default=None, help="fix the batch size (default: dynamic batch)")
+    p.add_argument("--opset", type=opset_value, default=MIN_OPSET,
+                   help=f"ONNX opset, from {MIN_OPSET} up to the newest the installed onnx knows "
+                        "(default: %(default)s)")
     p.add_argument("--with-positions", action="store_true",
                    help="also output kept_positions_l<n>: the original positions each pruned layer keeps")
     p.add_argument("--scorer", choices=["learned", "significance", "random"], default="learned",
                    help="what ranks the tokens at each pruned layer: the learned gates (default), or, for "
                         "comparison on the same schedule and graph, PoWER-BERT attention significance or a "
                         "fixed random ranking (see docs/method.md)")
-    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+    p.add_argument("--tolerance", type=tolerance_value, default=DEFAULT_TOLERANCE,
                    help="max |logit difference| ONNX Runtime vs PyTorch (default: %(default)s)")
     p.add_argument("--no-optimize", action="store_true",
                    help="skip the graph passes (by default model.opt.onnx is written next to model.onnx)")

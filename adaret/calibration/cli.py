@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from adaret.calibration.defaults import SMOOTH_ALPHA, TARGET_AGREEMENT
-from adaret.core.cli_args import positive_int
+from adaret.core.cli_args import int_at_least, positive_int
 from adaret.core.errors import AdaretError
 
 DESCRIPTION = (
@@ -50,9 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "into a non-empty -o directory, replacing only the checkpoint's files there (updating "
                         "--checkpoint in place needs no flag: only its config.json and the plot are rewritten)")
     p.add_argument("--seed", type=int, default=None, help="sampling seed (default: the checkpoint's training seed)")
-    p.add_argument("--max-length", type=int, default=None,
+    p.add_argument("--max-length", type=int_at_least(2), default=None,
                    help="tokens per text (default: the checkpoint's training max_length)")
-    p.add_argument("--batch-size", type=int, default=8, help="calibration batch size (default: %(default)s)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="calibration batch size (default: %(default)s)")
     p.add_argument("--smooth-alpha", type=float, default=SMOOTH_ALPHA,
                    help="SmoothQuant strength in (0, 1]: how much of each activation channel's range moves into "
                         "the weights before INT8 (default: %(default)s)")

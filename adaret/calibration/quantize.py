@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import os
 import shutil
@@ -27,6 +26,7 @@ import onnx
 from adaret.calibration import graph as qgraph
 from adaret.calibration.defaults import SMOOTH_ALPHA, TARGET_AGREEMENT
 from adaret.calibration.record import CalibrationRecord, record_path, scales_sha256, texts_sha256
+from adaret.calibration.schedule import check_batching
 from adaret.calibration.sensitivity import SEARCH_TEXTS, SearchReport, search
 from adaret.calibration.smoothing import SmoothReport, smooth
 from adaret.core.errors import AdaretError
@@ -74,6 +74,7 @@ class QuantizeConfig:
             raise AdaretError(f"--smooth-alpha must be in (0, 1], got {self.smooth_alpha}")
         if self.target_agreement is not None and not 0.0 < self.target_agreement <= 1.0:
             raise AdaretError(f"--target-agreement must be in (0, 1], got {self.target_agreement}")
+        check_batching(self.batch_size, self.max_length)
 
 
 @dataclass
@@ -137,10 +138,17 @@ def _quantize(config: QuantizeConfig, output: Path) -> QuantizeResult:
     else:
         cache, search = _quantize_ort(named, inputs, plan, config, output)
         if search is not None and not search.reached:
-            notes.append(f"token agreement on the calibration texts is {search.agreement:.4f}, below the target "
-                         f"{search.target} even with {len(search.restored)} MatMuls back in fp32")
+            notes.append(agreement_shortfall(search))
     record = _record(config, inputs, plan, output, cache, notes, smoothing, search)
     return QuantizeResult(output, record.write(record_path(output)), record, plan, cache, notes, smoothing, search)
+
+
+def agreement_shortfall(search: SearchReport) -> str:
+    """The note for a search that missed its target: it states the number it compared with the target, the 95%
+    lower bound, not the point estimate (which may well be above the target)."""
+    return (f"token agreement on the calibration texts is {search.agreement:.4f}, but its 95% lower bound "
+            f"{search.agreement_lower:.4f} is below the target {search.target} even with {len(search.restored)} "
+            "MatMuls back in fp32")
 
 
 # ------------------------------------------------------------------------------------------------- checks
@@ -198,12 +206,12 @@ def _resolve_inputs(config: QuantizeConfig, ir_model) -> _Inputs:
 def _checkpoint_parts(checkpoint_dir: Path):
     """The checkpoint's config, tokenizer and digest, without loading its weights into torch."""
     from adaret.modeling.hf_loading import load_tokenizer
-    from adaret.training.checkpoint import CONFIG_NAME, checkpoint_sha256
+    from adaret.training.checkpoint import CONFIG_NAME, checkpoint_sha256, read_info
 
     if not (checkpoint_dir / CONFIG_NAME).is_file():
         raise AdaretError(f"checkpoint {checkpoint_dir} not found (no {CONFIG_NAME})")
+    info = asdict(read_info(checkpoint_dir))  # the same checks of every field as loading the checkpoint
     try:
-        info = json.loads((checkpoint_dir / CONFIG_NAME).read_text())
         tokenizer = load_tokenizer(checkpoint_dir)
         digest = checkpoint_sha256(checkpoint_dir)
     except (OSError, ValueError) as exc:

@@ -39,6 +39,16 @@ def measure_keep_fractions(model, encoded, batch_size: int = 8, progress: bool =
     return [float(f) for f in result.keep_fractions], float(result.accuracy)
 
 
+def check_batching(batch_size: int, max_length: int | None) -> None:
+    """The calibration batch size and text length a library caller gives (the command line's types refuse the same
+    values first)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise AdaretError(f"--batch-size must be an integer >= 1, got {batch_size!r}")
+    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int)
+                                   or max_length < 2):
+        raise AdaretError(f"--max-length must be an integer >= 2, got {max_length!r}")
+
+
 def calibrate_schedule(checkpoint_dir: str | Path, data: str, *, samples: int = 512, split: str | None = None,
                        max_length: int | None = None, seed: int | None = None, batch_size: int = 8,
                        progress: bool = True) -> tuple[Any, ScheduleCalibration]:
@@ -47,6 +57,7 @@ def calibrate_schedule(checkpoint_dir: str | Path, data: str, *, samples: int = 
     from adaret.training.batching import Encoded
     from adaret.training.checkpoint import RetentionCheckpoint
 
+    check_batching(batch_size, max_length)  # before the checkpoint loads
     checkpoint = RetentionCheckpoint.from_pretrained(checkpoint_dir)
     training = checkpoint.info.training
     seed = int(training.get("seed", 0)) if seed is None else seed

@@ -7,8 +7,9 @@ export (recorded in the graph's metadata as ``vocabulary``), never from BERT's c
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -35,25 +36,25 @@ class Vocabulary:
         """Read ``tokenizer.json``: the ids its post-processor puts around an empty text are CLS and SEP."""
         from tokenizers import Tokenizer
 
-        try:
+        with _tokenizer_errors(f"cannot read tokenizer {Path(path).name}"):
             tokenizer = Tokenizer.from_file(str(path))
-        except Exception as exc:  # the tokenizers library raises bare Exceptions for unreadable files
-            raise AdaretError(f"cannot read tokenizer {Path(path).name}: {exc}") from None
-        return cls.from_tokenizer(tokenizer)
+        return cls.from_tokenizer(tokenizer, source=Path(path).name)
 
     @classmethod
-    def from_tokenizer(cls, tokenizer: Any) -> Vocabulary:
+    def from_tokenizer(cls, tokenizer: Any, source: str = "the tokenizer") -> Vocabulary:
         """From a ``tokenizers.Tokenizer`` (left unchanged)."""
         from tokenizers import Tokenizer
 
-        tokenizer = Tokenizer.from_str(tokenizer.to_str())  # a copy: padding and truncation are switched off
-        tokenizer.no_padding()  # a tokenizer.json may pad every text to a fixed length
-        tokenizer.no_truncation()
-        framed = tokenizer.encode("").ids
+        with _tokenizer_errors(f"cannot use tokenizer {source}"):
+            tokenizer = Tokenizer.from_str(tokenizer.to_str())  # a copy: padding and truncation are switched off
+            tokenizer.no_padding()  # a tokenizer.json may pad every text to a fixed length
+            tokenizer.no_truncation()
+            framed = tokenizer.encode("").ids
+            pad = next((tokenizer.token_to_id(t) for t in _PAD_TOKENS if tokenizer.token_to_id(t) is not None), 0)
+            size = tokenizer.get_vocab_size()
         if len(framed) < 2:
-            raise AdaretError("the tokenizer adds no [CLS]/[SEP] around a text")
-        pad = next((tokenizer.token_to_id(t) for t in _PAD_TOKENS if tokenizer.token_to_id(t) is not None), 0)
-        return cls(tokenizer.get_vocab_size(), framed[0], framed[-1], pad)
+            raise AdaretError(f"{source} adds no [CLS]/[SEP] around a text")
+        return cls(size, framed[0], framed[-1], pad).checked(source)
 
     @classmethod
     def from_directory(cls, directory: str | Path) -> Vocabulary | None:
@@ -63,9 +64,21 @@ class Vocabulary:
     @classmethod
     def from_dict(cls, values: dict[str, int]) -> Vocabulary:
         try:
-            return cls(**{k: int(values[k]) for k in ("size", "cls_id", "sep_id", "pad_id")})
-        except (KeyError, TypeError, ValueError):
+            vocab = cls(**{k: int(values[k]) for k in ("size", "cls_id", "sep_id", "pad_id")})
+        except (KeyError, TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
             raise AdaretError(f"malformed vocabulary record {json.dumps(values)[:80]}") from None
+        return vocab.checked("the vocabulary record")
+
+    def checked(self, source: str) -> Vocabulary:
+        """Refuse special ids outside the vocabulary: random inputs built from them would index past the embedding
+        table, a failure far from its cause."""
+        if self.size < 1:
+            raise AdaretError(f"{source}: vocabulary size {self.size} is not positive")
+        for name in ("cls_id", "sep_id", "pad_id"):
+            value = getattr(self, name)
+            if not 0 <= value < self.size:
+                raise AdaretError(f"{source}: {name} {value} lies outside the vocabulary of {self.size} tokens")
+        return self
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -74,6 +87,25 @@ class Vocabulary:
     def first_word_id(self) -> int:
         """The first id above the special ones: random text never contains a stray CLS, SEP or padding id."""
         return min(max(self.cls_id, self.sep_id, self.pad_id) + 1, self.size - 1)
+
+
+@contextlib.contextmanager
+def _tokenizer_errors(what: str) -> Iterator[None]:
+    """The tokenizers library's errors as one line of AdaretError: it raises bare Exceptions for unreadable files,
+    and a Rust panic (pyo3's PanicException, a BaseException) for some malformed ones."""
+    try:
+        yield
+    except Exception as exc:
+        raise AdaretError(f"{what}: {_one_line(exc)}") from None
+    except BaseException as exc:
+        if type(exc).__name__ != "PanicException":
+            raise
+        raise AdaretError(f"{what}: the tokenizers library failed on it ({_one_line(exc)})") from None
+
+
+def _one_line(exc: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def dummy_inputs(batch: int, seq_len: int, vocab: Vocabulary, generator: np.random.Generator, *,

@@ -1,12 +1,17 @@
-"""Atomic writes: an artifact is either complete at its final path or absent."""
+"""Atomic writes: an artifact is either complete at its final path or absent.
+
+Staging files and directories are created with the modes a plain ``open(path, "w")`` or ``os.mkdir`` would give
+(0666 and 0777 less the umask), not ``tempfile``'s private 0600/0700: they are renamed into place, so their mode
+is the mode of the published artifact.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import os
-import tempfile
-from collections.abc import Iterator
+import secrets
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from adaret.core.errors import AdaretError
@@ -31,15 +36,42 @@ def atomic_file(final: Path) -> Iterator[Path]:
     """Yield a temporary path next to ``final``; it is renamed onto ``final`` only on success."""
     final = Path(final)
     ensure_writable_dir(final.parent)
-    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=STAGING_SUFFIX, dir=final.parent)
-    os.close(fd)
-    tmp = Path(name)
+    tmp = staging_file(final.parent, f".{final.name}.")
     try:
         yield tmp
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, final)
+
+
+def staging_file(directory: Path, prefix: str) -> Path:
+    """Create an empty ``<prefix><random>.adaret.tmp`` file in ``directory``, as ``open(path, "w")`` would (mode
+    0666 less the umask), and return its path."""
+    return _staging(Path(directory), prefix, lambda path: os.close(os.open(path, _CREATE_FLAGS, 0o666)))
+
+
+def staging_dir(directory: Path, prefix: str) -> Path:
+    """Create an empty ``<prefix><random>.adaret.tmp`` directory in ``directory``, as ``os.mkdir`` would (mode 0777
+    less the umask), and return its path."""
+    return _staging(Path(directory), prefix, lambda path: os.mkdir(path, 0o777))
+
+
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def _staging(directory: Path, prefix: str, create: Callable[[Path], None]) -> Path:
+    # tempfile.mkstemp/mkdtemp would do the same but force 0600/0700, which the rename would then publish
+    for _ in range(100):
+        path = directory / f"{prefix}{secrets.token_hex(6)}{STAGING_SUFFIX}"
+        try:
+            create(path)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise AdaretError(f"cannot write in {directory}: {exc.strerror}") from None
+        return path
+    raise AdaretError(f"cannot create a staging name in {directory}")  # 100 collisions of 48 random bits
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

@@ -38,7 +38,25 @@ def load_model(source: str | Path | onnx.ModelProto | ir.Model) -> ir.Model:
         return source
     if isinstance(source, onnx.ModelProto):
         return ir.serde.deserialize_model(source)
-    return ir.load(str(source))
+    path = Path(source)
+    try:
+        model = ir.load(str(path))
+    except FileNotFoundError:
+        raise AdaretError(f"{path} does not exist") from None
+    except IsADirectoryError:
+        raise AdaretError(f"{path} is a directory, not an ONNX file") from None
+    except OSError as exc:
+        raise AdaretError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except Exception as exc:  # protobuf's DecodeError for bytes that are not a ModelProto; onnx-ir's own for a
+        # proto it cannot deserialize: either way the file is not a model
+        detail = str(exc).strip().splitlines()
+        raise AdaretError(f"cannot load {path.name}: not a valid ONNX model, or a truncated or corrupt file "
+                          f"({detail[0] if detail else type(exc).__name__})") from None
+    # An empty file, and some short text, parse as a ModelProto with nothing in it
+    if not model.graph.outputs:
+        raise AdaretError(f"cannot load {path.name}: not a valid ONNX model (its graph has no outputs), or a "
+                          "truncated or corrupt file")
+    return model
 
 
 def with_types(model: ir.Model) -> ir.Model:

@@ -85,8 +85,19 @@ class ExportMetadata:
                 raise MetadataError(f"adaret.{name} must be a JSON list of non-empty strings")
         if len(set(self.label_names)) != len(self.label_names):
             raise MetadataError("adaret.label_names holds duplicates")
-        if self.schedule is not None and not isinstance(self.schedule.get("numerators"), list):
-            raise MetadataError("adaret.schedule has no list of numerators")
+        if self.schedule is not None:
+            if not isinstance(self.schedule, dict):
+                raise MetadataError(f"adaret.schedule must be a JSON object, got {type(self.schedule).__name__}")
+            if not isinstance(self.schedule.get("numerators"), list):
+                raise MetadataError("adaret.schedule has no list of numerators")
+            if not all(_is_int(k) and k >= 0 for k in self.schedule["numerators"]):
+                raise MetadataError("adaret.schedule numerators must be non-negative integers")
+            if "denominator" in self.schedule and not (_is_int(self.schedule["denominator"])
+                                                       and self.schedule["denominator"] >= 1):
+                raise MetadataError("adaret.schedule denominator must be a positive integer")
+        for name, (check, shape) in _JSON_SHAPES.items():
+            if not check(getattr(self, name)):
+                raise MetadataError(f"adaret.{name} must be {shape}")
 
     @property
     def is_static(self) -> bool:
@@ -122,6 +133,9 @@ class ExportMetadata:
         known = {f.name: f for f in dataclasses.fields(cls) if f.name != "extra"}
         if raw.get("seq_len") == "dynamic":
             del raw["seq_len"]
+        missing = [name for name, f in known.items() if _required(f) and name not in raw]
+        if missing:
+            raise MetadataError(f"{source}: adaret.{missing[0]} is missing")
         extra = {name: text for name, text in raw.items() if name not in known}
         try:
             values = {name: _decode(text, _KINDS.get(name, str), name) for name, text in raw.items() if name in known}
@@ -159,6 +173,31 @@ _KINDS: dict[str, Any] = {
 }
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_int_list(value: Any) -> bool:
+    return isinstance(value, list) and all(map(_is_int, value))
+
+
+# The JSON-valued fields whose shape validate() checks here (the name lists and the schedule have their own checks);
+# None stands for an optional field's absence (keep_counts is not optional: its absence is {}).
+_JSON_SHAPES: dict[str, tuple[Any, str]] = {
+    "keep_counts": (lambda v: isinstance(v, dict) and all(map(_is_int_list, v.values())),
+                    "a JSON object of integer lists"),
+    "vocabulary": (lambda v: v is None or (isinstance(v, dict) and all(map(_is_int, v.values()))),
+                   "a JSON object of integers"),
+    "budget_search": (lambda v: v is None or isinstance(v, dict), "a JSON object"),
+    "pass_report": (lambda v: v is None or (isinstance(v, list) and all(isinstance(x, dict) for x in v)),
+                    "a JSON list of objects"),
+}
+
+
+def _required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
 def _encode(value: Any) -> str:
     return json.dumps(value) if isinstance(value, list | dict | tuple) else str(value)
 
@@ -168,7 +207,9 @@ def _decode(text: str, kind: Any, name: str) -> Any:
         if kind == "json":
             return json.loads(text)
         value = kind(text)
-    except (TypeError, ValueError):  # json.JSONDecodeError is a ValueError
+    # json.JSONDecodeError is a ValueError, and so is a number over Python's 4300-digit limit; JSON nested deeper
+    # than the recursion limit is a RecursionError
+    except (TypeError, ValueError, RecursionError):
         raise MetadataError(f"adaret.{name} is not a valid {'JSON value' if kind == 'json' else kind.__name__}: "
                             f"{text[:60]!r}") from None
     if isinstance(value, float) and not math.isfinite(value):

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import onnx
 
 from adaret.core.constants import EXTERNAL_DATA_THRESHOLD
-from adaret.core.fileio import STAGING_SUFFIX, ensure_writable_dir
+from adaret.core.fileio import ensure_writable_dir, staging_dir
 
 
 def save_model(model: onnx.ModelProto, path: Path) -> Path:
@@ -18,7 +17,7 @@ def save_model(model: onnx.ModelProto, path: Path) -> Path:
     path = Path(path)
     ensure_writable_dir(path.parent)
     external = model.ByteSize() > EXTERNAL_DATA_THRESHOLD
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=STAGING_SUFFIX, dir=path.parent))
+    staging = staging_dir(path.parent, f".{path.name}.")
     try:
         data_name = f"{path.name}.data"
         onnx.save_model(model, staging / path.name, save_as_external_data=external, all_tensors_to_one_file=True,

@@ -24,7 +24,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -32,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from adaret.core.errors import AdaretError
-from adaret.core.fileio import STAGING_SUFFIX, atomic_file, ensure_writable_dir, sha256_file
+from adaret.core.fileio import STAGING_SUFFIX, atomic_file, ensure_writable_dir, sha256_file, staging_dir
+from adaret.core.text_files import parse_json, read_utf8
 
 try:
     import fcntl
@@ -120,7 +120,7 @@ class OutputDir:
 
     def staging(self, name: str = "staging") -> Path:
         """A fresh staging directory inside the output directory (removed when the claim ends)."""
-        staged = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=STAGING_SUFFIX, dir=self.path))
+        staged = staging_dir(self.path, f".{name}.")  # its files are published with the modes they have here
         self._staging.append(staged)
         return staged
 
@@ -292,12 +292,10 @@ def write_manifest(directory: Path, entries: dict[str, dict]) -> Path:
 def read_manifest(directory: Path) -> dict[str, dict] | None:
     """The files ``manifest.json`` lists (name -> {sha256, size_bytes}); None where there is no manifest."""
     path = Path(directory) / MANIFEST_NAME
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
+    if not path.exists():
         return None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise AdaretError(f"{path} is unreadable ({exc}); re-run the export into {directory}") from None
+    raw = parse_json(read_utf8(path, str(path), f"re-run the export into {directory}"), str(path),
+                     f"re-run the export into {directory}")
     files = raw.get("files") if isinstance(raw, dict) and raw.get("format") == MANIFEST_FORMAT else None
     if not isinstance(files, dict) or not all(isinstance(v, dict) and "sha256" in v for v in files.values()):
         raise AdaretError(f"{path} is not an adaret export manifest; re-run the export into {directory}")

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from adaret.core.cli_args import tolerance_value
 from adaret.core.errors import AdaretError
 from adaret.engines.decisions import HARDWARE_COMPAT, PRECISIONS, TARGETS
 from adaret.engines.profiles import ProfileSpec, parse_profile_spec
@@ -63,8 +64,8 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=None, help="batch size (default: the plan's OPT batch)")
     p.add_argument("--seq-len", type=int, default=None, help="sequence length (default: the graph's bucket)")
     p.add_argument("--iterations", type=int, default=3, help="random batches to compare (default: %(default)s)")
-    p.add_argument("--atol", type=float, default=None, help="override the precision's absolute tolerance")
-    p.add_argument("--rtol", type=float, default=None, help="override the precision's relative tolerance")
+    p.add_argument("--atol", type=tolerance_value, default=None, help="override the precision's absolute tolerance")
+    p.add_argument("--rtol", type=tolerance_value, default=None, help="override the precision's relative tolerance")
     p.set_defaults(run=run_compare)
 
 

@@ -10,8 +10,12 @@ the edge runtime imports this without onnx or torch.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
+import math
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,7 +82,11 @@ class EngineSidecar:
         if missing:
             raise AdaretError(f"{source}: missing {', '.join(missing)}")
         values = {name: data[name] for name in known if name in data}  # unknown keys: from newer minor writers
-        values["profiles"] = [Profile.from_dict(p) for p in _list(values["profiles"], "profiles", source)]
+        profiles = _list(values["profiles"], "profiles", source)
+        for index, profile in enumerate(profiles):
+            if not isinstance(profile, Mapping):
+                raise AdaretError(f"{source}: profiles[{index}] must be an object, got {type(profile).__name__}")
+        values["profiles"] = [Profile.from_dict(p) for p in profiles]
         _check_types(values, source)
         return cls(**values)
 
@@ -88,6 +96,8 @@ class EngineSidecar:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise AdaretError(f"{source} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        except (ValueError, RecursionError) as exc:  # a number over Python's 4300 digits; nesting past the limit
+            raise AdaretError(f"{source} is not a sidecar adaret wrote ({str(exc).split(';')[0]})") from None
         return cls.from_dict(data, source=source)
 
 
@@ -109,12 +119,78 @@ def _check_types(values: dict[str, Any], source: str) -> None:
     for name in _STR_FIELDS:
         if not isinstance(values[name], str):
             raise AdaretError(f"{source}: {name} must be a string, got {values[name]!r}")
+    hints = _field_types()
+    for name, value in values.items():
+        if name not in _STR_FIELDS and name not in ("profiles", "device_memory_bytes") and \
+                not _conforms(value, hints[name]):
+            raise AdaretError(f"{source}: {name} must be {_describe(hints[name])}, got {_preview(value)}")
     memory = _list(values["device_memory_bytes"], "device_memory_bytes", source)
     if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in memory):
         raise AdaretError(f"{source}: device_memory_bytes must be non-negative integers, got {memory!r}")
     if len(memory) != len(values["profiles"]):
         raise AdaretError(f"{source}: {len(values['profiles'])} profile(s) but {len(memory)} device memory sizes")
     parse_compute_capability(values["compute_capability"])
+
+
+@functools.cache
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(EngineSidecar)
+
+
+def _conforms(value: Any, hint: Any) -> bool:
+    """``value``, read from JSON, has the field's annotated type; a float field takes any finite number."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_conforms(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if isinstance(value, bool):
+        return hint is bool
+    if hint is float:
+        return isinstance(value, int | float) and _finite(value)
+    if origin is list:
+        return isinstance(value, list) and all(_conforms(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(_conforms(k, args[0]) and _conforms(v, args[1])
+                                               for k, v in value.items())
+    return isinstance(value, origin or hint)
+
+
+def _finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+_NOUNS = {str: "string", int: "integer", float: "finite number", bool: "boolean"}
+
+
+def _describe(hint: Any) -> str:
+    """A field's type in words: "a list of strings", "an object of lists of integers or null"."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return "null"
+    noun = _noun(hint)
+    return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
+
+
+def _noun(hint: Any, plural: bool = False) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    s = "s" if plural else ""
+    if origin is list:
+        return f"list{s} of {_noun(args[0], True)}"
+    if origin is dict:
+        return f"object{s}" if args[1] is Any else f"object{s} of {_noun(args[1], True)}"
+    return _NOUNS.get(hint, getattr(hint, "__name__", str(hint))) + s
+
+
+def _preview(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def sidecar_path(plan_path: str | Path) -> Path:
@@ -133,12 +209,17 @@ def write_sidecar(plan_path: str | Path, sidecar: EngineSidecar) -> Path:
 def load_sidecar(plan_path: str | Path) -> EngineSidecar:
     path = sidecar_path(plan_path)
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except FileNotFoundError:
         raise AdaretError(f"{Path(plan_path).name} has no sidecar ({path.name} is missing): rebuild the plan with "
                           f"adaret build, which writes both") from None
     except OSError as exc:
         raise AdaretError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise AdaretError(f"{path} is not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start}): it is not a "
+                          f"sidecar adaret wrote; rebuild the plan with adaret build") from None
     return EngineSidecar.from_json(text, source=str(path))
 
 
@@ -162,22 +243,30 @@ def _same_gpu(a: str, b: str) -> bool:
 def check_compatible(sidecar: EngineSidecar, *, tensorrt_version: str, gpu_name: str,
                      compute_capability: str) -> None:
     """Raise AdaretError, naming both sides, when this machine cannot (or should not) run the plan."""
+    built_trt, built_gpu, built_cc_text = (_one_line(sidecar.tensorrt_version), _one_line(sidecar.gpu_name),
+                                           _one_line(sidecar.compute_capability))
+    here_trt, here_gpu, here_cc_text = _one_line(tensorrt_version), _one_line(gpu_name), _one_line(compute_capability)
     if _release(sidecar.tensorrt_version) != _release(tensorrt_version):
-        raise AdaretError(f"the plan was built with TensorRT {sidecar.tensorrt_version}, but this machine has "
-                          f"TensorRT {tensorrt_version}: plans only load on the TensorRT release that built them; "
-                          f"rebuild it here with adaret build")
+        raise AdaretError(f"the plan was built with TensorRT {built_trt}, but this machine has TensorRT {here_trt}: "
+                          f"plans only load on the TensorRT release that built them; rebuild it here with adaret build")
     built_cc, here_cc = parse_compute_capability(sidecar.compute_capability), parse_compute_capability(
         compute_capability)
     if sidecar.hardware_compat == "ampere+":
         if here_cc < AMPERE_PLUS_MIN_CC:
-            raise AdaretError(f"the plan is hardware-compatible for Ampere and newer (built on {sidecar.gpu_name}, "
-                              f"compute capability {sidecar.compute_capability}), but this GPU is {gpu_name} "
-                              f"(compute capability {compute_capability}): rebuild it here")
+            raise AdaretError(f"the plan is hardware-compatible for Ampere and newer (built on {built_gpu}, "
+                              f"compute capability {built_cc_text}), but this GPU is {here_gpu} (compute capability "
+                              f"{here_cc_text}): rebuild it here")
         return
     if built_cc != here_cc or not _same_gpu(sidecar.gpu_name, gpu_name):
-        raise AdaretError(f"the plan was built for {sidecar.gpu_name} (compute capability "
-                          f"{sidecar.compute_capability}), but this GPU is {gpu_name} (compute capability "
-                          f"{compute_capability}): rebuild it here, or build with --hardware-compat ampere+")
+        raise AdaretError(f"the plan was built for {built_gpu} (compute capability {built_cc_text}), but this GPU is "
+                          f"{here_gpu} (compute capability {here_cc_text}): rebuild it here, or build with "
+                          f"--hardware-compat ampere+")
+
+
+def _one_line(text: str) -> str:
+    """A name from a sidecar (or a driver) as it goes into a one-line message: whitespace runs, newlines
+    included, become one space."""
+    return " ".join(str(text).split())
 
 
 def check_plan_matches(sidecar: EngineSidecar, plan_bytes: bytes, plan_name: str = "the plan") -> None:

@@ -193,8 +193,14 @@ def validate_config(config: ExportConfig, max_positions: int) -> None:
             raise AdaretError(f"sequence length {n} is outside [2, {max_positions}] (the model's max positions)")
     if config.opset < MIN_OPSET:
         raise AdaretError(f"opset {config.opset} is too old: the dynamo exporter needs opset >= {MIN_OPSET}")
+    newest = onnx.defs.onnx_opset_version()
+    if config.opset > newest:
+        raise AdaretError(f"opset {config.opset} is newer than the installed onnx {onnx.__version__} supports "
+                          f"(at most {newest})")
     if config.batch is not None and config.batch < 1:
         raise AdaretError(f"batch must be >= 1, got {config.batch}")
+    if not (math.isfinite(config.tolerance) and config.tolerance >= 0):
+        raise AdaretError(f"tolerance must be a finite number >= 0, got {config.tolerance}")
 
 
 def deployment_schedule(checkpoint: RetentionCheckpoint, budget: float,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from adaret.core.cli_args import tolerance_value
 from adaret.core.constants import DEFAULT_TOLERANCE
 
 TARGETS = ("ort-cpu", "ort-cpu-int8", "ort-cuda", "tensorrt")
@@ -23,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "ort-cpu-int8 leaves Q/K/V unpacked for `adaret calibrate` (default: %(default)s)")
     p.add_argument("--passes", default=None,
                    help="comma-separated pass names to run instead of the target's list")
-    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+    p.add_argument("--tolerance", type=tolerance_value, default=DEFAULT_TOLERANCE,
                    help="max |logit diff| allowed after each fp32 pass (default: %(default)s)")
     p.add_argument("--fp16", action="store_true",
                    help="finish with fp16 conversion (GPU targets; LayerNorm, Softmax, reductions and the gate "

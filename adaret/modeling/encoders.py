@@ -8,13 +8,16 @@ position ids start; another family needs only these methods.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 from transformers import AutoModel, PretrainedConfig
 
 from adaret.core.errors import AdaretError
+from adaret.core.text_files import read_json_object
 from adaret.modeling.hf_loading import load_backbone, load_config
 
 
@@ -92,16 +95,62 @@ ADAPTERS: dict[str, type[EncoderAdapter]] = {
 }
 
 
+# The sizes a backbone config sets; each must be a whole number >= 1, and together they must describe weights that
+# can exist: a config edited to max_position_embeddings=1e12 would otherwise ask torch for petabytes.
+SIZE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+               "max_position_embeddings", "type_vocab_size")
+MAX_PARAMETERS = 20_000_000_000  # 80 GB of fp32 weights: far above any encoder these adapters wrap
+
+
+def check_backbone_config(config: PretrainedConfig | Mapping[str, Any], where: str = "backbone config") -> None:
+    """Refuse a backbone config whose sizes are not whole numbers >= 1, or describe an absurdly large model, before
+    any weights are allocated for it. The error names the field.
+
+    ``config`` may also be the raw dict a config is built from: then only the sizes it sets are checked (the others
+    take the model type's defaults), so that a wrongly typed field is named before transformers sees it.
+    """
+    raw = isinstance(config, Mapping)
+    sizes = {}
+    for name in SIZE_FIELDS:
+        value = config.get(name) if raw else getattr(config, name, None)
+        if value is None and (raw or name == "type_vocab_size"):
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise AdaretError(f"{where}: {name} must be a whole number, got {value!r}")
+        if value < 1:
+            raise AdaretError(f"{where}: {name} must be at least 1, got {value}")
+        sizes[name] = value
+    if raw and not set(SIZE_FIELDS) - {"type_vocab_size"} <= sizes.keys():
+        return
+    hidden, heads = sizes["hidden_size"], sizes["num_attention_heads"]
+    if hidden % heads:
+        raise AdaretError(f"{where}: hidden_size {hidden} is not a multiple of num_attention_heads {heads}")
+    # Embedding tables, then per layer the Q, K, V and output projections and the two feed-forward matrices.
+    terms = {name: sizes.get(name, 0) * hidden
+             for name in ("vocab_size", "max_position_embeddings", "type_vocab_size")}
+    per_layer = 4 * hidden * hidden + 2 * hidden * sizes["intermediate_size"]
+    terms["num_hidden_layers"] = sizes["num_hidden_layers"] * per_layer
+    total = sum(terms.values())
+    if total > MAX_PARAMETERS:
+        largest = max(terms, key=terms.__getitem__)
+        raise AdaretError(f"{where}: {largest}={sizes[largest]} (hidden_size {hidden}) gives about "
+                          f"{total:.2e} parameters ({4 * total / 2**30:,.0f} GiB in fp32), more than the "
+                          f"{MAX_PARAMETERS:.0e} adaret accepts; the config is damaged or not an encoder's")
+
+
 def load_encoder(path: str | Path, attn_implementation: str = "sdpa") -> EncoderAdapter:
     """Load a local Hugging Face encoder directory (no hub access) and wrap it in its adapter."""
     path = Path(path)
     if not (path / "config.json").is_file():
         raise AdaretError(f"{path} is not a Hugging Face model directory (no config.json)")
+    where = f"model config {path / 'config.json'}"
+    check_backbone_config(read_json_object(path / "config.json", where), where)  # before transformers parses the sizes
     config = load_config(path)  # refuses a directory that ships its own code
     adapter_cls = ADAPTERS.get(config.model_type)
     if adapter_cls is None:
         supported = ", ".join(sorted(ADAPTERS))
         raise AdaretError(f"unsupported encoder type {config.model_type!r} in {path} (supported: {supported})")
+    check_backbone_config(config, where)
     backbone = load_backbone(path, attn_implementation=attn_implementation, add_pooling_layer=False)
     return adapter_cls(backbone)
 
@@ -111,6 +160,7 @@ def encoder_from_config(config: PretrainedConfig, attn_implementation: str = "sd
     adapter_cls = ADAPTERS.get(config.model_type)
     if adapter_cls is None:
         raise AdaretError(f"unsupported encoder type {config.model_type!r}")
+    check_backbone_config(config)
     config._attn_implementation = attn_implementation
     return adapter_cls(AutoModel.from_config(config, add_pooling_layer=False,
                                              attn_implementation=attn_implementation))

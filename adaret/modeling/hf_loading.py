@@ -13,30 +13,15 @@ Transformers is imported inside the functions, so that importing the module (e.g
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from adaret.core.errors import AdaretError
+from adaret.core.text_files import read_json_object
 
 # The files whose ``auto_map`` transformers follows when it loads a tokenizer, a config or a model.
 # AutoTokenizer reads config.json as well, so both are checked whatever is loaded.
 REMOTE_CODE_FILES = ("config.json", "tokenizer_config.json")
-
-
-def read_json_object(file: Path) -> dict[str, Any]:
-    """A JSON file that must hold an object, or one AdaretError line saying why it cannot be used."""
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise AdaretError(f"cannot read {file}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise AdaretError(f"{file} is not UTF-8 text") from None
-    except json.JSONDecodeError as exc:
-        raise AdaretError(f"{file} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
-    if not isinstance(data, dict):
-        raise AdaretError(f"{file} is not a JSON object (found {type(data).__name__})")
-    return data
 
 
 def _class_refs(value: Any) -> list[str]:

@@ -4,9 +4,17 @@
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
+import os
 import sys
 from pathlib import Path
+
+from adaret.core.cli_args import positive_int
+from adaret.core.errors import AdaretError
+from adaret.runtime.limits import DEFAULT_MAX_CHARS, check_text
+
+MAX_CHARS_HELP = "refuse a text of more characters than this, before tokenising it (default: %(default)s)"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,12 +23,36 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "adaret.runtime and print the label and probabilities of each text. Texts "
                                    "longer than the model's maximum length are truncated, with a warning.")
     p.add_argument("model", help="exported .onnx graph, export directory, or TensorRT .plan")
-    p.add_argument("texts", nargs="*", help="texts to classify (or use --file)")
-    p.add_argument("--file", default=None, help="read one text per line from this file ('-' for stdin)")
-    p.add_argument("--batch-size", type=int, default=8, help="texts per batch (default: %(default)s)")
+    p.add_argument("texts", nargs="*", default=[],
+                   help="texts to classify (or use --file); options may come before, between or after them, "
+                        "and -- ends the options")
+    p.add_argument("--file", default=None, help="read one text per line from this UTF-8 file ('-' for stdin)")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="texts per batch (default: %(default)s)")
+    p.add_argument("--max-chars", type=positive_int, default=DEFAULT_MAX_CHARS, help=MAX_CHARS_HELP)
     p.add_argument("--json", action="store_true", help="print one JSON object per text")
     p.set_defaults(run=_run_classify)
+    _parse_intermixed(p)
     _register_explain(sub)
+
+
+def _parse_intermixed(parser: argparse.ArgumentParser) -> None:
+    """Let texts and options come in any order (``classify MODEL --json one two --batch-size 2 three``).
+
+    The top-level parser hands a subcommand's arguments to its ``parse_known_args``, which matches the positionals
+    in one run: ``MODEL`` alone fills ``model`` and an empty ``texts``, so a text after an option is left over and
+    refused. ``parse_known_intermixed_args`` parses the options first and then every positional; it calls
+    ``parse_known_args`` itself, which must then be the plain one.
+    """
+    plain = parser.parse_known_args
+
+    def intermixed(args=None, namespace=None):
+        parser.parse_known_args = plain  # type: ignore[method-assign]
+        try:
+            return parser.parse_known_intermixed_args(args, namespace)
+        finally:
+            parser.parse_known_args = intermixed  # type: ignore[method-assign]
+
+    parser.parse_known_args = intermixed  # type: ignore[method-assign]
 
 
 def _register_explain(sub: argparse._SubParsersAction) -> None:
@@ -42,28 +74,72 @@ def _register_explain(sub: argparse._SubParsersAction) -> None:
                    help="also write the token-by-layer map as a PNG image (needs matplotlib)")
     p.add_argument("--json", action="store_true",
                    help="print the tokens and the kept positions of each layer as JSON instead of the text view")
+    p.add_argument("--max-chars", type=positive_int, default=DEFAULT_MAX_CHARS, help=MAX_CHARS_HELP)
     p.set_defaults(run=_run_explain)
 
 
 def _read_texts(args: argparse.Namespace) -> list[str]:
-    from adaret.core.errors import AdaretError
-
-    texts = list(args.texts)
+    """The command line's texts, then the file's non-blank lines; each checked (``adaret.runtime.limits``) and
+    named by where it came from."""
+    texts = [check_text(_argv_text(text, name := f"text {n} on the command line"), args.max_chars, name)
+             for n, text in enumerate(args.texts, start=1)]
     if args.file:
+        texts += _file_texts(args.file, args.max_chars)
+    return texts
+
+
+def _argv_text(text: str, name: str) -> str:
+    """A command-line text as the shell's bytes meant it, as UTF-8.
+
+    Python decodes argv with the locale's encoding and ``surrogateescape``: bytes it cannot decode arrive as lone
+    surrogates, which no tokenizer takes. Their bytes are recovered and decoded as UTF-8, or refused.
+    """
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        raw = os.fsencode(text)
+    except UnicodeEncodeError:  # a surrogate that no undecodable byte made: check_text names it
+        return text
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise AdaretError(f"{name} is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1}); pass "
+                          "UTF-8 text, or a UTF-8 file with --file") from None
+
+
+def _file_texts(file: str, max_chars: int) -> list[str]:
+    """One text per non-blank line of ``file`` ('-': stdin), read as UTF-8 whatever the locale."""
+    source = "stdin" if file == "-" else file
+    try:
+        if file == "-":
+            stream = getattr(sys.stdin, "buffer", None)
+            data = stream.read() if stream is not None else sys.stdin.read().encode("utf-8", "surrogateescape")
+        else:
+            data = Path(file).read_bytes()
+    except OSError as exc:
+        raise AdaretError(f"cannot read {source}: {exc.strerror}") from None
+    texts = []
+    for number, raw in enumerate(data.removeprefix(codecs.BOM_UTF8).splitlines(), start=1):
+        name = f"line {number} of {source}"
         try:
-            handle = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115
-        except OSError as exc:
-            raise AdaretError(f"cannot read {args.file}: {exc.strerror}") from None
-        with handle:
-            texts += [line.rstrip("\n") for line in handle if line.strip()]
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise AdaretError(f"{name} is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1}); "
+                              "save the file as UTF-8") from None
+        if line.strip():
+            texts.append(check_text(line, max_chars, name))
     return texts
 
 
 def _run_classify(args: argparse.Namespace) -> int:
     from adaret.runtime import load
 
-    session = load(args.model)
-    for text, prediction in zip(texts := _read_texts(args), session.classify(texts, args.batch_size), strict=True):
+    texts = _read_texts(args)  # before the model loads: a bad text is reported at once
+    session = load(args.model, max_chars=args.max_chars)
+    for text, prediction in zip(texts, session.classify(texts, args.batch_size), strict=True):
         if args.json:
             print(json.dumps({"text": text, "label": prediction.label, "scores": prediction.scores,
                               "truncated": prediction.truncated}))
@@ -75,7 +151,8 @@ def _run_classify(args: argparse.Namespace) -> int:
 def _run_explain(args: argparse.Namespace) -> int:
     from adaret.runtime.explain import Explainer, render_text, write_html, write_png
 
-    explanation = Explainer(args.model).explain(args.text)
+    text = check_text(_argv_text(args.text, "the text"), args.max_chars, "the text")
+    explanation = Explainer(args.model, max_chars=args.max_chars).explain(text)
     written = []
     if args.html:
         written.append(write_html([explanation], Path(args.html)))

@@ -29,6 +29,7 @@ from adaret.core.fileio import atomic_file
 from adaret.core.metadata import ExportMetadata
 from adaret.core.ort_sessions import make_session
 from adaret.core.padding import PAD_MULTIPLE, bucket_widths, pad_batch, smallest_width
+from adaret.runtime.limits import DEFAULT_MAX_CHARS, check_max_chars, check_text
 from adaret.runtime.options import session_options
 from adaret.runtime.runners import ORT_ERRORS, first_line
 from adaret.runtime.text import DEFAULT_MAX_LENGTH, TextEncoder
@@ -312,8 +313,9 @@ class Explainer:
     smallest that holds it). A text is padded as ``classify`` pads it, because K_l follows the padded length.
     """
 
-    def __init__(self, model: str | Path, *, threads: int | None = None):
+    def __init__(self, model: str | Path, *, threads: int | None = None, max_chars: int = DEFAULT_MAX_CHARS):
         path = Path(model)
+        self.max_chars = check_max_chars(max_chars)
         self.paths = _graph_paths(path)
         self.encoder = TextEncoder.from_dir(path if path.is_dir() else path.parent)
         self.threads = threads
@@ -340,6 +342,7 @@ class Explainer:
     def explain(self, text: str) -> Explanation:
         if not isinstance(text, str):
             raise AdaretError(f"explain() takes a string, got a {type(text).__name__}")
+        check_text(text, self.max_chars, "the text")
         self.encoder.tokenizer.enable_truncation(self.max_length)
         encoding = self.encoder.tokenizer.encode(text)
         width = smallest_width(self.widths, len(encoding.ids))  # the width classify() would run it at

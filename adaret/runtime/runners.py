@@ -1,8 +1,8 @@
 """Loaders and runners, after Polygraphy: a loader builds a backend object, a runner runs feeds through it.
 
 Every runner has the same interface, so the Session (and a comparison) does not care which backend it has:
-``input_specs`` (name -> InputSpec), ``output_names``, ``metadata`` (the ``adaret.*`` entries, decoded) and
-``infer(feeds) -> {output name: array}``.
+``input_specs`` (name -> InputSpec), ``output_names``, ``output_shapes`` (name -> shape, None where dynamic or
+unknown), ``metadata`` (the ``adaret.*`` entries, decoded) and ``infer(feeds) -> {output name: array}``.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ class InputSpec:
 class Runner(Protocol):
     input_specs: dict[str, InputSpec]
     output_names: list[str]
+    output_shapes: dict[str, tuple[int | None, ...]]
     metadata: ExportMetadata
 
     def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
@@ -75,10 +76,10 @@ class OrtRunner:
 
     def __init__(self, session: ort.InferenceSession | SessionFromOnnx):
         self.session = session() if callable(session) else session
-        self.input_specs = {i.name: InputSpec(i.name, ORT_DTYPES.get(i.type, np.dtype(np.int64)),
-                                              tuple(d if isinstance(d, int) else None for d in i.shape))
+        self.input_specs = {i.name: InputSpec(i.name, ORT_DTYPES.get(i.type, np.dtype(np.int64)), _dims(i.shape))
                             for i in self.session.get_inputs()}
         self.output_names = [o.name for o in self.session.get_outputs()]
+        self.output_shapes = {o.name: _dims(o.shape) for o in self.session.get_outputs()}
         self.metadata = ExportMetadata.from_props(self.session.get_modelmeta().custom_metadata_map)
 
     @property
@@ -112,12 +113,18 @@ class TrtRunner:
         self.metadata = metadata_from_sidecar(sidecar)
         self.device_memory_bytes = sidecar.device_memory_bytes
         self.output_names = list(self.runner.output_names)
+        self.output_shapes: dict[str, tuple[int | None, ...]] = {}  # the plan's are not read: checked on each run
         self.input_specs = {name: InputSpec(name, np.dtype(np.int64), (None, sidecar.seq_len))
                             for name in self.runner.input_names}
         self.providers = ["TensorRT"]
 
     def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.runner.run(dict(feeds))
+
+
+def _dims(shape: Any) -> tuple[int | None, ...]:
+    """ONNX Runtime's shape: an int per fixed dimension, a name or None per dynamic one."""
+    return tuple(d if isinstance(d, int) else None for d in shape or ())
 
 
 def metadata_from_sidecar(sidecar: Any) -> ExportMetadata:

@@ -12,10 +12,11 @@ import numpy as np
 
 from adaret.core.dummy_inputs import Vocabulary
 from adaret.core.errors import AdaretError
-from adaret.core.io_spec import INPUT_NAMES
+from adaret.core.io_spec import ATTENTION_MASK, INPUT_IDS, INPUT_NAMES, LOGITS
 from adaret.core.metadata import ExportMetadata
 from adaret.core.outputs import check_manifest
 from adaret.core.padding import PAD_MULTIPLE, PlannedBatch, bucket_widths, padded_batches, smallest_width
+from adaret.runtime.limits import DEFAULT_MAX_CHARS, check_max_chars, check_text
 from adaret.runtime.runners import OrtRunner, Runner, SessionFromOnnx, TrtRunner
 from adaret.runtime.text import DEFAULT_MAX_LENGTH, Encoded, TextEncoder
 
@@ -41,10 +42,12 @@ class Session:
     """Runs an exported model: ``run`` on token arrays, ``classify`` on texts.
 
     ``runners`` maps a static graph's bucket length to its runner, or ``None`` to the one dynamic runner.
+    ``max_chars`` caps the characters of each text, checked before tokenising (``adaret.runtime.limits``).
     """
 
     def __init__(self, runners: Mapping[int | None, Runner], encoder: TextEncoder | None = None, *,
-                 max_length: int | None = None, pad_multiple: int = PAD_MULTIPLE, source: Path | None = None):
+                 max_length: int | None = None, pad_multiple: int = PAD_MULTIPLE, source: Path | None = None,
+                 max_chars: int = DEFAULT_MAX_CHARS):
         if not runners:
             raise AdaretError("a session needs at least one model")
         self.runners = dict(runners)
@@ -57,6 +60,19 @@ class Session:
         self.static_lengths = sorted(k for k in self.runners if k is not None)
         self.max_length = self._max_length(max_length)
         self.widths = bucket_widths(self.max_length, self.static_lengths, pad_multiple)
+        self.max_chars = check_max_chars(max_chars)
+        self._id_limit: int | None = None
+        for runner in self.runners.values():  # a width the graph fixes is checked now, any other on each run
+            width = (getattr(runner, "output_shapes", {}).get(LOGITS) or (None,))[-1]
+            if width is not None:
+                self._check_label_count(width)
+
+    def _check_label_count(self, width: int) -> None:
+        """``label_names`` must name every logit: the metadata is typed, but only the graph knows its width."""
+        count = len(self.metadata.label_names)
+        if count and count != width:
+            raise AdaretError(f"the graph's metadata lists {count} label_names but its logits output has {width} "
+                              f"columns; re-export the model, or fix adaret.label_names")
 
     def _max_length(self, requested: int | None) -> int:
         """The longest input: the largest static bucket, else the graph's recorded positions, else the tokenizer's
@@ -89,6 +105,16 @@ class Session:
             raise AdaretError("the graph records no vocabulary and no tokenizer.json lies beside it")
         return Vocabulary.from_tokenizer(self.encoder.tokenizer)
 
+    def _vocabulary_size(self) -> int | None:
+        """Ids must be below this: ``vocabulary.size`` (None: no vocabulary known, and ONNX Runtime's Gather is the
+        only check). Only the size is needed, so a tokenizer without [CLS]/[SEP] still serves."""
+        if self._id_limit is None:
+            if self.metadata.vocabulary:
+                self._id_limit = self.vocabulary.size
+            elif self.encoder is not None:
+                self._id_limit = int(self.encoder.tokenizer.get_vocab_size())
+        return self._id_limit
+
     @property
     def device_memory_bytes(self) -> list[int] | None:
         """A TensorRT plan's activation memory per profile (from its sidecar); None for ONNX graphs."""
@@ -101,14 +127,21 @@ class Session:
     # --- arrays ------------------------------------------------------------------------------------
 
     def run(self, input_ids: Any, attention_mask: Any = None, token_type_ids: Any = None) -> dict[str, np.ndarray]:
-        """Run one batch; arrays are [batch, sequence] integers. A static model's input is padded to its bucket."""
+        """Run one batch; arrays are [batch, sequence] integers. A static model's input is padded to its bucket.
+
+        Ids must lie in the vocabulary (``Session.vocabulary``), the mask must hold only 0 and 1, and every row
+        needs at least one real token (a row masked out entirely has nothing to pool: its logits would be NaN).
+        """
         feeds = self._checked_feeds({"input_ids": input_ids, "attention_mask": attention_mask,
                                      "token_type_ids": token_type_ids})
         width = feeds["input_ids"].shape[1]
         key, target = self._bucket_for(width)
         if target > width:
             feeds = _pad_right(feeds, target, self.encoder.pad_id if self.encoder else 0)
-        return self.runners[key].infer(feeds)
+        outputs = self.runners[key].infer(feeds)
+        if LOGITS in outputs:
+            self._check_label_count(int(np.shape(outputs[LOGITS])[-1]))
+        return outputs
 
     def _checked_feeds(self, given: dict[str, Any]) -> dict[str, np.ndarray]:
         if given["input_ids"] is None:
@@ -125,9 +158,31 @@ class Session:
             array = ids if name == "input_ids" else (defaults[name] if value is None else _as_tokens(name, value))
             if array.shape != ids.shape:
                 raise AdaretError(f"{name} has shape {array.shape} but input_ids has shape {ids.shape}")
-            feeds[name] = array.astype(self.input_specs[name].dtype, copy=False)
+            feeds[name] = array
         self._check_shape(ids.shape)
-        return feeds
+        self._check_values(feeds)  # before the cast: an int64 cast would wrap a uint64 id past 2**63
+        return {name: array.astype(self.input_specs[name].dtype, copy=False) for name, array in feeds.items()}
+
+    def _check_values(self, feeds: dict[str, np.ndarray]) -> None:
+        ids = feeds[INPUT_IDS]
+        size = self._vocabulary_size()
+        bad = (ids < 0) if size is None else ((ids < 0) | (ids >= size))
+        if bad.any():
+            where = _first(bad)
+            allowed = "non-negative" if size is None else f"in [0, {size})"
+            raise AdaretError(f"input_ids holds {ids[where]} at {list(where)}: ids must be {allowed}, the model's "
+                              f"vocabulary{'' if size is None else f' of {size} tokens'}")
+        mask = feeds.get(ATTENTION_MASK)
+        if mask is None:
+            return
+        bad = (mask != 0) & (mask != 1)
+        if bad.any():
+            where = _first(bad)
+            raise AdaretError(f"attention_mask must hold only 0 and 1, got {mask[where]} at {list(where)}")
+        empty = ~mask.any(axis=1)
+        if empty.any():
+            raise AdaretError(f"attention_mask row {int(np.argmax(empty))} has no real token (all 0): every row "
+                              "needs at least one 1, or its logits are undefined")
 
     def _check_shape(self, shape: tuple[int, ...]) -> None:
         batch, width = shape
@@ -150,7 +205,7 @@ class Session:
     def encode(self, texts: Sequence[str]) -> Encoded:
         """Token ids per text with the artifact's tokenizer; over ``max_length`` tokens is truncated with a
         ``TruncationWarning``."""
-        texts = _check_texts(texts)
+        texts = _check_texts(texts, self.max_chars)
         if self.encoder is None:
             raise AdaretError(f"no tokenizer.json next to {self.source or 'the model'}: texts need the tokenizer "
                               "that export writes beside the graph")
@@ -158,12 +213,14 @@ class Session:
 
     def batches(self, encoded: Encoded, batch_size: int = 8) -> Iterator[tuple[PlannedBatch, dict[str, np.ndarray]]]:
         """Bucketed, padded feeds: exactly what ``classify`` runs, for comparisons that must see the same inputs."""
+        _check_batch_size(batch_size)
         pad_id = self.encoder.pad_id if self.encoder else 0
         for batch, feeds in padded_batches(encoded.ids, self.widths, batch_size, pad_id):
             yield batch, {name: feeds[name] for name in self.input_names if name in feeds}
 
     def classify(self, texts: Sequence[str], batch_size: int = 8) -> list[Prediction]:
         """Labels and probabilities for each text, in input order."""
+        _check_batch_size(batch_size)
         encoded = self.encode(texts)
         logits: list[np.ndarray] = [np.empty(0)] * len(encoded.ids)
         for batch, feeds in self.batches(encoded, batch_size):
@@ -181,7 +238,11 @@ class Session:
 
 
 def _as_tokens(name: str, value: Any) -> np.ndarray:
-    array = np.asarray(value)
+    try:
+        array = np.asarray(value)
+    except ValueError:  # numpy refuses a list of rows of different lengths
+        raise AdaretError(f"{name} is ragged: every row must have the same length (pad the shorter ones and mask "
+                          "the padding out with attention_mask)") from None
     if not np.issubdtype(array.dtype, np.integer):
         raise AdaretError(f"{name} must be an integer array (int64), got dtype {array.dtype}")
     if array.ndim != 2:
@@ -195,7 +256,16 @@ def _pad_right(feeds: dict[str, np.ndarray], width: int, pad_id: int) -> dict[st
     return {name: np.pad(array, ((0, 0), (0, extra)), constant_values=fill[name]) for name, array in feeds.items()}
 
 
-def _check_texts(texts: Sequence[str]) -> list[str]:
+def _first(mask: np.ndarray) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.argwhere(mask)[0])
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
+        raise AdaretError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
+def _check_texts(texts: Sequence[str], max_chars: int) -> list[str]:
     if isinstance(texts, str):
         raise AdaretError("classify() takes a list of texts; wrap a single text in a list")
     texts = list(texts)
@@ -204,12 +274,12 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
     bad = next((type(t).__name__ for t in texts if not isinstance(t, str)), None)
     if bad:
         raise AdaretError(f"classify() takes strings, got a {bad}")
-    return texts
+    return [check_text(text, max_chars, f"texts[{i}]") for i, text in enumerate(texts)]
 
 
 def load(path: str | Path, *, memory: str | None = None, threads: int | None = None,
          providers: list[str] | None = None, max_length: int | None = None,
-         pad_multiple: int = PAD_MULTIPLE) -> Session:
+         pad_multiple: int = PAD_MULTIPLE, max_chars: int = DEFAULT_MAX_CHARS) -> Session:
     """Open an exported model: a ``.onnx`` graph (ONNX Runtime), a ``.plan`` (TensorRT), or an export directory
     (its dynamic graph, else all of its ``model_seq<N>`` buckets; the optimised ``.opt.onnx`` of each where
     export wrote one). The tokenizer next to it is used for ``classify``. A directory whose ``manifest.json``
@@ -217,8 +287,11 @@ def load(path: str | Path, *, memory: str | None = None, threads: int | None = N
 
     ``memory`` picks the CPU allocator (see ``adaret.runtime.options.MEMORY_MODES``; default: arena off),
     ``threads`` the intra-op threads, ``providers`` overrides the execution providers, ``max_length`` caps the
-    tokens per text (default: the model's bucket, ``max_positions`` metadata, or the tokenizer's limit).
+    tokens per text (default: the model's bucket, ``max_positions`` metadata, or the tokenizer's limit),
+    ``max_chars`` the characters per text, refused before tokenising (default ``DEFAULT_MAX_CHARS``, 1,000,000).
+    A graph whose ``label_names`` do not match its logits width is refused.
     """
+    check_max_chars(max_chars)
     path = Path(path)
     files = _model_files(path)
     runners: dict[int | None, Runner] = {}
@@ -232,7 +305,8 @@ def load(path: str | Path, *, memory: str | None = None, threads: int | None = N
         raise AdaretError(f"{path}: mixes a dynamic graph with static ones; load one form")
     directory = path if path.is_dir() else path.parent
     encoder = TextEncoder.from_dir(directory) if (directory / "tokenizer.json").is_file() else None
-    return Session(runners, encoder, max_length=max_length, pad_multiple=pad_multiple, source=path)
+    return Session(runners, encoder, max_length=max_length, pad_multiple=pad_multiple, source=path,
+                   max_chars=max_chars)
 
 
 def _model_files(path: Path) -> list[Path]:

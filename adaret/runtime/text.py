@@ -5,7 +5,6 @@ How texts are then padded and batched is ``adaret.core.padding``, shared with ca
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from pathlib import Path
 from tokenizers import Tokenizer
 
 from adaret.core.errors import AdaretError
+from adaret.core.text_files import parse_json, read_utf8
 
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
@@ -72,8 +72,5 @@ class TextEncoder:
 def _read_json(path: Path) -> dict:
     if not path.is_file():
         return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AdaretError(f"cannot read {path.name}: {exc}") from None
+    data = parse_json(read_utf8(path, path.name), path.name)
     return data if isinstance(data, dict) else {}

@@ -10,7 +10,8 @@ import copy
 import hashlib
 import importlib.util
 import json
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +21,15 @@ from safetensors.torch import load_file, save_file
 from transformers import PreTrainedTokenizerBase
 
 from adaret import __version__
-from adaret.core.errors import AdaretError
+from adaret.core.errors import AdaretError, root_cause
 from adaret.core.fileio import atomic_file, sha256_file
 from adaret.core.outputs import output_dir
+from adaret.core.text_files import parse_json, read_utf8
 from adaret.modeling import KeepSchedule, RetentionConfig, RetentionModel, load_encoder
-from adaret.modeling.encoders import encoder_from_config
+from adaret.modeling.encoders import ADAPTERS, check_backbone_config, encoder_from_config
+from adaret.modeling.gates import HardConcreteParams
 from adaret.modeling.hf_loading import load_tokenizer
+from adaret.modeling.retention import POOLINGS
 
 FORMAT = "adaret-retention-checkpoint"
 CONFIG_NAME = "config.json"
@@ -184,15 +188,25 @@ def load_checkpoint(path: Path, attn_implementation: str = "sdpa") -> RetentionC
     _require_hashes(info, path)
     if sha256_file(path / WEIGHTS_NAME) != info.weights_sha256:
         raise AdaretError(f"checkpoint {path}: {WEIGHTS_NAME} does not match the sha256 in {CONFIG_NAME}")
-    model = _build_model(info, attn_implementation)
+    model = _build_model(info, attn_implementation, path)
+    layers = len(info.schedule["keep_fractions"])
+    if layers != model.encoder.num_layers:
+        raise AdaretError(f"checkpoint {path}: {CONFIG_NAME} schedule.keep_fractions has {layers} values but the "
+                          f"backbone has {model.encoder.num_layers} layers")
     try:
         tensors = load_file(str(path / WEIGHTS_NAME))
     except (SafetensorError, OSError) as exc:
         raise AdaretError(f"checkpoint {path}: cannot read {WEIGHTS_NAME}: {exc}") from None
-    expected = {k for k in model.state_dict() if info.base_model.get("in_checkpoint") or not k.startswith("encoder.")}
+    state = model.state_dict()
+    expected = {k for k in state if info.base_model.get("in_checkpoint") or not k.startswith("encoder.")}
     missing = sorted(expected - tensors.keys())
     if missing:
         raise AdaretError(f"checkpoint {path}: {len(missing)} tensor(s) missing, e.g. {missing[0]}")
+    for name in sorted(expected):  # named here: load_state_dict's own message lists them on lines of its own
+        if tensors[name].shape != state[name].shape:
+            raise AdaretError(f"checkpoint {path}: tensor {name} in {WEIGHTS_NAME} has shape "
+                              f"{list(tensors[name].shape)}, but the model described by {CONFIG_NAME} needs "
+                              f"{list(state[name].shape)}")
     try:
         model.load_state_dict(tensors, strict=False)
     except RuntimeError as exc:
@@ -219,14 +233,99 @@ def _read_info(path: Path) -> CheckpointInfo:
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         if not (path / name).is_file():
             raise AdaretError(f"checkpoint {path} is incomplete: no {name}")
+    text = read_utf8(path / CONFIG_NAME, f"checkpoint {path}: {CONFIG_NAME}",
+                     "save it as UTF-8, or re-create the checkpoint with `adaret train`")
+    raw = parse_json(text, f"checkpoint {path}: {CONFIG_NAME}")
     try:
-        raw = json.loads((path / CONFIG_NAME).read_text())
         info = CheckpointInfo(**raw)
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise AdaretError(f"checkpoint {path}: {CONFIG_NAME} is not a valid adaret config ({exc})") from None
+    except TypeError as exc:
+        raise AdaretError(f"checkpoint {path}: {CONFIG_NAME} is not a valid adaret config "
+                          f"({' '.join(str(exc).split())})") from None
     if info.format != FORMAT:
         raise AdaretError(f"checkpoint {path}: unknown format {info.format!r}")
+    problem = _config_problem(info)
+    if problem:
+        raise AdaretError(f"checkpoint {path}: {CONFIG_NAME} {problem}")
     return info
+
+
+def read_info(path: str | Path) -> CheckpointInfo:
+    """The checked JSON half of the checkpoint in ``path`` (its weights are not read)."""
+    return _read_info(Path(path))
+
+
+_RETENTION_FIELDS = {f.name for f in fields(RetentionConfig)}
+_HARD_CONCRETE_FIELDS = {f.name for f in fields(HardConcreteParams)}
+GATE_SCORERS = ("linear", "mlp")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _config_problem(info: CheckpointInfo) -> str | None:
+    """What is wrong with the fields of a checkpoint's config, in words (None if nothing): every field the loaders
+    read is checked here, so that a damaged or hand-edited config is one line naming the field, not a traceback
+    (or a silent clamp) later."""
+    for name in ("base_model", "retention", "training", "schedule", "metrics", "versions"):
+        if not isinstance(getattr(info, name), dict):
+            return f"{name} must be an object, got {type(getattr(info, name)).__name__}"
+    base = info.base_model
+    if not isinstance(base.get("in_checkpoint", False), bool):
+        return f"base_model.in_checkpoint must be true or false, got {base['in_checkpoint']!r}"
+    if base.get("in_checkpoint"):
+        config = base.get("config")
+        if not isinstance(config, dict) or not isinstance(config.get("model_type"), str):
+            return "base_model.config must be an object with a model_type (the backbone is stored in the checkpoint)"
+    elif not (isinstance(base.get("source"), str) and base["source"].strip()):
+        return ("base_model.source must name the backbone (a model directory or package:<module>), got "
+                f"{base.get('source')!r}")
+    problem = _retention_problem(info.retention)
+    if problem:
+        return problem
+    fractions = info.schedule.get("keep_fractions")
+    if not isinstance(fractions, list) or not fractions:
+        return f"schedule.keep_fractions must be a list of numbers in [0, 1], one per layer, got {fractions!r}"
+    for layer, value in enumerate(fractions, 1):
+        if not (_is_number(value) and 0.0 <= value <= 1.0):
+            return f"schedule.keep_fractions[{layer - 1}] (layer {layer}) must be a number in [0, 1], got {value!r}"
+    budget = info.training.get("budget")  # the export rescales the schedule from it: required
+    if not (_is_number(budget) and 0.0 < budget <= 1.0):
+        return f"training.budget must be a number in (0, 1], got {budget!r}"
+    for name, least in (("seed", None), ("max_length", 2)):
+        value = info.training.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or (least is not None and value < least)):
+            return f"training.{name} must be a whole number{f' >= {least}' if least else ''}, got {value!r}"
+    return None
+
+
+def _retention_problem(retention: dict[str, Any]) -> str | None:
+    unknown = sorted(set(retention) - _RETENTION_FIELDS)
+    if unknown:
+        return f"retention has unknown field(s) {', '.join(unknown)}"
+    labels = retention.get("label_names")
+    if not (isinstance(labels, list) and len(labels) >= 2 and all(isinstance(x, str) for x in labels)
+            and len(set(labels)) == len(labels)):
+        return f"retention.label_names must be a list of at least 2 distinct names, got {labels!r}"
+    choices = {"pooling": POOLINGS, "scorer": GATE_SCORERS}
+    for name, allowed in choices.items():
+        if name in retention and retention[name] not in allowed:
+            return f"retention.{name} must be one of {', '.join(allowed)}, got {retention[name]!r}"
+    if not isinstance(retention.get("gate_first_layer", False), bool):
+        return f"retention.gate_first_layer must be true or false, got {retention['gate_first_layer']!r}"
+    init = retention.get("init_budget", 0.5)
+    if not (_is_number(init) and 0.0 < init <= 1.0):
+        return f"retention.init_budget must be a number in (0, 1], got {init!r}"
+    epsilon = retention.get("mask_epsilon", 1e-9)
+    if not (_is_number(epsilon) and epsilon > 0):
+        return f"retention.mask_epsilon must be a number > 0, got {epsilon!r}"
+    params = retention.get("hard_concrete", {})
+    if not (isinstance(params, dict) and set(params) <= _HARD_CONCRETE_FIELDS
+            and all(map(_is_number, params.values()))):
+        return (f"retention.hard_concrete must be an object of numbers "
+                f"({', '.join(sorted(_HARD_CONCRETE_FIELDS))}), got {params!r}")
+    return None
 
 
 def _is_digest(value: Any) -> bool:
@@ -248,14 +347,27 @@ def _require_hashes(info: CheckpointInfo, path: Path) -> None:
                           f"{base.get('source')!r} cannot be verified; {RETRAIN_HINT}")
 
 
-def _build_model(info: CheckpointInfo, attn_implementation: str) -> RetentionModel:
+def _build_model(info: CheckpointInfo, attn_implementation: str, path: Path) -> RetentionModel:
     base = info.base_model
     if base.get("in_checkpoint"):
         from transformers import AutoConfig
 
+        where = f"checkpoint {path}: {CONFIG_NAME} base_model.config"
         settings = dict(base["config"])
-        backbone_config = AutoConfig.for_model(settings.pop("model_type"), **settings)
-        encoder = encoder_from_config(backbone_config, attn_implementation)
+        model_type = settings.pop("model_type")
+        if model_type not in ADAPTERS:
+            raise AdaretError(f"{where}: unsupported encoder type {model_type!r} (supported: "
+                              f"{', '.join(sorted(ADAPTERS))})")
+        check_backbone_config(settings, where)  # a wrongly typed size is named before transformers sees it
+        try:
+            backbone_config = AutoConfig.for_model(model_type, **settings)
+        except Exception as exc:  # transformers' (and huggingface_hub's strict) checks of the fields
+            raise AdaretError(f"{where} is not a valid {model_type} config ({root_cause(exc)})") from None
+        check_backbone_config(backbone_config, where)  # with the model type's defaults filled in
+        try:
+            encoder = encoder_from_config(backbone_config, attn_implementation)
+        except (TypeError, ValueError) as exc:
+            raise AdaretError(f"{where} does not describe a model transformers can build ({root_cause(exc)})") from None
     else:
         model_dir = resolve_model_source(base["source"])
         digest = backbone_weights_sha256(model_dir)

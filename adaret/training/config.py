@@ -5,6 +5,7 @@ Imports neither torch nor transformers, so that ``adaret --help`` stays fast.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from adaret.core.errors import AdaretError
@@ -53,13 +54,28 @@ class TrainConfig:
     overwrite: bool = False
 
     def validate(self) -> None:
+        """Refuse settings that cannot train (the command line's argument types refuse the same ones first)."""
         if not (isinstance(self.budget, float | int) and 0.0 < self.budget <= 1.0):
             raise AdaretError(f"budget must be a number in (0, 1], got {self.budget}")
         if not (self.epochs > 0) or self.batch_size < 1 or self.min_steps < 0:
             raise AdaretError("epochs must be > 0, batch size >= 1 and min steps >= 0")
+        for name in ("epochs", "lr_primal", "lr_backbone", "lr_dual"):
+            value = getattr(self, name)
+            if not (isinstance(value, float | int) and math.isfinite(value) and value > 0):
+                raise AdaretError(f"{name.replace('_', ' ')} must be a finite number > 0, got {value}")
+        for name in ("rho", "distill_weight"):
+            value = getattr(self, name)
+            if not (isinstance(value, float | int) and math.isfinite(value) and value >= 0):
+                raise AdaretError(f"{name.replace('_', ' ')} must be a finite number >= 0, got {value}")
+        if self.budget_slack is not None and not math.isfinite(self.budget_slack):
+            raise AdaretError(f"budget slack must be a finite number, got {self.budget_slack}")
         if self.max_length < 2:
             raise AdaretError(f"max length must be at least 2, got {self.max_length}")
         if self.max_steps is not None and self.max_steps < 1:
             raise AdaretError(f"max steps must be at least 1, got {self.max_steps}")
         if self.max_train_samples is not None and self.max_train_samples < 2:
             raise AdaretError(f"max train samples must be at least 2, got {self.max_train_samples}")
+        if self.max_eval_samples is not None and self.max_eval_samples < 1:
+            raise AdaretError(f"max eval samples must be at least 1, got {self.max_eval_samples}")
+        if self.eval_every < 1:
+            raise AdaretError(f"eval every must be at least 1 step, got {self.eval_every}")

@@ -24,10 +24,12 @@ texts never straddle it.
 from __future__ import annotations
 
 import bz2
+import codecs
 import csv
 import functools
 import hashlib
 import importlib.util
+import io
 import json
 from collections import Counter
 from collections.abc import Callable
@@ -35,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adaret.core.errors import AdaretError
+from adaret.core.text_files import parse_json
 
 BUILTIN_DATASETS = ("bbc-news", "rotten-tomatoes", "political-speeches", "squad-articles", "squad-needle")
 SQUAD_ARTICLES = 10  # squad-articles keeps the articles with the most paragraphs
@@ -200,38 +203,62 @@ def _parse_squad_articles(path: str) -> tuple[tuple[str, ...], tuple[int, ...], 
 def _read_table(path: Path, text_column: str, label_column: str) -> TextDataset:
     if not path.is_file():
         raise AdaretError(f"data file {path} does not exist")
-    reader: Callable[[Path], list[dict]] = _read_csv_rows if path.suffix == ".csv" else _read_jsonl_rows
+    reader: Callable[[Path], list[tuple[int, dict]]] = _read_csv_rows if path.suffix == ".csv" else _read_jsonl_rows
     rows = reader(path)
     if not rows:
         raise AdaretError(f"data file {path} has no rows")
+    first = rows[0][1]
     for column in (text_column, label_column):
-        if column not in rows[0]:
-            raise AdaretError(f"data file {path} has no {column!r} column (columns: {', '.join(rows[0])})")
-    raw_labels = [str(row[label_column]) for row in rows]
+        if column not in first:
+            raise AdaretError(f"data file {path} has no {column!r} column (columns: {', '.join(map(str, first))})")
+    for line, row in rows:  # every row, not only the first: a later row without its label is named, not a KeyError
+        for column in (text_column, label_column):
+            if row.get(column) is None:
+                raise AdaretError(f"data file {path}, line {line}: the row has no {column!r} value")
+    raw_labels = [str(row[label_column]) for _, row in rows]
     label_names = sorted(set(raw_labels))
-    texts = [str(row[text_column]) for row in rows]
+    texts = [str(row[text_column]) for _, row in rows]
     return TextDataset(path.name, texts, [label_names.index(x) for x in raw_labels], label_names)
 
 
-def _read_csv_rows(path: Path) -> list[dict]:
+def _read_text(path: Path, kind: str) -> str:
+    """The file decoded as UTF-8; other bytes are a one-line error naming the line they are on."""
     try:
-        with open(path, encoding="utf-8", newline="") as handle:
-            return list(csv.DictReader(handle))
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise AdaretError(f"malformed CSV file {path}: {exc}") from None
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise AdaretError(f"cannot read data file {path}: {exc.strerror}") from None
+    body = raw.removeprefix(codecs.BOM_UTF8)  # a byte-order mark, as spreadsheet programs write, is not data
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = body[:exc.start].count(b"\n") + 1
+        raise AdaretError(f"{kind} file {path}, line {line}: not UTF-8 (byte 0x{body[exc.start]:02x}); save it as "
+                          "UTF-8") from None
 
 
-def _read_jsonl_rows(path: Path) -> list[dict]:
+def _read_csv_rows(path: Path) -> list[tuple[int, dict]]:
+    """(line, row) for each row; a row with more fields than the header is an error (an unquoted comma)."""
+    handle = io.StringIO(_read_text(path, "CSV"), newline="")
     rows = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise AdaretError(f"malformed JSONL file {path}, line {number}: {exc.msg}") from None
-            if not isinstance(row, dict):
-                raise AdaretError(f"malformed JSONL file {path}, line {number}: expected an object")
-            rows.append(row)
+    try:
+        reader = csv.DictReader(handle)
+        for row in reader:
+            if None in row:  # DictReader puts the fields beyond the header under the key None
+                raise AdaretError(f"malformed CSV file {path}, line {reader.line_num}: more fields than the header "
+                                  f"has columns ({len(reader.fieldnames or ())}); quote fields that hold commas")
+            rows.append((reader.line_num, row))
+    except csv.Error as exc:
+        raise AdaretError(f"malformed CSV file {path}: {exc}") from None
+    return rows
+
+
+def _read_jsonl_rows(path: Path) -> list[tuple[int, dict]]:
+    rows = []
+    for number, line in enumerate(_read_text(path, "JSONL").split("\n"), 1):  # not splitlines: JSON may hold U+2028
+        if not line.strip():
+            continue
+        row = parse_json(line, f"JSONL file {path}, line {number}")
+        if not isinstance(row, dict):
+            raise AdaretError(f"malformed JSONL file {path}, line {number}: expected an object")
+        rows.append((number, row))
     return rows

@@ -71,11 +71,12 @@ def _run_training(config: TrainConfig, command: str | None) -> TrainingRun:
     torch.manual_seed(config.seed)
     started = time.perf_counter()
     model_dir = resolve_model_source(config.model)
+    # The data is read (and every row checked) before the model loads: a bad file fails in a second, not after it.
+    splits = load_splits(config.data, seed=config.seed, text_column=config.text_column,
+                         label_column=config.label_column)
     encoder = load_encoder(model_dir)
     if config.max_length > encoder.max_positions:
         raise AdaretError(f"max length {config.max_length} exceeds the model's {encoder.max_positions} positions")
-    splits = load_splits(config.data, seed=config.seed, text_column=config.text_column,
-                         label_column=config.label_column)
     tokenizer = load_tokenizer(model_dir)
     train_part, validation_part = split_validation(_random_subset(splits.train, config.max_train_samples,
                                                                   config.seed), config)

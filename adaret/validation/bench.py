@@ -93,8 +93,10 @@ def run_bench(config: BenchConfig) -> tuple[Path, Path]:
     max_positions = checkpoint.model.encoder.max_positions
     if config.seq_len > max_positions:
         raise AdaretError(f"--seq-len {config.seq_len} exceeds the model's {max_positions} positions")
+    # Read (and check) the data before the exports, which take minutes: a missing file or column fails now.
+    eval_set = ev.load_eval_set(checkpoint, config.data, config.max_examples, config.text_column, config.label_column)
     with tempfile.TemporaryDirectory(prefix="adaret-bench-") as work:
-        rows = _measure(config, checkpoint, _candidates(config, checkpoint, Path(work)))
+        rows = _measure(config, checkpoint, _candidates(config, checkpoint, Path(work)), eval_set)
     payload = _payload(config, checkpoint, rows)
     return _write(config, payload)
 
@@ -141,9 +143,8 @@ def _candidates(config: BenchConfig, checkpoint, work: Path) -> list[Candidate]:
     return out
 
 
-def _measure(config: BenchConfig, checkpoint, candidates: list[Candidate]) -> list[dict]:
+def _measure(config: BenchConfig, checkpoint, candidates: list[Candidate], eval_set: ev.EvalSet) -> list[dict]:
     timings = _interleaved(config, candidates, model_vocabulary(checkpoint.model, checkpoint.tokenizer))
-    eval_set = ev.load_eval_set(checkpoint, config.data, config.max_examples, config.text_column, config.label_column)
     with warnings.catch_warnings():  # truncation to --seq-len is the benchmark's setting, not news
         warnings.simplefilter("ignore", TruncationWarning)
         encoded, pad_id = ev.encode_texts(checkpoint.path, eval_set.texts, config.seq_len)

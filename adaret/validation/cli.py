@@ -6,7 +6,7 @@ import argparse
 import shlex
 import sys
 
-from adaret.core.cli_args import budget_value, positive_int
+from adaret.core.cli_args import budget_value, non_negative_float, positive_int, tolerance_value
 from adaret.validation.defaults import DEFAULT_ACCURACY_FLOOR, DEFAULT_PARITY_TOLERANCE, DEFAULT_TRT_TOLERANCE
 
 
@@ -61,12 +61,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                    help="device of the PyTorch reference; ONNX Runtime uses its installed providers "
                         "(default: %(default)s)")
-    p.add_argument("--parity-tolerance", type=float, default=DEFAULT_PARITY_TOLERANCE,
+    p.add_argument("--parity-tolerance", type=tolerance_value, default=DEFAULT_PARITY_TOLERANCE,
                    help="max |logit diff| of an ONNX graph against PyTorch hard top-M at its budget "
                         "(default: %(default)s)")
-    p.add_argument("--trt-tolerance", type=float, default=DEFAULT_TRT_TOLERANCE,
+    p.add_argument("--trt-tolerance", type=tolerance_value, default=DEFAULT_TRT_TOLERANCE,
                    help="the same for a TensorRT plan, which may run in fp16 (default: %(default)s)")
-    p.add_argument("--accuracy-floor", type=float, default=DEFAULT_ACCURACY_FLOOR,
+    p.add_argument("--accuracy-floor", type=non_negative_float, default=DEFAULT_ACCURACY_FLOOR,
                    help="each retained model's accuracy must be at least this fraction of the full model's "
                         "(default: %(default)s, the paper's >= 95%% at 30-50%% of tokens)")
     p.add_argument("--no-memory", dest="memory", action="store_false",

@@ -1,0 +1,37 @@
+"""What the runtime accepts as a text, checked before the tokenizer sees it (pure Python: the command line uses it
+before anything heavy is imported).
+
+- A text is a ``str`` of Unicode scalar values: a lone surrogate (what ``surrogateescape`` makes of bytes that are
+  not UTF-8, or a broken ``\\ud800`` escape) has no UTF-8 form, and the Rust tokenizer refuses it with a bare
+  TypeError.
+- A text is at most ``max_chars`` characters. The tokenizer reads a whole text before truncating it to the model's
+  length, so an unbounded text costs unbounded time (10 MB took 49 s); a classifier reads at most a few hundred
+  tokens of it anyway. ``DEFAULT_MAX_CHARS`` tokenises in about a second or two, whatever the script.
+"""
+
+from __future__ import annotations
+
+from adaret.core.errors import AdaretError
+
+DEFAULT_MAX_CHARS = 1_000_000
+
+
+def check_max_chars(max_chars: int) -> int:
+    if isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 1:
+        raise AdaretError(f"max_chars must be a positive integer, got {max_chars!r}")
+    return max_chars
+
+
+def check_text(text: str, max_chars: int, name: str) -> str:
+    """``text`` if it is within ``max_chars`` and valid Unicode, else a one-line error that names it (``name``:
+    ``texts[3]``, ``line 7 of texts.txt``)."""
+    if len(text) > max_chars:
+        raise AdaretError(f"{name} has {len(text):,} characters, more than the limit of {max_chars:,} (max_chars); "
+                          "split the text, or raise the limit")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise AdaretError(f"{name} holds a lone surrogate (U+{ord(text[exc.start]):04X} at character {exc.start}), "
+                          "which is not valid Unicode: decode its bytes as UTF-8 (errors='replace' to keep going)") \
+            from None
+    return text
