@@ -32,14 +32,12 @@ import dataclasses
 import hashlib
 import io
 import json
-import math
 import resource
 import shutil
 import signal
 import threading
 import time
 import traceback
-import types
 import typing
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -56,9 +54,16 @@ from adaret.core.errors import AdaretError
 from adaret.core.metadata import ExportMetadata
 from adaret.core.outputs import check_manifest, holds_only_an_export, read_manifest
 from adaret.engines.profiles import Profile, ShapeRange
-from adaret.engines.sidecar import EngineSidecar, check_compatible, check_plan_matches, load_sidecar, sidecar_path
+from adaret.engines.sidecar import (
+    EngineSidecar,
+    _conforms,
+    check_compatible,
+    check_plan_matches,
+    load_sidecar,
+    sidecar_path,
+)
 from adaret.export import ExportConfig, run_export
-from adaret.runtime.explain import GraphFile
+from adaret.runtime.explain import GraphFile, _encode_varint
 from adaret.runtime.runners import metadata_from_sidecar
 from adaret.runtime.session import load
 from adaret.runtime.text import TextEncoder
@@ -193,36 +198,6 @@ def expect_clean(fuzzer: str, call: Callable[[], Any], *, tolerate_known: bool =
             return None
         _report(fuzzer, problem, failure)
     return result
-
-
-def _conforms(value: Any, hint: Any) -> bool:
-    """``value`` has the (annotation) type ``hint``; a float field takes a finite int or float."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint is Any:
-        return True
-    if origin in (typing.Union, types.UnionType):
-        return any(_conforms(value, arg) for arg in args)
-    if hint is type(None):
-        return value is None
-    if hint is float:
-        try:
-            return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-        except OverflowError:
-            return False
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if origin is list:
-        return isinstance(value, list) and all(_conforms(v, args[0]) for v in value)
-    if origin is tuple:
-        if not isinstance(value, tuple):
-            return False
-        if len(args) == 2 and args[1] is Ellipsis:
-            return all(_conforms(v, args[0]) for v in value)
-        return len(args) == len(value) and all(map(_conforms, value, args))
-    if origin is dict:
-        return isinstance(value, dict) and all(_conforms(k, args[0]) and _conforms(v, args[1])
-                                               for k, v in value.items())
-    return isinstance(value, origin or hint)
 
 
 def assert_typed(obj: Any) -> None:
@@ -513,18 +488,9 @@ def _message_offsets(buf: bytes, base: int, depth: int, out: list[int]) -> bool:
     return True
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def _field(number: int, wire: int, payload: bytes) -> bytes:
     """A protobuf field: ``payload`` is the value's bytes (a varint's, or a length-delimited field's content)."""
-    return _varint(number << 3 | wire) + (_varint(len(payload)) + payload if wire == 2 else payload)
+    return _encode_varint(number << 3 | wire) + (_encode_varint(len(payload)) + payload if wire == 2 else payload)
 
 
 def _with_props(model: bytes, props: dict[str, str]) -> bytes:
@@ -1049,7 +1015,7 @@ KNOWN_BUGS: list[KnownBug] = [
              "adaret/runtime/explain.py:_text",
              "GraphFile.read: a varint where ONNX has a string (a node's op_type here) goes to bytes(n): n = 2**33 "
              "allocates 8 GiB, 2**40 is a MemoryError, 2**70 an OverflowError",
-             _replay_graph(_field(7, 2, _field(1, 2, _field(4, 0, _varint(2**70)))))),
+             _replay_graph(_field(7, 2, _field(1, 2, _field(4, 0, _encode_varint(2**70)))))),
     KnownBug("manifest-long-name", ("manifest",), OSError, "adaret/core/outputs.py:check_manifest",
              "check_manifest: a listed file name over 255 bytes makes Path.is_file raise OSError ENAMETOOLONG",
              _replay_manifest(json.dumps({"format": "adaret-export-manifest",
