@@ -33,7 +33,7 @@ def test_saved_state_matches_original(tiny_model, tmp_path, tokenizer):
 
 
 @pytest.mark.parametrize("damage, message", [
-    (lambda p: (p / "config.json").write_text("{not json"), "not a valid adaret config"),
+    (lambda p: (p / "config.json").write_text("{not json"), "config.json is not valid JSON"),
     (lambda p: (p / "model.safetensors").unlink(), "incomplete"),
     (lambda p: (p / "model.safetensors").write_bytes(b"\0" * 64), "does not match the sha256"),
 ])

@@ -39,7 +39,7 @@ def _bad_sources(tmp_path):
     return [
         (["--data", "imdb"], "unknown dataset"),
         (["--data", str(tmp_path / "nope.csv")], "does not exist"),
-        (["--data", str(broken)], "malformed"),
+        (["--data", str(broken)], "line 1 is not valid JSON"),
         (["--data", str(no_label)], "no 'label' column"),
         (["--data", str(one_class)], "at least 2"),
         (["--model", str(gpt)], "unsupported encoder"),

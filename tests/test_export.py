@@ -210,7 +210,7 @@ def test_export_bad_inputs_give_one_line(tiny_checkpoint, tmp_path, capsys):
     ck = str(tiny_checkpoint)
     cases = [
         (["--budget", "0.4", "--checkpoint", str(tmp_path / "missing")], "does not exist"),
-        (["--budget", "0.4", "--checkpoint", str(corrupt)], "not a valid adaret config"),
+        (["--budget", "0.4", "--checkpoint", str(corrupt)], "config.json is not valid JSON"),
         (["--budget", "0.4", "--checkpoint", str(tampered)], "sha256"),
         (["--budget", "0.4", "--checkpoint", ck, "--seq-len", "1"], "outside [2, 128]"),
         (["--budget", "0.4", "--checkpoint", ck, "--seq-len", "64,4096"], "outside [2, 128]"),

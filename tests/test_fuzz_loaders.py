@@ -998,6 +998,15 @@ def _replay_max_positions(tmp_path: Path, fixture: Callable[[str], Any]) -> Any:
     return load(tmp_path / "model.onnx", threads=1)
 
 
+def _replay_invalid_utf8_name(tmp_path: Path, fixture: Callable[[str], Any]) -> Any:
+    """An Identity node whose input is named by the byte 0xe1 (not UTF-8), which no tensor produces."""
+    node = _field(1, 2, b"\xe1") + _field(2, 2, b"y") + _field(4, 2, b"Identity")
+    graph = _field(1, 2, node) + _field(2, 2, b"g") + _field(12, 2, _field(1, 2, b"y"))
+    put(tmp_path / "model.onnx", _field(1, 0, _encode_varint(8)) + _field(8, 2, _field(2, 0, _encode_varint(17)))
+        + _field(7, 2, graph))
+    return load(tmp_path / "model.onnx", threads=1)
+
+
 def _replay_sidecar(tmp_path: Path, fixture: Callable[[str], Any]) -> Any:
     data = copy.deepcopy(SIDECAR)
     data["profiles"][0]["inputs"]["input_ids"]["min"][0] = float("inf")
@@ -1031,6 +1040,10 @@ KNOWN_BUGS: list[KnownBug] = [
              "TextEncoder.from_dir puts the tokenizers library's message in its AdaretError as is; the message quotes "
              "the file's strings, newlines included",
              _replay_tokenizer("tokenizer.json", json.dumps({"version": "1\n2"}))),
+    KnownBug("tokenizer-config-surrogate", TOKENIZER_FUZZERS, UnicodeEncodeError, "adaret/runtime/text.py:from_dir",
+             "TextEncoder.from_dir looks up tokenizer_config.json's pad_token as read: a lone surrogate (JSON "
+             "\\ud800) makes Tokenizer.token_to_id raise UnicodeEncodeError",
+             _replay_tokenizer("tokenizer_config.json", '{"pad_token": "\\ud800"}')),
     KnownBug("checkpoint-hard-concrete-domain", ("checkpoint",), (ValueError, ZeroDivisionError),
              "adaret/training/checkpoint.py:_build_model",
              "_retention_problem checks that retention.hard_concrete holds numbers, not that they are in the gate's "
@@ -1040,6 +1053,12 @@ KNOWN_BUGS: list[KnownBug] = [
              "runtime.load: a dynamic graph's adaret.max_positions becomes the session's max_length, and bucket_widths "
              "lists every multiple of 8 below it: 10**10 is a 10 GB list (a MemoryError under this file's cap)",
              _replay_max_positions),
+    KnownBug("ort-invalid-utf8", ("load-model", "load-metadata"), UnicodeDecodeError,
+             "adaret/runtime/runners.py:__call__",
+             "SessionFromOnnx catches ONNX Runtime's errors, but ONNX Runtime's Python binding raises "
+             "UnicodeDecodeError when its message quotes a name that is not UTF-8 (one bit flipped in a node's "
+             "metadata does it); ORT also prints an 'EP Error ... Falling back' banner to stdout first",
+             _replay_invalid_utf8_name),
     KnownBug("profile-infinity", ("sidecar-dict", "sidecar-file"), OverflowError,
              "adaret/engines/profiles.py:from_dict",
              "Profile.from_dict catches ValueError but not OverflowError: a shape of Infinity (or 1e999) in a sidecar "
