@@ -1007,6 +1007,18 @@ def _replay_invalid_utf8_name(tmp_path: Path, fixture: Callable[[str], Any]) -> 
     return load(tmp_path / "model.onnx", threads=1)
 
 
+def _replay_invalid_utf8_metadata(tmp_path: Path, fixture: Callable[[str], Any]) -> Any:
+    """A valid one-node graph whose adaret.form is a lone surrogate's bytes (not UTF-8)."""
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])
+    model = helper.make_model(helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g", [x], [y]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    put(tmp_path / "model.onnx", _with_props(model.SerializeToString(), {"adaret.form": "\ud800"}))
+    return load(tmp_path / "model.onnx", threads=1)
+
+
 def _replay_sidecar(tmp_path: Path, fixture: Callable[[str], Any]) -> Any:
     data = copy.deepcopy(SIDECAR)
     data["profiles"][0]["inputs"]["input_ids"]["min"][0] = float("inf")
@@ -1044,6 +1056,10 @@ KNOWN_BUGS: list[KnownBug] = [
              "TextEncoder.from_dir looks up tokenizer_config.json's pad_token as read: a lone surrogate (JSON "
              "\\ud800) makes Tokenizer.token_to_id raise UnicodeEncodeError",
              _replay_tokenizer("tokenizer_config.json", '{"pad_token": "\\ud800"}')),
+    KnownBug("checkpoint-field-newline", ("checkpoint",), AdaretError, "adaret/training/checkpoint.py:_read_info",
+             "_retention_problem names unknown retention fields as written: a key holding a newline or carriage "
+             "return (\"\\r\") makes the AdaretError more than one line",
+             _replay_checkpoint_edit(lambda config: config["retention"].update({"\r": False}))),
     KnownBug("checkpoint-hard-concrete-domain", ("checkpoint",), (ValueError, ZeroDivisionError),
              "adaret/training/checkpoint.py:_build_model",
              "_retention_problem checks that retention.hard_concrete holds numbers, not that they are in the gate's "
@@ -1059,6 +1075,10 @@ KNOWN_BUGS: list[KnownBug] = [
              "UnicodeDecodeError when its message quotes a name that is not UTF-8 (one bit flipped in a node's "
              "metadata does it); ORT also prints an 'EP Error ... Falling back' banner to stdout first",
              _replay_invalid_utf8_name),
+    KnownBug("ort-metadata-invalid-utf8", ("load-metadata", "load-model"), UnicodeDecodeError,
+             "adaret/runtime/runners.py:__init__",
+             "OrtRunner reads custom_metadata_map unguarded: a metadata value that is not UTF-8 makes ONNX Runtime's "
+             "binding raise UnicodeDecodeError", _replay_invalid_utf8_metadata),
     KnownBug("profile-infinity", ("sidecar-dict", "sidecar-file"), OverflowError,
              "adaret/engines/profiles.py:from_dict",
              "Profile.from_dict catches ValueError but not OverflowError: a shape of Infinity (or 1e999) in a sidecar "
