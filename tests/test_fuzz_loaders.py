@@ -1044,31 +1044,15 @@ KNOWN_BUGS: list[KnownBug] = [
     KnownBug("jsonl-surrogate", ("jsonl",), UnicodeEncodeError, "adaret/training/data.py:_hash_fraction",
              "load_splits: a text holding a lone surrogate (JSON \\ud800) cannot be encoded for the split hash",
              _replay_data("data.jsonl", '{"text": "\\ud800", "label": "a"}\n{"text": "b", "label": "b"}\n')),
-    KnownBug("csv-header-newline", ("csv",), AdaretError, "adaret/training/data.py:_read_table",
-             "_read_table: a missing column is reported with the header's names, which may hold (quoted) newlines: "
-             "the AdaretError is not one line",
-             _replay_data("data.csv", '"a\nb",label\nx,y\n')),
-    KnownBug("tokenizer-error-lines", TOKENIZER_FUZZERS, AdaretError, "adaret/runtime/text.py:from_dir",
-             "TextEncoder.from_dir puts the tokenizers library's message in its AdaretError as is; the message quotes "
-             "the file's strings, newlines included",
-             _replay_tokenizer("tokenizer.json", json.dumps({"version": "1\n2"}))),
     KnownBug("tokenizer-config-surrogate", TOKENIZER_FUZZERS, UnicodeEncodeError, "adaret/runtime/text.py:from_dir",
              "TextEncoder.from_dir looks up tokenizer_config.json's pad_token as read: a lone surrogate (JSON "
              "\\ud800) makes Tokenizer.token_to_id raise UnicodeEncodeError",
              _replay_tokenizer("tokenizer_config.json", '{"pad_token": "\\ud800"}')),
-    KnownBug("checkpoint-field-newline", ("checkpoint",), AdaretError, "adaret/training/checkpoint.py:_read_info",
-             "_retention_problem names unknown retention fields as written: a key holding a newline or carriage "
-             "return (\"\\r\") makes the AdaretError more than one line",
-             _replay_checkpoint_edit(lambda config: config["retention"].update({"\r": False}))),
     KnownBug("checkpoint-hard-concrete-domain", ("checkpoint",), (ValueError, ZeroDivisionError),
              "adaret/training/checkpoint.py:_build_model",
              "_retention_problem checks that retention.hard_concrete holds numbers, not that they are in the gate's "
              "domain: gamma >= 0 is math.log of a non-positive number (ValueError), zeta 0 a ZeroDivisionError",
              _replay_checkpoint_edit(lambda config: config["retention"]["hard_concrete"].update(gamma=0.1))),
-    KnownBug("session-max-positions", ("load-metadata",), MemoryError, "adaret/core/padding.py:bucket_widths",
-             "runtime.load: a dynamic graph's adaret.max_positions becomes the session's max_length, and bucket_widths "
-             "lists every multiple of 8 below it: 10**10 is a 10 GB list (a MemoryError under this file's cap)",
-             _replay_max_positions),
     KnownBug("ort-invalid-utf8", ("load-model", "load-metadata"), UnicodeDecodeError,
              "adaret/runtime/runners.py:__call__",
              "SessionFromOnnx catches ONNX Runtime's errors, but ONNX Runtime's Python binding raises "
@@ -1079,10 +1063,6 @@ KNOWN_BUGS: list[KnownBug] = [
              "adaret/runtime/runners.py:__init__",
              "OrtRunner reads custom_metadata_map unguarded: a metadata value that is not UTF-8 makes ONNX Runtime's "
              "binding raise UnicodeDecodeError", _replay_invalid_utf8_metadata),
-    KnownBug("profile-infinity", ("sidecar-dict", "sidecar-file"), OverflowError,
-             "adaret/engines/profiles.py:from_dict",
-             "Profile.from_dict catches ValueError but not OverflowError: a shape of Infinity (or 1e999) in a sidecar "
-             "profile fails int() with OverflowError", _replay_sidecar),
 ]
 
 

@@ -36,6 +36,7 @@ def test_exports_from_before_the_schema_version_read_as_version_one():
     ("adaret.budget", "1.5", "budget must be a number in"),
     ("adaret.budget", "nan", "not finite"),
     ("adaret.max_positions", "-3", "max_positions must be a positive integer"),
+    ("adaret.max_positions", str(10**10), "beyond any encoder's positions"),
     ("adaret.form", "sideways", "adaret.form is 'sideways'"),
     ("adaret.schedule", '{"denominator": 10000}', "no list of numerators"),
     ("adaret.schema_version", str(SCHEMA_VERSION + 1), "upgrade adaret"),

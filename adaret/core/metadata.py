@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 PREFIX = "adaret."
 SCHEMA_VERSION = 1
+# Far above any absolute-position encoder (BERT-style: 512-8192); a bound on what the runtime will allocate for.
+MAX_SEQUENCE_LENGTH = 1_000_000
 FORMS = ("dynamic", "static")
 
 
@@ -79,6 +81,11 @@ class ExportMetadata:
             value = getattr(self, name)
             if value is not None and not (isinstance(value, int) and value >= 1):
                 raise MetadataError(f"adaret.{name} must be a positive integer, got {value!r}")
+        for name in ("seq_len", "max_positions"):  # the runtime lists bucket widths up to it
+            value = getattr(self, name)
+            if value is not None and value > MAX_SEQUENCE_LENGTH:
+                raise MetadataError(f"adaret.{name} {value} is beyond any encoder's positions "
+                                    f"(at most {MAX_SEQUENCE_LENGTH})")
         for name in ("label_names", "input_names", "output_names"):
             values = getattr(self, name)
             if not (isinstance(values, list) and all(isinstance(v, str) and v for v in values)):

@@ -92,8 +92,8 @@ class Profile:
                                             tuple(int(v) for v in r["max"]))
                       for name, r in data["inputs"].items()}
             return cls(int(data["seq_len"]), inputs)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise AdaretError(f"malformed optimization profile {dict(data)!r}: {exc}") from None
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:  # int(inf): OverflowError
+            raise AdaretError(f"malformed optimization profile {dict(data)!r:.200}: {exc}") from None
 
 
 def parse_profile_spec(text: str) -> ProfileSpec:

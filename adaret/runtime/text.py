@@ -49,7 +49,7 @@ class TextEncoder:
         try:
             tokenizer = Tokenizer.from_file(str(path))
         except Exception as exc:  # tokenizers raises a bare Exception for a malformed file
-            raise AdaretError(f"cannot read {path.name} in {directory}: {exc}") from None
+            raise AdaretError(f"cannot read {path.name} in {directory}: {' '.join(str(exc).split())[:300]}") from None
         config = _read_json(directory / TOKENIZER_CONFIG_FILE)
         pad_token = config.get("pad_token")
         pad_id = tokenizer.token_to_id(pad_token) if isinstance(pad_token, str) else None

@@ -303,7 +303,7 @@ def _config_problem(info: CheckpointInfo) -> str | None:
 def _retention_problem(retention: dict[str, Any]) -> str | None:
     unknown = sorted(set(retention) - _RETENTION_FIELDS)
     if unknown:
-        return f"retention has unknown field(s) {', '.join(unknown)}"
+        return f"retention has unknown field(s) {', '.join(map(repr, unknown))}"
     labels = retention.get("label_names")
     if not (isinstance(labels, list) and len(labels) >= 2 and all(isinstance(x, str) for x in labels)
             and len(set(labels)) == len(labels)):

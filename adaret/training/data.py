@@ -210,7 +210,8 @@ def _read_table(path: Path, text_column: str, label_column: str) -> TextDataset:
     first = rows[0][1]
     for column in (text_column, label_column):
         if column not in first:
-            raise AdaretError(f"data file {path} has no {column!r} column (columns: {', '.join(map(str, first))})")
+            names = ", ".join(repr(str(c)) for c in first)  # repr: a quoted header may hold newlines
+            raise AdaretError(f"data file {path} has no {column!r} column (columns: {names})")
     for line, row in rows:  # every row, not only the first: a later row without its label is named, not a KeyError
         for column in (text_column, label_column):
             if row.get(column) is None:
