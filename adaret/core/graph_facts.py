@@ -172,17 +172,19 @@ def vocab_size(model: ir.Model, ids_input: str = "input_ids") -> int | None:
     return None
 
 
-def graph_vocabulary(model: ir.Model, directory: Path | None = None) -> Vocabulary:
+def graph_vocabulary(model: ir.Model | onnx.ModelProto, directory: Path | None = None) -> Vocabulary:
     """Ids to feed a graph: its export's recorded vocabulary, else the tokenizer beside it, else the embedding
     table's rows. In the last case the special ids are arbitrary in-range ids: the graph treats position 0
-    as CLS by position, not by id, so parity and timing do not depend on them."""
-    meta = ExportMetadata.from_props_if_any(model.metadata_props)
+    as CLS by position, not by id, so parity and timing do not depend on them. A ModelProto is converted to
+    onnx-ir only in that last case: reading the metadata needs no copy of the weights."""
+    props = model.metadata_props
+    meta = ExportMetadata.from_props_if_any(props if isinstance(props, dict) else {p.key: p.value for p in props})
     if meta is not None and meta.vocabulary:
         return Vocabulary.from_dict(meta.vocabulary)
     found = Vocabulary.from_directory(directory) if directory is not None else None
     if found is not None:
         return found
-    rows = vocab_size(model)
+    rows = vocab_size(load_model(model))
     if rows is None:
         raise AdaretError("the graph records no vocabulary, has no tokenizer.json beside it, and its input_ids "
                           "feed no embedding table")

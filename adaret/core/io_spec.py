@@ -18,7 +18,7 @@ BATCH_AXIS, SEQUENCE_AXIS = "batch", "sequence"
 
 @dataclass(frozen=True)
 class TaskIOSpec:
-    """Names and dynamic axes of one task's graph."""
+    """Names of one task's graph; batch and sequence are its dynamic axes (``BATCH_AXIS``, ``SEQUENCE_AXIS``)."""
 
     task: str
     outputs: tuple[str, ...]
@@ -27,10 +27,5 @@ class TaskIOSpec:
         """The encoder's inputs: BERT-style models take token types, RoBERTa-style ones do not."""
         return list(INPUT_NAMES if uses_token_type_ids else INPUT_NAMES[:2])
 
-    def dynamic_axes(self, uses_token_type_ids: bool) -> dict[str, dict[int, str]]:
-        axes = {name: {0: BATCH_AXIS, 1: SEQUENCE_AXIS} for name in self.input_names(uses_token_type_ids)}
-        return axes | {name: {0: BATCH_AXIS} for name in self.outputs}
-
 
 CLASSIFICATION = TaskIOSpec("classification", (LOGITS,))
-TASKS = {spec.task: spec for spec in (CLASSIFICATION,)}

@@ -11,6 +11,7 @@ import torch
 from onnx_ir.passes.common import RemoveUnusedNodesPass
 
 from adaret.core.constants import MIN_OPSET
+from adaret.core.io_spec import BATCH_AXIS, SEQUENCE_AXIS
 from adaret.export.inference import TopMInference
 
 
@@ -25,8 +26,8 @@ def export_module(module: TopMInference, *, seq_len: int | None, batch: int | No
     example_batch = batch if batch is not None else 2
     ids = torch.ones((example_batch, example_seq), dtype=torch.long)
     args = (ids, torch.ones_like(ids), torch.zeros_like(ids))[: len(module.input_names)]
-    batch_dim = torch.export.Dim("batch", min=1, max=4096) if batch is None else None
-    seq_dim = torch.export.Dim("sequence", min=2, max=max_positions) if seq_len is None else None
+    batch_dim = torch.export.Dim(BATCH_AXIS, min=1, max=4096) if batch is None else None
+    seq_dim = torch.export.Dim(SEQUENCE_AXIS, min=2, max=max_positions) if seq_len is None else None
     axes = {axis: dim for axis, dim in ((0, batch_dim), (1, seq_dim)) if dim is not None}
     dynamic_shapes = {name: axes for name in module.input_names}
     # The exporter logs optional-op registration notices (e.g. torchvision absent) that are not about us.

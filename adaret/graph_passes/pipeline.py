@@ -75,7 +75,7 @@ class ParityProbe:
     def __init__(self, model: onnx.ModelProto, tolerance: float, directory: Path | None = None, seed: int = 0):
         self.tolerance = tolerance
         meta = ExportMetadata.from_model(model)
-        vocab = gf.graph_vocabulary(ir.serde.deserialize_model(model), directory)
+        vocab = gf.graph_vocabulary(model, directory)
         session = make_session(model)
         max_len = meta.max_positions or 512
         shapes = [(2, meta.seq_len)] if meta.seq_len else [(1, 37), (3, min(128, max_len)), (2, max_len)]
