@@ -25,9 +25,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import describe, interleaved_medians, machine, write_results
 
-from adaret.calibration.quantize import DEFAULT_METHODS, QuantizeConfig, quantize
-from adaret.calibration.reader import encode_batches
-from adaret.calibration.verify import compare, session
+from adaret.calibration.checkpoint import QuantizeConfig, quantize
+from adaret.calibration.int8.quantize import DEFAULT_METHODS
+from adaret.calibration.int8.reader import encode_batches
+from adaret.calibration.int8.verify import compare, session
 from adaret.export import ExportConfig, run_export
 from adaret.export.pipeline import DEFAULT_CHECKPOINT
 from adaret.graph_passes.pipeline import optimize

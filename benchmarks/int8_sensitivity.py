@@ -23,10 +23,10 @@ import onnx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import describe, machine, write_results
 
-from adaret.calibration.quantize import QuantizeConfig, quantize
-from adaret.calibration.reader import encode_batches
-from adaret.calibration.sensitivity import AgreementProbe, _Restorer, candidates
-from adaret.calibration.verify import compare
+from adaret.calibration.checkpoint import QuantizeConfig, quantize
+from adaret.calibration.int8.reader import encode_batches
+from adaret.calibration.int8.sensitivity import AgreementProbe, _Restorer, candidates
+from adaret.calibration.int8.verify import compare
 from adaret.export import ExportConfig, run_export
 from adaret.export.pipeline import DEFAULT_CHECKPOINT
 from adaret.graph_passes.pipeline import optimize

@@ -1,8 +1,10 @@
-"""Shared fixtures: a tiny random BERT (fast) and the packaged MiniLM-L6 (real)."""
+"""Shared fixtures: a tiny random BERT (fast), its exports, and the packaged MiniLM-L6 (real)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -73,6 +75,69 @@ def save_tiny_checkpoint(path: Path, tokenizer, fractions=(1.0, 0.6, 0.35, 0.2),
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory, tokenizer) -> Path:
     return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", tokenizer)
+
+
+# Exports dominate the suite's time, so each form of the tiny checkpoint is exported once per test process (once
+# per pytest-xdist worker) and read by every module that needs it. Tests that change an export work on a copy:
+# each shared export is fingerprinted when it is made and checked again when the session ends.
+
+
+def _fingerprint(directory: Path) -> dict[str, str]:
+    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def _shared_export(tmp_path_factory, checkpoint: Path, name: str, optimized: bool, **config) -> Iterator:
+    from adaret.export import ExportConfig, run_export
+    from adaret.graph_passes.pipeline import optimize  # after adaret.export: the two import each other
+
+    out = tmp_path_factory.mktemp(name) / "export"
+    previous = os.umask(0o022)  # test_runtime_inputs checks the files' modes against what a plain open() gives
+    try:
+        result = run_export(ExportConfig(checkpoint=str(checkpoint), out=str(out), **config),
+                            optimize if optimized else None)
+    finally:
+        os.umask(previous)
+    made = _fingerprint(out)
+    yield result
+    now = _fingerprint(out)
+    changed = sorted(k for k in made.keys() | now.keys() if made.get(k) != now.get(k))
+    assert not changed, f"a test changed the shared export {name} ({', '.join(changed)}); copy it first"
+
+
+def graph_at(result, seq_len: int):
+    """The graph an export wrote for the static length ``seq_len``."""
+    return next(graph for graph in result.graphs if graph.seq_len == seq_len)
+
+
+@pytest.fixture(scope="session")
+def tiny_dynamic_export(tmp_path_factory, tiny_checkpoint):
+    """The default form at budget 0.5: dynamic, logits only, with the ort-cpu graph-pass output model.opt.onnx."""
+    yield from _shared_export(tmp_path_factory, tiny_checkpoint, "tiny-dynamic", optimized=True, budget=0.5,
+                              parity_batches=(2,), parity_lengths=(16, 64))
+
+
+@pytest.fixture(scope="session")
+def tiny_static_export(tmp_path_factory, tiny_checkpoint):
+    """Static buckets 32 and 64 at budget 0.5, logits only, each with its tensorrt graph-pass output."""
+    yield from _shared_export(tmp_path_factory, tiny_checkpoint, "tiny-static", optimized=True, budget=0.5,
+                              static=True, seq_lens=(32, 64), parity_batches=(2,))
+
+
+@pytest.fixture(scope="session")
+def tiny_positions_export(tmp_path_factory, tiny_checkpoint):
+    """Dynamic at budget 0.5 with kept_positions outputs; its parity gate ran batches 1 and 8 at lengths 8, 37,
+    101 and 128, which test_export checks its record against."""
+    yield from _shared_export(tmp_path_factory, tiny_checkpoint, "tiny-positions", optimized=False, budget=0.5,
+                              with_positions=True, seq_lens=(64, 128), parity_lengths=(8, 37, 101, 128))
+
+
+@pytest.fixture(scope="session")
+def tiny_static_positions_export(tmp_path_factory, tiny_checkpoint):
+    """Static buckets 33 and 64 at budget 0.5 with kept_positions outputs and a dynamic batch (parity at batches 1
+    and 8), each with its tensorrt graph-pass output."""
+    yield from _shared_export(tmp_path_factory, tiny_checkpoint, "tiny-static-positions", optimized=True,
+                              budget=0.5, static=True, with_positions=True, seq_lens=(33, 64))
 
 
 def random_batch(batch: int, seq: int, seed: int = 0, vocab: int = 30522, pad_rows: bool = True):

@@ -8,12 +8,11 @@ import numpy as np
 import onnx
 import pytest
 
-from adaret.calibration import graph as qgraph
-from adaret.calibration.quantize import QuantizeConfig, quantize
-from adaret.calibration.reader import encode_batches
-from adaret.calibration.sensitivity import Agreement, AgreementProbe, _Gates, _Restorer, candidates, kept_positions
-from adaret.calibration.smoothing import smooth, smoothing_scales
-from adaret.export import ExportConfig, run_export
+from adaret.calibration.checkpoint import QuantizeConfig, quantize
+from adaret.calibration.int8 import graph as qgraph
+from adaret.calibration.int8.reader import encode_batches
+from adaret.calibration.int8.sensitivity import Agreement, AgreementProbe, _Gates, _Restorer, candidates, kept_positions
+from adaret.calibration.int8.smoothing import smooth, smoothing_scales
 from adaret.graph_passes.pipeline import optimize
 from adaret.training.data import load_splits
 
@@ -22,14 +21,13 @@ LAYERS = 4
 
 
 @pytest.fixture(scope="module")
-def graphs(tiny_checkpoint, tmp_path_factory):
+def graphs(tiny_positions_export, tmp_path_factory):
     """The tiny checkpoint's dynamic export with kept positions: raw, ort-cpu and ort-cpu-int8."""
+    raw = tiny_positions_export.graphs[0].path
     out = tmp_path_factory.mktemp("int8-acc")
-    result = run_export(ExportConfig(budget=0.4, checkpoint=str(tiny_checkpoint), out=str(out), with_positions=True,
-                                     seq_lens=(SEQ,), parity_lengths=(SEQ,), parity_batches=(2,)), optimize)
-    raw = result.graphs[0].path
+    opt = optimize(raw, out / "model.opt.onnx", target="ort-cpu").output
     int8src = optimize(raw, out / "model.int8src.onnx", target="ort-cpu-int8").output
-    return {"raw": raw, "opt": result.graphs[0].optimized.output, "int8src": int8src}
+    return {"raw": raw, "opt": opt, "int8src": int8src}
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +164,7 @@ def test_calibrate_cli_reports_smoothing_and_the_search(graphs, tiny_checkpoint,
 def test_agreement_is_measured_on_the_runtime_padding(graphs, tokenizer):
     """K_l follows the padded length, so INT8 is calibrated and checked on the feeds the runtime serves."""
     import adaret.runtime as rt
-    from adaret.calibration.reader import encode_planned
+    from adaret.calibration.int8.reader import encode_planned
 
     texts = [*load_splits("bbc-news", seed=0).eval.texts[:12], "Short one.", "Shares rose."]
     session = rt.load(graphs["raw"])

@@ -8,36 +8,33 @@ import json
 import numpy as np
 import onnx
 import pytest
-from conftest import save_tiny_checkpoint
+from conftest import graph_at, save_tiny_checkpoint
 
-from adaret.calibration import graph as qgraph
-from adaret.calibration.quantize import QuantizeConfig, modelopt_available, quantize
-from adaret.calibration.record import CalibrationRecord, record_path, scales_sha256
-from adaret.calibration.verify import compare, session
+from adaret.calibration.checkpoint import QuantizeConfig, quantize
+from adaret.calibration.int8 import graph as qgraph
+from adaret.calibration.int8.quantize import modelopt_available
+from adaret.calibration.int8.record import CalibrationRecord, record_path, scales_sha256
+from adaret.calibration.int8.verify import compare, session
 from adaret.cli import main
 from adaret.core import graph_facts as gf
 from adaret.core.metadata import ExportMetadata
 from adaret.engines.lint import lint_model
-from adaret.export import ExportConfig, run_export
-from adaret.graph_passes.pipeline import optimize
 from adaret.training.data import load_splits
 
 SEQ = 64
 
 
 @pytest.fixture(scope="module")
-def fp32_graph(tiny_checkpoint, tmp_path_factory):
-    out = tmp_path_factory.mktemp("export")
-    result = run_export(ExportConfig(budget=0.4, checkpoint=str(tiny_checkpoint), out=str(out), static=True,
-                                     seq_lens=(SEQ,), batch=None, with_positions=True))
-    return result.graphs[0].path
+def fp32_graph(tiny_static_positions_export):
+    """The static --with-positions graph (dynamic batch) that TensorRT would get."""
+    return graph_at(tiny_static_positions_export, SEQ).path
 
 
 @pytest.fixture(scope="module")
-def int8(fp32_graph, tiny_checkpoint):
+def int8(fp32_graph, tiny_checkpoint, tmp_path_factory):
     config = QuantizeConfig(checkpoint=str(tiny_checkpoint), onnx=str(fp32_graph),
-                            output=str(fp32_graph.with_name("model.int8.onnx")), data="bbc-news", samples=16,
-                            method="minmax", progress=False)
+                            output=str(tmp_path_factory.mktemp("int8") / "model.int8.onnx"), data="bbc-news",
+                            samples=16, method="minmax", progress=False)
     return quantize(config)
 
 
@@ -145,17 +142,15 @@ def test_mismatched_tokenizer_is_rejected(fp32_graph):
         def __len__(self):
             return 10**6
 
-    from adaret.calibration.quantize import _check_vocab
+    from adaret.calibration.int8.quantize import _check_vocab
     from adaret.core.errors import AdaretError
 
     with pytest.raises(AdaretError, match="tokenizer and model do not match"):
         _check_vocab(qgraph.load(fp32_graph), BigTokenizer(), "model.onnx", fp32_graph.parent)
 
 
-def test_fused_ort_graph_is_marked_ort_only(tiny_checkpoint, tmp_path):
-    result = run_export(ExportConfig(budget=0.4, checkpoint=str(tiny_checkpoint), out=str(tmp_path),
-                                     seq_lens=(SEQ,), parity_lengths=(SEQ,), parity_batches=(2,)), optimize)
-    fused = result.graphs[0].optimized.output
+def test_fused_ort_graph_is_marked_ort_only(tiny_checkpoint, tiny_dynamic_export, tmp_path):
+    fused = tiny_dynamic_export.graphs[0].optimized.output
     plan = qgraph.plan_quantization(qgraph.load(fused))
     assert plan.custom_ops and not plan.tensorrt_input
     done = quantize(QuantizeConfig(checkpoint=str(tiny_checkpoint), onnx=str(fused), output=str(tmp_path / "f.onnx"),

@@ -10,7 +10,8 @@ import torch
 from conftest import save_tiny_checkpoint
 
 from adaret.calibration.data import MIN_SAMPLES, calibration_texts
-from adaret.calibration.schedule import calibrate_schedule, plot_schedule, write_calibrated_checkpoint
+from adaret.calibration.schedule.measure import calibrate_schedule, write_calibrated_checkpoint
+from adaret.calibration.schedule.plot import plot_schedule
 from adaret.cli import main
 from adaret.core.errors import AdaretError
 from adaret.training.checkpoint import RetentionCheckpoint

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from conftest import graph_at
 from onnx import TensorProto, helper, numpy_helper
 
 from adaret.core import graph_facts as gf
@@ -26,7 +27,6 @@ from adaret.engines.environment import tensorrt_available
 from adaret.engines.lint import Severity, lint_model
 from adaret.engines.profiles import profile_for_graph
 from adaret.engines.sidecar import EngineSidecar, fields_from_metadata, write_sidecar
-from adaret.export import ExportConfig, run_export
 from adaret.export.onnx_export import keep_outputs
 from adaret.graph_passes.pipeline import optimize
 
@@ -34,21 +34,26 @@ SEQ = 64
 
 
 @pytest.fixture(scope="module")
-def export(tiny_checkpoint, tmp_path_factory):
-    out = tmp_path_factory.mktemp("engines-static")
-    return run_export(ExportConfig(budget=0.5, checkpoint=str(tiny_checkpoint), out=str(out), seq_lens=(SEQ,),
-                                   static=True, with_positions=True, parity_batches=(2,)), optimize)
+def export(tiny_static_positions_export):
+    return tiny_static_positions_export
 
 
 @pytest.fixture(scope="module")
-def with_positions(export) -> Path:
-    return export.graphs[0].path
+def graph(export):
+    """The static graph for SEQ."""
+    return graph_at(export, SEQ)
 
 
 @pytest.fixture(scope="module")
-def logits_only(with_positions) -> Path:
+def with_positions(graph) -> Path:
+    return graph.path
+
+
+@pytest.fixture(scope="module")
+def logits_only(with_positions, tmp_path_factory) -> Path:
     """The default export form (logits only), derived from the same graph."""
-    return save_model(keep_outputs(onnx.load(str(with_positions)), ["logits"]), with_positions.with_name("logits.onnx"))
+    return save_model(keep_outputs(onnx.load(str(with_positions)), ["logits"]),
+                      tmp_path_factory.mktemp("engines-logits") / "logits.onnx")
 
 
 def _edited(source: Path, target: Path, edit: Callable[[onnx.ModelProto], None]) -> Path:
@@ -77,9 +82,8 @@ def _only(report, rule):
 
 
 @pytest.fixture(scope="module")
-def optimized(export) -> Path:
+def optimized(graph) -> Path:
     """What export writes next to the static graph: the graph passes for the tensorrt target."""
-    graph = export.graphs[0]
     assert graph.optimized is not None and graph.optimized.target == "tensorrt"
     return graph.optimized.output
 
@@ -93,7 +97,6 @@ def test_static_exports_are_ready_for_tensorrt(with_positions, logits_only, opti
 
 
 def test_graph_passes_for_onnx_runtime_are_not_ready_for_tensorrt(with_positions, tmp_path):
-    from adaret.graph_passes.pipeline import optimize  # after adaret.export: the two import each other
 
     ort_graph = tmp_path / "model.ort.onnx"
     optimize(with_positions, ort_graph, target="ort-cpu")
@@ -175,9 +178,9 @@ def _score_nodes(path: Path) -> dict[str, str]:
     return {name: ops[name] for name in gf.score_path_node_names(model)}
 
 
-def test_score_path_runs_from_the_gate_layernorm_to_the_score_topk(logits_only, export):
+def test_score_path_runs_from_the_gate_layernorm_to_the_score_topk(logits_only, graph):
     score = _score_nodes(logits_only)
-    pruned = sum(1 for k in export.graphs[0].keep_counts[SEQ] if k < SEQ)
+    pruned = sum(1 for k in graph.keep_counts[SEQ] if k < SEQ)
     ops = list(score.values())
     assert ops.count("TopK") == pruned == len(_score_topks(logits_only))
     assert ops.count("LayerNormalization") == pruned and ops.count("MatMul") == pruned  # the linear scorers
@@ -372,11 +375,11 @@ def test_build_plan_refuses_blockers_and_impossible_targets(logits_only, tmp_pat
         prepare_build(tmp_path / "missing.onnx", tensorrt_version="10.3.0")
 
 
-def test_sidecar_fields_come_from_the_export_metadata(logits_only, export, tmp_path):
+def test_sidecar_fields_come_from_the_export_metadata(logits_only, export, graph, tmp_path):
     metadata = ExportMetadata.from_props(gf.load_model(logits_only).metadata_props)
     fields = fields_from_metadata(metadata)
     assert fields["budget"] == 0.5 and fields["training_budget"] == 0.4 and fields["seq_len"] == SEQ
-    assert fields["keep_counts"] == {str(SEQ): export.graphs[0].keep_counts[SEQ]}
+    assert fields["keep_counts"] == {str(SEQ): graph.keep_counts[SEQ]}
     assert fields["schedule"]["numerators"] == list(export.schedule.numerators)
     assert fields["input_names"] == ["input_ids", "attention_mask", "token_type_ids"]
     assert fields["label_names"] == ["business", "entertainment", "politics", "sports", "tech"]

@@ -128,3 +128,20 @@ def test_hardware_compatible_plans_run_on_any_ampere_or_newer_gpu():
         _check(sidecar, gpu="Tesla T4", cc="7.5")
     with pytest.raises(AdaretError, match="TensorRT"):
         _check(sidecar, version="10.4.0", gpu="NVIDIA A10", cc="8.6")  # the release must still match
+
+
+def test_a_question_answering_plan_keeps_its_task_and_windows(tmp_path):
+    """A plan of a QA export must load as a QA model: the runtime reads the task and the window settings from it."""
+    from adaret.core.metadata import ExportMetadata
+    from adaret.engines.sidecar import fields_from_metadata
+    from adaret.runtime.runners import metadata_from_sidecar
+
+    windows = {"max_length": 384, "doc_stride": 128, "max_query_length": 64, "max_answer_length": 30}
+    metadata = ExportMetadata(form="static", budget=0.4, seq_len=384, task="question-answering",
+                              question_answering=windows, input_names=["input_ids", "attention_mask", "token_type_ids"],
+                              output_names=["start_logits", "end_logits"])
+    fields = fields_from_metadata(metadata) | {"label_names": []}
+    write_sidecar(tmp_path / "qa.plan", _sidecar(**fields))
+    loaded = metadata_from_sidecar(load_sidecar(tmp_path / "qa.plan"))
+    assert loaded.task == "question-answering" and loaded.question_answering == windows
+    assert metadata_from_sidecar(_sidecar(schedule=None)).task == "sequence-classification"  # a classifier, as before

@@ -9,7 +9,7 @@ import pytest
 
 trt = pytest.importorskip("tensorrt")
 
-from conftest import BERT_VOCAB  # noqa: E402
+from conftest import BERT_VOCAB, graph_at  # noqa: E402
 from polygraphy.backend.trt import CreateConfig, NetworkFromOnnxPath  # noqa: E402
 
 from adaret.engines.builder import build_engine, execute_build, prepare_build, tensorrt_enum  # noqa: E402
@@ -18,7 +18,6 @@ from adaret.engines.decisions import PRECISIONS, BuildRequest, decide_build_conf
 from adaret.engines.environment import current_gpu  # noqa: E402
 from adaret.engines.sidecar import check_compatible, load_sidecar  # noqa: E402
 from adaret.engines.trt_session import TrtPlanRunner  # noqa: E402
-from adaret.export import ExportConfig, run_export  # noqa: E402
 
 pytestmark = pytest.mark.tensorrt
 SEQ = 64
@@ -27,11 +26,8 @@ MAJOR = parse_version(trt.__version__)[0]
 
 
 @pytest.fixture(scope="module")
-def static_graph(tiny_checkpoint, tmp_path_factory):
-    out = tmp_path_factory.mktemp("trt-static")
-    result = run_export(ExportConfig(budget=0.5, checkpoint=str(tiny_checkpoint), out=str(out), seq_lens=(SEQ,),
-                                     static=True, with_positions=True, parity_batches=(2,)))
-    return result.graphs[0].path
+def static_graph(tiny_static_positions_export):
+    return graph_at(tiny_static_positions_export, SEQ).path
 
 
 def test_every_decided_name_exists_in_the_installed_tensorrt():

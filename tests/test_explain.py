@@ -16,7 +16,6 @@ from onnx import TensorProto, helper
 from adaret.cli import main
 from adaret.core.errors import AdaretError
 from adaret.core.metadata import ExportMetadata
-from adaret.export import ExportConfig, run_export
 from adaret.runtime.explain import (
     Explainer,
     GraphFile,
@@ -37,20 +36,15 @@ TEXTS = [
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def _export(checkpoint: Path, out: Path, with_positions: bool) -> Path:
-    run_export(ExportConfig(budget=0.4, checkpoint=str(checkpoint), out=str(out),
-                            with_positions=with_positions, parity_batches=(1,), parity_lengths=(16,)))
-    return out
+@pytest.fixture(scope="module")
+def default_dir(tiny_dynamic_export) -> Path:
+    return tiny_dynamic_export.config.out_dir
 
 
 @pytest.fixture(scope="module")
-def default_dir(tiny_checkpoint, tmp_path_factory) -> Path:
-    return _export(tiny_checkpoint, tmp_path_factory.mktemp("explain") / "default", with_positions=False)
-
-
-@pytest.fixture(scope="module")
-def positions_dir(tiny_checkpoint, tmp_path_factory) -> Path:
-    return _export(tiny_checkpoint, tmp_path_factory.mktemp("explain") / "positions", with_positions=True)
+def positions_dir(tiny_positions_export) -> Path:
+    """The same checkpoint and budget as ``default_dir``, exported --with-positions."""
+    return tiny_positions_export.config.out_dir
 
 
 def _feeds(batch: int, width: int, seed: int) -> dict[str, np.ndarray]:
@@ -138,7 +132,7 @@ def test_static_buckets_pick_the_smallest_that_holds_the_text(default_dir, tmp_p
 def test_text_html_and_json_views(default_dir):
     e = Explainer(default_dir).explain('Oil <b>prices</b> & "gas" rose.')
     text = render_text(e).splitlines()
-    assert text[0].startswith("model.onnx, budget 0.4:") and len(text) == 5
+    assert text[0].startswith("model.onnx, budget 0.5:") and len(text) == 5
     assert text[1] == f"layer 1 keeps {len(e.tokens)}/{len(e.tokens)}: " + " ".join(e.tokens)
     page = render_html([e])
     assert "<b>" not in page and all(f">{x}</" in page for x in ("&lt;", "&gt;", "&amp;", "&quot;", "gas"))
@@ -239,7 +233,7 @@ def test_validation_report_explains_three_examples(default_dir, tmp_path):
                       "batch_size": 1, "max_length": 128, "device": "cpu", "threads": 1, "passed": True,
                       "full": {}, "rows": [], "checks": [], "machine": {"cpu": "", "cores": 1}, "versions": {},
                       "memory_workload": {"batch": 1, "seq_len": 1}, "kept_tokens": summary})
-    assert "[kept_tokens.html](kept_tokens.html)" in lines and "- example 1: 12 -> 12 -> 5 -> 2" in lines
+    assert "[kept_tokens.html](kept_tokens.html)" in lines and "- example 1: 12 -> 12 -> 10 -> 5" in lines
 
 
 EXPLAIN_WITHOUT_TORCH = textwrap.dedent("""

@@ -25,19 +25,13 @@ MAX_POSITIONS = 128  # the tiny model's
 
 
 @pytest.fixture(scope="module")
-def dynamic_export(tiny_checkpoint, tmp_path_factory):
-    out = tmp_path_factory.mktemp("dyn")
-    config = ExportConfig(budget=0.5, checkpoint=str(tiny_checkpoint), out=str(out), seq_lens=(64, 128),
-                          with_positions=True, parity_lengths=(8, 37, 101, 128))
-    return run_export(config)
+def dynamic_export(tiny_positions_export):
+    return tiny_positions_export
 
 
 @pytest.fixture(scope="module")
-def static_export(tiny_checkpoint, tmp_path_factory):
-    out = tmp_path_factory.mktemp("static")
-    config = ExportConfig(budget=0.5, checkpoint=str(tiny_checkpoint), out=str(out), seq_lens=(33, 64),
-                          static=True, with_positions=True)
-    return run_export(config)
+def static_export(tiny_static_positions_export):
+    return tiny_static_positions_export
 
 
 @pytest.fixture(scope="module")
@@ -137,14 +131,13 @@ def test_metadata_round_trips(dynamic_export, tiny_checkpoint):
     assert "K_l = max(2, (num_l * n + 9999) // 10000) for a gated layer with num_l < 10000" in meta.keep_rule
 
 
-def test_default_export_has_only_logits_and_no_training_ops(tiny_checkpoint, tmp_path):
-    result = run_export(ExportConfig(budget=0.4, checkpoint=str(tiny_checkpoint), out=str(tmp_path),
-                                     parity_lengths=(16,), parity_batches=(2,)))
-    model = onnx.load(str(result.graphs[0].path))
+def test_default_export_has_only_logits_and_no_training_ops(tiny_dynamic_export):
+    model = onnx.load(str(tiny_dynamic_export.graphs[0].path))
     assert [o.name for o in model.graph.output] == ["logits"]
     ops = {node.op_type for node in model.graph.node}
     assert "TopK" in ops and not ops & {"RandomUniform", "RandomUniformLike", "Dropout", "RandomNormal"}
-    assert {"tokenizer.json", "export_report.json", "model.onnx"} <= {p.name for p in tmp_path.iterdir()}
+    out = tiny_dynamic_export.config.out_dir
+    assert {"tokenizer.json", "export_report.json", "model.onnx"} <= {p.name for p in out.iterdir()}
 
 
 def test_budget_one_exports_the_plain_encoder(tiny_checkpoint, tmp_path):

@@ -26,9 +26,10 @@ from adaret.graph_passes.passes import (
     TransformerFusionPass,
 )
 from adaret.graph_passes.pipeline import ParityCheckedPass, ParityProbe, optimize
-from tests.conftest import save_tiny_checkpoint
+from tests.conftest import graph_at, save_tiny_checkpoint
 
 LAYERS = 4  # the tiny model's
+SEQ = 64  # the static graph's length, and the length the optimised graphs are checked at
 
 
 def _export(checkpoint, out: Path, **kwargs):
@@ -38,13 +39,13 @@ def _export(checkpoint, out: Path, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def dynamic_graph(tiny_checkpoint, tmp_path_factory) -> Path:
-    return _export(tiny_checkpoint, tmp_path_factory.mktemp("gp-dyn"))
+def dynamic_graph(tiny_dynamic_export) -> Path:
+    return tiny_dynamic_export.graphs[0].path
 
 
 @pytest.fixture(scope="module")
-def static_graph(tiny_checkpoint, tmp_path_factory) -> Path:
-    return _export(tiny_checkpoint, tmp_path_factory.mktemp("gp-static"), static=True, seq_lens=(48,))
+def static_graph(tiny_static_export) -> Path:
+    return graph_at(tiny_static_export, SEQ).path
 
 
 @pytest.fixture(scope="module")
@@ -276,7 +277,7 @@ def test_pipeline_keeps_parity_and_shrinks_the_graph(which, request, tmp_path):
     if target == "tensorrt":
         assert not any(k.startswith("com.microsoft") for k in ops)
     # the optimised graph against the exported one on fresh inputs (not the probe's)
-    feeds = dummy_inputs(3, 48, BERT_VOCAB, np.random.default_rng(11))
+    feeds = dummy_inputs(3, SEQ, BERT_VOCAB, np.random.default_rng(11))
     want = ort.InferenceSession(str(source)).run(["logits"], feeds)[0]
     got = ort.InferenceSession(str(result.output)).run(["logits"], feeds)[0]
     assert np.abs(want - got).max() <= 1e-4

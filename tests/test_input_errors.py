@@ -178,12 +178,12 @@ def test_a_model_directory_with_an_absurd_config_is_refused_before_loading(posit
 
 def test_calibrate_reads_the_same_checked_config(tiny_checkpoint, tmp_path):
     """INT8 calibration reads the checkpoint's config without loading its weights: the same checks apply."""
-    from adaret.calibration.quantize import _checkpoint_parts
+    from adaret.calibration.checkpoint import read_checkpoint
 
     checkpoint = _copy(tiny_checkpoint, tmp_path)
     _edit_config(checkpoint, _retention_not_an_object)
     with pytest.raises(AdaretError, match="retention"):
-        _checkpoint_parts(checkpoint)
+        read_checkpoint(checkpoint)
 
 
 def test_checkpoint_tensor_of_the_wrong_shape_is_named(tiny_checkpoint, tmp_path, capsys):
@@ -256,8 +256,8 @@ def test_library_configs_refuse_the_same_values():
 
 
 def test_library_calibration_refuses_bad_batching(tiny_checkpoint):
-    from adaret.calibration.quantize import QuantizeConfig
-    from adaret.calibration.schedule import calibrate_schedule
+    from adaret.calibration.checkpoint import QuantizeConfig
+    from adaret.calibration.schedule.measure import calibrate_schedule
 
     for bad in (dict(batch_size=0), dict(max_length=0), dict(max_length=1)):
         with pytest.raises(AdaretError, match=r"--batch-size|--max-length"):
@@ -315,8 +315,8 @@ def test_optimize_finds_an_unwritable_output_before_the_passes(tmp_path, capsys,
 
 
 def test_agreement_shortfall_states_the_bound_it_compared():
-    from adaret.calibration.quantize import agreement_shortfall
-    from adaret.calibration.sensitivity import SearchReport
+    from adaret.calibration.int8.quantize import agreement_shortfall
+    from adaret.calibration.int8.sensitivity import SearchReport
 
     search = SearchReport(target=0.99, texts=64, kept_positions=4096, agreement_all_int8=0.98, agreement=0.9949,
                           agreement_lower=0.9876, restored=["a", "b"])

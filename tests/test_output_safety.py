@@ -318,3 +318,92 @@ def test_rerunning_the_default_export_replaces_its_own_previous_set(tiny_checkpo
     assert main(command) == 1
     assert "not empty" in capsys.readouterr().err
     assert (default_dir / "notes.txt").read_text() == "mine"
+
+
+def test_a_manifest_naming_files_outside_its_directory_is_refused_before_any_hashing(tmp_path, monkeypatch):
+    import adaret.core.outputs as outputs
+
+    hashed: list[Path] = []
+    monkeypatch.setattr(outputs, "sha256_file", lambda path: hashed.append(path) or "0" * 64)
+    outside = tmp_path / "secret.bin"
+    outside.write_bytes(b"not part of any export")
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "model.onnx").write_bytes(b"listed first, hashed never")
+    (export / "link.onnx").symlink_to(outside)
+    for name, message in ((str(outside), "not a file name inside"), ("../secret.bin", "not a file name inside"),
+                          ("link.onnx", "resolves outside the directory")):
+        files = {"model.onnx": {"sha256": "0" * 64}, name: {"sha256": "0" * 64}}
+        (export / MANIFEST_NAME).write_text(json.dumps({"format": "adaret-export-manifest", "files": files}))
+        with pytest.raises(AdaretError, match=message) as exc:
+            outputs.check_manifest(export, [])
+        assert _one_line(str(exc.value)) and not hashed, (name, hashed)
+
+
+# --------------------------------------------------------------------------- 4. durable: flushed before renamed
+
+
+def _record_fsync_and_replace(monkeypatch, fail_on: str | None = None, errno_code: int = 5) -> list[tuple[str, str]]:
+    """Patch os.fsync and os.replace to log ("fsync", "file"|"dir") and ("replace", name) in call order."""
+    import stat
+
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        kind = "dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"
+        events.append(("fsync", kind))
+        if kind == fail_on:
+            raise OSError(errno_code, os.strerror(errno_code))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", Path(dst).name))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    return events
+
+
+def test_atomic_writes_flush_the_file_before_the_rename_and_the_directory_after(tmp_path, monkeypatch):
+    from adaret.core.fileio import atomic_file
+
+    events = _record_fsync_and_replace(monkeypatch)
+    with atomic_file(tmp_path / "report.json") as tmp:
+        tmp.write_text("{}\n")
+    assert events == [("fsync", "file"), ("replace", "report.json"), ("fsync", "dir")]
+    assert (tmp_path / "report.json").read_text() == "{}\n"
+
+
+def test_a_published_set_is_flushed_file_by_file_then_its_directory(tmp_path, monkeypatch):
+    from adaret.core.outputs import output_dir
+
+    with output_dir(tmp_path / "out") as claim:
+        staged = claim.staging()
+        for name in ("a.onnx", "b.json"):
+            (staged / name).write_text(name)
+        events = _record_fsync_and_replace(monkeypatch)
+        claim.publish(staged, last=["a.onnx"])
+    assert events[:5] == [("fsync", "file"), ("fsync", "file"), ("replace", "b.json"), ("replace", "a.onnx"),
+                          ("fsync", "dir")]
+
+
+def test_a_directory_that_cannot_be_flushed_is_not_an_error_but_a_failed_file_flush_is(tmp_path, monkeypatch):
+    import errno
+
+    from adaret.core.fileio import atomic_file
+
+    _record_fsync_and_replace(monkeypatch, fail_on="dir", errno_code=errno.EINVAL)
+    with atomic_file(tmp_path / "a.txt") as tmp:
+        tmp.write_text("a")
+    assert (tmp_path / "a.txt").read_text() == "a"
+
+    monkeypatch.undo()
+    (tmp_path / "b.txt").write_text("the previous version")
+    _record_fsync_and_replace(monkeypatch, fail_on="file", errno_code=errno.EIO)
+    with pytest.raises(AdaretError, match=r"cannot write .*b\.txt: ") as exc, atomic_file(tmp_path / "b.txt") as tmp:
+        tmp.write_text("b")
+    assert _one_line(str(exc.value))
+    assert (tmp_path / "b.txt").read_text() == "the previous version"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]  # no staging left behind

@@ -46,27 +46,20 @@ class Exported:
     schedule: KeepSchedule
 
 
-def tiny_export(base: Path, checkpoint: Path, static: bool) -> Exported:
-    """One export per form for the whole test run (exports dominate its time), shared with test_validation
-    through the directory: a module imported twice under two names still finds it."""
-    out = base / ("shared-static-export" if static else "shared-dynamic-export")
-    if not (out / "export_report.json").is_file():
-        extra = {"seq_lens": (32, 64), "static": True} if static else {"parity_lengths": (16, 64)}
-        run_export(ExportConfig(budget=0.5, checkpoint=str(checkpoint), out=str(out), parity_batches=(2,), **extra),
-                   optimize)
-    graph = out / ("model_seq32.onnx" if static else "model.onnx")
+def _exported(result, name: str) -> Exported:
+    graph = result.config.out_dir / name
     numerators = ExportMetadata.from_model(onnx.load(str(graph), load_external_data=False)).schedule["numerators"]
-    return Exported(out, graph, KeepSchedule(tuple(numerators)))
+    return Exported(result.config.out_dir, graph, KeepSchedule(tuple(numerators)))
 
 
 @pytest.fixture(scope="module")
-def dynamic_export(tiny_checkpoint, tmp_path_factory) -> Exported:
-    return tiny_export(tmp_path_factory.getbasetemp(), tiny_checkpoint, static=False)
+def dynamic_export(tiny_dynamic_export) -> Exported:
+    return _exported(tiny_dynamic_export, "model.onnx")
 
 
 @pytest.fixture(scope="module")
-def static_export(tiny_checkpoint, tmp_path_factory) -> Exported:
-    return tiny_export(tmp_path_factory.getbasetemp(), tiny_checkpoint, static=True)
+def static_export(tiny_static_export) -> Exported:
+    return _exported(tiny_static_export, "model_seq32.onnx")
 
 
 @pytest.fixture(scope="module")
@@ -287,6 +280,7 @@ def test_plan_path_goes_through_the_engines_plan_runner(dynamic_export, monkeypa
                                            schedule=meta.schedule, keep_counts=meta.keep_counts,
                                            checkpoint_sha256=meta.checkpoint_sha256, label_names=meta.label_names,
                                            input_names=meta.input_names, output_names=meta.output_names,
+                                           task=meta.task, question_answering=meta.question_answering,
                                            device_memory_bytes=[0])
             self.input_names, self.output_names = list(onnx_runner.input_specs), onnx_runner.output_names
 

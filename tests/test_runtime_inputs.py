@@ -27,8 +27,6 @@ from adaret.core.fileio import atomic_file
 from adaret.core.metadata import MetadataError
 from adaret.core.onnx_files import save_model
 from adaret.core.outputs import output_dir
-from adaret.export import ExportConfig, run_export
-from adaret.graph_passes.pipeline import optimize
 from adaret.runtime.limits import DEFAULT_MAX_CHARS
 from adaret.runtime.runners import OrtRunner
 from adaret.runtime.session import Session
@@ -38,15 +36,8 @@ LABELS = ["business", "entertainment", "politics", "sports", "tech"]
 
 
 @pytest.fixture(scope="module")
-def export_dir(tiny_checkpoint, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("runtime-inputs") / "export"
-    previous = os.umask(0o022)  # what the permission test checks against: a plain open() gives 0644 here
-    try:
-        run_export(ExportConfig(budget=0.5, checkpoint=str(tiny_checkpoint), out=str(out), parity_batches=(2,),
-                                parity_lengths=(16,)), optimize)
-    finally:
-        os.umask(previous)
-    return out
+def export_dir(tiny_dynamic_export) -> Path:
+    return tiny_dynamic_export.config.out_dir  # exported under umask 022, which the permission test checks against
 
 
 @pytest.fixture(scope="module")

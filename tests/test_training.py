@@ -4,7 +4,7 @@ import torch
 from adaret.modeling import RetentionConfig, RetentionModel, encoder_from_config, expected_budget
 from adaret.training.batching import Encoded
 from adaret.training.data import load_splits
-from adaret.training.sgda import run_sgda, total_steps
+from adaret.training.sgda import ClassificationTask, run_sgda, total_steps
 from adaret.training.trainer import TrainConfig
 from tests.conftest import LABELS, tiny_bert_config
 
@@ -28,7 +28,8 @@ def test_short_sgda_run_moves_the_budget_towards_its_target(tokenizer):
     config = TrainConfig(out="unused", budget=0.4, epochs=3, min_steps=0, lr_primal=3e-2, eval_every=1000)
     teacher = torch.zeros(len(train_set), len(LABELS))
     before = _mean_cost(model, train_set)
-    result = run_sgda(model, train_set, eval_set, config, teacher, torch.zeros(len(eval_set), len(LABELS)))
+    result = run_sgda(model, train_set, config,
+                      ClassificationTask(config, teacher, eval_set, torch.zeros(len(eval_set), len(LABELS))))
     after = _mean_cost(model, train_set)
     assert before > 0.8
     assert abs(after - 0.4) < 0.5 * abs(before - 0.4)
@@ -133,3 +134,30 @@ def test_convergence_notes_name_a_moving_budget_and_a_rising_accuracy():
     rising = result([(0.40, 0.70), (0.40, 0.72), (0.40, 0.80)]).convergence_notes(0.4, 100)
     assert len(rising) == 1 and "rising" in rising[0]
     assert "no evaluation met the budget" in result([(0.6, 0.8)]).convergence_notes(0.4, 100)[-1]
+
+
+def test_the_selected_step_is_restored_whole_when_head_and_backbone_learn_too(tokenizer):
+    """Selection keeps the best evaluation's step; with --tune-head and a fine-tuned backbone (as question answering
+    trains), head and backbone must come back from that step too, not stay at the last one."""
+    from adaret.training.sgda import ValidationPoint
+
+    torch.manual_seed(0)
+    splits = load_splits("bbc-news")
+    train_set = Encoded(splits.train.subset(list(range(0, 320, 20)), "slice"), tokenizer, max_length=32)
+    model = RetentionModel(encoder_from_config(tiny_bert_config()), RetentionConfig(LABELS, init_budget=0.4))
+    config = TrainConfig(out="unused", budget=0.4, min_steps=4, max_steps=4, eval_every=1, tune_head=True,
+                         freeze_backbone=False, lr_primal=3e-2, lr_backbone=1e-2)
+    snapshots = {}
+
+    class FirstStepIsBest(ClassificationTask):
+        def evaluate(self, model, step):
+            snapshots[step] = {k: v.clone() for k, v in model.state_dict().items()}
+            return ValidationPoint(step, relaxed_budget=0.4, hard_accuracy=1.0 if step == 1 else 0.0, agreement=0.0)
+
+    teacher = torch.zeros(len(train_set), len(LABELS))
+    result = run_sgda(model, train_set, config, FirstStepIsBest(config, teacher, train_set, teacher))
+    assert result.best.step == 1
+    final = model.state_dict()
+    for name in ("head.weight", "gates.1.scorer.weight", "encoder.backbone.encoder.layer.0.output.dense.weight"):
+        assert torch.equal(final[name], snapshots[1][name]), name
+        assert not torch.equal(snapshots[1][name], snapshots[4][name]), f"{name} did not change after step 1"

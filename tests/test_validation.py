@@ -15,7 +15,6 @@ from onnx import numpy_helper
 
 from adaret.cli import main
 from adaret.core.metadata import ExportMetadata
-from tests.test_runtime import tiny_export
 
 ROOT = Path(__file__).resolve().parent.parent
 ROW_FIELDS = ("accuracy", "agreement_with_full", "max_abs_logit_diff_vs_full", "latency_p50_ms", "latency_p95_ms",
@@ -24,9 +23,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
-def graph(tiny_checkpoint, tmp_path_factory) -> Path:
-    export = tiny_export(tmp_path_factory.getbasetemp(), tiny_checkpoint, static=False)
-    return export.dir / "model.opt.onnx"  # what export deploys for ONNX Runtime CPU
+def graph(tiny_dynamic_export) -> Path:
+    return tiny_dynamic_export.config.out_dir / "model.opt.onnx"  # what export deploys for ONNX Runtime CPU
 
 
 @pytest.fixture(scope="module")

@@ -1,39 +1,121 @@
-"""Calibration texts: a deterministic sample of any dataset the training data readers accept."""
+"""What both halves of calibration read: a deterministic sample of a dataset's examples (texts for classification,
+SQuAD questions for question answering), and the batching a library caller asks for. Plain Python: the INT8 half
+imports it too."""
 
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
+from pathlib import Path
 
 from adaret.core.errors import AdaretError
+from adaret.core.fileio import sha256_file
+from adaret.core.io_spec import CLASSIFICATION, QUESTION_ANSWERING
+from adaret.core.squad import SquadExample, read_squad, squad_dev_path, squad_train_path
 from adaret.training.data import BUILTIN_DATASETS, TextDataset, load_splits
 
 MIN_SAMPLES = 8  # fewer texts than this give activation ranges (and f_l) that one outlier can move
 SPLITS = ("train", "eval", "all")
+SQUAD = "squad"  # the official SQuAD v1.1 train (calibration) and dev (held-out) files
+# A SQuAD-format file holds out this share of its contexts as its eval split, as question-answering training does
+QA_EVAL_CONTEXTS = 10
 
 
-def default_split(data: str) -> str:
+@dataclass(frozen=True)
+class QuestionSet:
+    """Calibration questions, and the files they were read from (by name and sha256: no machine paths)."""
+
+    name: str
+    examples: list[SquadExample]
+    files: dict[str, str]  # file name -> sha256
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+
+def default_split(data: str, task: str = CLASSIFICATION.task) -> str:
     """Built-in sets calibrate on their training split (the eval split stays held out for accuracy); a user's
     file is all calibration data."""
-    return "train" if data in BUILTIN_DATASETS else "all"
+    builtin = data == SQUAD if task == QUESTION_ANSWERING.task else data in BUILTIN_DATASETS
+    return "train" if builtin else "all"
+
+
+def default_data(task: str) -> str:
+    return SQUAD if task == QUESTION_ANSWERING.task else "bbc-news"
+
+
+def calibration_data(task: str, data: str, *, samples: int, split: str | None = None,
+                     seed: int = 0) -> TextDataset | QuestionSet:
+    """The calibration examples of an export of ``task``: texts for classification, questions for QA."""
+    if task == QUESTION_ANSWERING.task:
+        return calibration_questions(data, samples=samples, split=split, seed=seed)
+    if data == SQUAD:
+        raise AdaretError("--data squad is question-answering data; calibrate a classification export on "
+                          f"{', '.join(BUILTIN_DATASETS)} or a .csv/.jsonl file")
+    return calibration_texts(data, samples=samples, split=split, seed=seed)
 
 
 def calibration_texts(data: str, *, samples: int, split: str | None = None, seed: int = 0) -> TextDataset:
     """``samples`` texts drawn from ``split`` of ``data`` with ``seed``; the same arguments give the same texts."""
-    if samples < MIN_SAMPLES:
-        raise AdaretError(f"--samples {samples} is too few for calibration; use at least {MIN_SAMPLES}")
-    split = split or default_split(data)
-    if split not in SPLITS:
-        raise AdaretError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    _check_samples(samples)
+    split = _checked_split(split or default_split(data))
     pool = _split(data, split, seed)
     pool = pool.subset([i for i, text in enumerate(pool.texts) if text.strip()], "nonempty")
     if len(pool) == 0:
         raise AdaretError(f"no calibration data: {data} ({split} split) has no non-empty texts")
-    if len(pool) < samples:
-        raise AdaretError(f"too few calibration samples: {data} ({split} split) has {len(pool)} texts, fewer than "
-                          f"--samples {samples}")
-    # Shuffled, not the first N: the readers group texts by label, and the first N would be one class.
-    chosen = sorted(random.Random(seed).sample(range(len(pool)), samples))
-    return pool.subset(chosen, f"calib{samples}")
+    return pool.subset(_draw(len(pool), samples, seed, f"{data} ({split} split) has {len(pool)} texts"),
+                       f"calib{samples}")
+
+
+def calibration_questions(data: str, *, samples: int, split: str | None = None, seed: int = 0) -> QuestionSet:
+    """``samples`` questions (with their contexts and answers) drawn from ``split`` of ``squad`` or a SQuAD-format
+    JSON file with ``seed``, in file order; the same arguments give the same questions."""
+    _check_samples(samples)
+    split = _checked_split(split or default_split(data, QUESTION_ANSWERING.task))
+    if data in BUILTIN_DATASETS or data.endswith((".csv", ".jsonl")):
+        raise AdaretError(f"--data {data} is classification data; calibrate a question-answering export on squad "
+                          "or a SQuAD-format JSON file")
+    pool, files = _question_split(data, split, seed)
+    chosen = _draw(len(pool), samples, seed, f"{data} ({split} split) has {len(pool)} questions")
+    return QuestionSet(data, [pool[i] for i in chosen], files)
+
+
+def _question_split(data: str, split: str, seed: int) -> tuple[list[SquadExample], dict[str, str]]:
+    if data == SQUAD:
+        paths = {"train": [squad_train_path()], "eval": [squad_dev_path()]}.get(split)
+        paths = paths or [squad_train_path(), squad_dev_path()]
+        return [e for path in paths for e in read_squad(path)], {p.name: sha256_file(p) for p in paths}
+    path = Path(data)
+    examples = read_squad(path)
+    files = {path.name: sha256_file(path)}
+    if split == "all":
+        return examples, files
+    # The rule of question-answering training (adaret.training.question_answering.load_qa_splits, on the torch
+    # side): a tenth of the contexts, shuffled with the seed, and all their questions are held out.
+    contexts = sorted({e.context for e in examples})
+    random.Random(seed).shuffle(contexts)
+    held_out = set(contexts[: max(1, len(contexts) // QA_EVAL_CONTEXTS)])
+    return [e for e in examples if (e.context in held_out) == (split == "eval")], files
+
+
+def _check_samples(samples: int) -> None:
+    if samples < MIN_SAMPLES:
+        raise AdaretError(f"--samples {samples} is too few for calibration; use at least {MIN_SAMPLES}")
+
+
+def _checked_split(split: str) -> str:
+    if split not in SPLITS:
+        raise AdaretError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    return split
+
+
+def _draw(available: int, samples: int, seed: int, what: str) -> list[int]:
+    """``samples`` of ``available`` indices, sorted; ``what`` says what the data holds when it is too little."""
+    if available < samples:
+        raise AdaretError(f"too few calibration samples: {what}, fewer than --samples {samples}")
+    # Shuffled, not the first N: the readers group texts by label and SQuAD groups questions by article, so the
+    # first N would be one class or one topic.
+    return sorted(random.Random(seed).sample(range(available), samples))
 
 
 def _split(data: str, split: str, seed: int) -> TextDataset:
@@ -44,3 +126,13 @@ def _split(data: str, split: str, seed: int) -> TextDataset:
         return splits.eval
     return TextDataset(data, splits.train.texts + splits.eval.texts, splits.train.labels + splits.eval.labels,
                        splits.train.label_names)
+
+
+def check_batching(batch_size: int, max_length: int | None) -> None:
+    """The calibration batch size and text length a library caller gives (the command line's types refuse the same
+    values first)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise AdaretError(f"--batch-size must be an integer >= 1, got {batch_size!r}")
+    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int)
+                                   or max_length < 2):
+        raise AdaretError(f"--max-length must be an integer >= 2, got {max_length!r}")

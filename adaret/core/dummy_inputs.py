@@ -109,11 +109,14 @@ def _one_line(exc: BaseException, limit: int = 200) -> str:
 
 
 def dummy_inputs(batch: int, seq_len: int, vocab: Vocabulary, generator: np.random.Generator, *,
-                 padded: bool = True, names: Sequence[str] = INPUT_NAMES) -> dict[str, np.ndarray]:
+                 padded: bool = True, names: Sequence[str] = INPUT_NAMES,
+                 segments: bool = False) -> dict[str, np.ndarray]:
     """Random tokens with CLS first and SEP last in each row.
 
     ``padded``: each row gets a random length in [2, seq_len] (right padding, at least one full row), the
     mix a parity check needs; otherwise every row is full length, the worst case a timing needs.
+    ``segments``: a question-answering pair: each row's first tokens (a random number, at least CLS) have token
+    type 0, the rest of its real tokens type 1; otherwise every token type is 0.
     """
     ids = generator.integers(vocab.first_word_id, vocab.size, size=(batch, seq_len), dtype=np.int64)
     lengths = generator.integers(2, seq_len + 1, size=batch) if padded else np.full(batch, seq_len)
@@ -122,5 +125,9 @@ def dummy_inputs(batch: int, seq_len: int, vocab: Vocabulary, generator: np.rand
     ids[:, 0] = vocab.cls_id
     ids[np.arange(batch), lengths - 1] = vocab.sep_id
     ids = np.where(mask == 1, ids, vocab.pad_id)
-    feeds = {INPUT_IDS: ids, ATTENTION_MASK: mask, TOKEN_TYPE_IDS: np.zeros_like(ids)}
+    types = np.zeros_like(ids)
+    if segments:
+        question = generator.integers(1, np.maximum(lengths // 2, 1) + 1)
+        types = ((np.arange(seq_len)[None, :] >= question[:, None]) & (mask == 1)).astype(np.int64)
+    feeds = {INPUT_IDS: ids, ATTENTION_MASK: mask, TOKEN_TYPE_IDS: types}
     return {name: feeds[name] for name in names}

@@ -1,4 +1,7 @@
-"""Atomic writes: an artifact is either complete at its final path or absent.
+"""Atomic writes: an artifact is either complete at its final path or absent, after a kill or a power loss.
+
+A file is flushed to disk (``fsync``) before it is renamed into place, and its directory after, so that a crash
+cannot publish the new name over data that never reached the disk (an empty file where the old one was).
 
 Staging files and directories are created with the modes a plain ``open(path, "w")`` or ``os.mkdir`` would give
 (0666 and 0777 less the umask), not ``tempfile``'s private 0600/0700: they are renamed into place, so their mode
@@ -8,10 +11,11 @@ is the mode of the published artifact.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from adaret.core.errors import AdaretError
@@ -39,10 +43,44 @@ def atomic_file(final: Path) -> Iterator[Path]:
     tmp = staging_file(final.parent, f".{final.name}.")
     try:
         yield tmp
+        durable_replace([(tmp, final)])
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    os.replace(tmp, final)
+
+
+def durable_replace(moves: Iterable[tuple[Path, Path]]) -> None:
+    """``os.replace`` each (staged, final) pair, each staged file flushed first and each final directory after."""
+    moves = list(moves)
+    for staged, final in moves:
+        fsync_path(staged, shown=final)
+    for staged, final in moves:
+        os.replace(staged, final)
+    for directory in dict.fromkeys(Path(final).parent for _, final in moves):
+        fsync_path(directory, directory=True)
+
+
+# Filesystems that cannot flush a directory (or, rarely, a file) say so with these; there is nothing to wait for.
+_FSYNC_UNSUPPORTED = {errno.EINVAL, errno.EBADF, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP), errno.EOPNOTSUPP}
+
+
+def fsync_path(path: Path, *, directory: bool = False, shown: Path | None = None) -> None:
+    """Flush ``path`` (a file, or with ``directory`` a directory's entries) to disk; a write error is one line
+    naming ``shown`` (the final name of a staged file) or ``path``."""
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if directory:  # not POSIX: a directory cannot be opened, and renames are not made durable this way
+            return
+        raise AdaretError(f"cannot write {shown or path}: {exc.strerror}") from None
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in _FSYNC_UNSUPPORTED:
+            raise AdaretError(f"cannot write {shown or path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
 
 
 def staging_file(directory: Path, prefix: str) -> Path:

@@ -13,6 +13,7 @@ ATTENTION_MASK = "attention_mask"
 TOKEN_TYPE_IDS = "token_type_ids"
 INPUT_NAMES = (INPUT_IDS, ATTENTION_MASK, TOKEN_TYPE_IDS)
 LOGITS = "logits"
+START_LOGITS, END_LOGITS = "start_logits", "end_logits"
 BATCH_AXIS, SEQUENCE_AXIS = "batch", "sequence"
 
 
@@ -28,4 +29,7 @@ class TaskIOSpec:
         return list(INPUT_NAMES if uses_token_type_ids else INPUT_NAMES[:2])
 
 
-CLASSIFICATION = TaskIOSpec("classification", (LOGITS,))
+CLASSIFICATION = TaskIOSpec("sequence-classification", (LOGITS,))
+# Extractive QA: a start and an end logit for every original position [batch, sequence] (Optimum's names).
+QUESTION_ANSWERING = TaskIOSpec("question-answering", (START_LOGITS, END_LOGITS))
+TASKS = {spec.task: spec for spec in (CLASSIFICATION, QUESTION_ANSWERING)}

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from adaret.core.errors import AdaretError
+from adaret.core.io_spec import QUESTION_ANSWERING, TASKS
 
 if TYPE_CHECKING:
     import onnx
@@ -29,6 +30,9 @@ SCHEMA_VERSION = 1
 # Far above any absolute-position encoder (BERT-style: 512-8192); a bound on what the runtime will allocate for.
 MAX_SEQUENCE_LENGTH = 1_000_000
 FORMS = ("dynamic", "static")
+# Question answering: the window length and stride the model was trained with, the longest question (in tokens)
+# kept whole, and the longest answer span (in tokens) the runtime reads back.
+QA_FIELDS = ("max_length", "doc_stride", "max_query_length", "max_answer_length")
 
 
 class MetadataError(AdaretError):
@@ -49,7 +53,7 @@ class ExportMetadata:
     keep_counts: dict[str, list[int]] = field(default_factory=dict)
     checkpoint_sha256: str = ""
     backbone: str = ""
-    task: str = "sequence-classification"
+    task: str = "sequence-classification"  # a key of adaret.core.io_spec.TASKS
     scorer: str = "learned"
     pooling: str = ""
     label_names: list[str] = field(default_factory=list)
@@ -58,6 +62,8 @@ class ExportMetadata:
     output_names: list[str] = field(default_factory=list)
     vocabulary: dict[str, int] | None = None  # size and special ids, from the checkpoint's tokenizer
     budget_search: dict[str, Any] | None = None  # how --budget auto chose ``budget``
+    # Question answering only: how the runtime cuts a context into windows and reads spans back (QA_FIELDS)
+    question_answering: dict[str, int] | None = None
     pass_report: list[dict[str, Any]] | None = None  # written by the graph passes
     optimized_for: str | None = None
     quantization: str | None = None  # written by INT8 calibration
@@ -90,6 +96,10 @@ class ExportMetadata:
             values = getattr(self, name)
             if not (isinstance(values, list) and all(isinstance(v, str) and v for v in values)):
                 raise MetadataError(f"adaret.{name} must be a JSON list of non-empty strings")
+        if self.task not in TASKS:
+            raise MetadataError(f"adaret.task is {self.task!r}, not one of {', '.join(TASKS)}")
+        if (self.question_answering is not None) != (self.task == QUESTION_ANSWERING.task):
+            raise MetadataError("adaret.question_answering is set exactly when adaret.task is question-answering")
         if len(set(self.label_names)) != len(self.label_names):
             raise MetadataError("adaret.label_names holds duplicates")
         if self.schedule is not None:
@@ -176,7 +186,7 @@ _KINDS: dict[str, Any] = {
     "budget": float, "training_budget": float, "seq_len": int, "max_positions": int, "opset": int,
     "schema_version": int, "schedule": "json", "keep_counts": "json", "label_names": "json",
     "input_names": "json", "output_names": "json", "vocabulary": "json", "budget_search": "json",
-    "pass_report": "json",
+    "pass_report": "json", "question_answering": "json",
 }
 
 
@@ -196,6 +206,9 @@ _JSON_SHAPES: dict[str, tuple[Any, str]] = {
     "vocabulary": (lambda v: v is None or (isinstance(v, dict) and all(map(_is_int, v.values()))),
                    "a JSON object of integers"),
     "budget_search": (lambda v: v is None or isinstance(v, dict), "a JSON object"),
+    "question_answering": (lambda v: v is None or (isinstance(v, dict) and set(v) == set(QA_FIELDS)
+                                                   and all(_is_int(x) and x >= 1 for x in v.values())),
+                           f"a JSON object of positive integers {', '.join(QA_FIELDS)}"),
     "pass_report": (lambda v: v is None or (isinstance(v, list) and all(isinstance(x, dict) for x in v)),
                     "a JSON list of objects"),
 }

@@ -31,7 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from adaret.core.errors import AdaretError
-from adaret.core.fileio import STAGING_SUFFIX, atomic_file, ensure_writable_dir, sha256_file, staging_dir
+from adaret.core.fileio import (
+    STAGING_SUFFIX,
+    atomic_file,
+    durable_replace,
+    ensure_writable_dir,
+    sha256_file,
+    staging_dir,
+)
 from adaret.core.text_files import parse_json, read_utf8
 
 try:
@@ -137,8 +144,7 @@ class OutputDir:
         names = [n for n in names if n not in last] + [n for n in last if n in names]
         entries = {n: _entry(staged / n) for n in names} if manifest else {}
         previous = set(read_manifest(self.path) or {}) if manifest else set()
-        for name in names:
-            os.replace(staged / name, self.path / name)
+        durable_replace((staged / name, self.path / name) for name in names)
         stale = {p.name for p in self.path.iterdir() if p.is_file() and supersedes and supersedes(p.name)}
         for name in sorted((stale | previous) - set(names) - {MANIFEST_NAME}):
             with contextlib.suppress(FileNotFoundError, IsADirectoryError):
@@ -299,7 +305,19 @@ def read_manifest(directory: Path) -> dict[str, dict] | None:
     files = raw.get("files") if isinstance(raw, dict) and raw.get("format") == MANIFEST_FORMAT else None
     if not isinstance(files, dict) or not all(isinstance(v, dict) and "sha256" in v for v in files.values()):
         raise AdaretError(f"{path} is not an adaret export manifest; re-run the export into {directory}")
+    for name in files:
+        _check_listed_name(path, name)
     return files
+
+
+def _check_listed_name(manifest: Path, name: str) -> None:
+    """A manifest lists plain file names of its own directory: anything else would make ``check_manifest`` hash,
+    or ``publish`` delete, a file elsewhere."""
+    parts = name.replace("\\", "/").split("/")
+    control = any(ord(char) < 32 for char in name)  # NUL, and newlines that would split the messages naming it
+    if not name or control or name.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        raise AdaretError(f"{manifest} lists {name[:80]!r}, which is not a file name inside {manifest.parent}; "
+                          "re-run the export into it")
 
 
 def holds_only_an_export(directory: Path) -> bool:
@@ -329,13 +347,33 @@ def check_manifest(directory: Path, picked: Iterable[Path]) -> None:
         if file.name not in files:
             raise AdaretError(f"{directory}: {file.name} is not listed in {MANIFEST_NAME} (a file from another "
                               f"export?); {fix}")
-    for name, entry in files.items():
-        file = directory / name
-        if not file.is_file():
-            continue  # a listed file that was removed is not used, so it cannot mix sets
-        if file.stat().st_size != entry.get("size_bytes", file.stat().st_size) or sha256_file(file) != entry["sha256"]:
+    present = {name: file for name in files if (file := _listed_file(directory, name, fix)) is not None}
+    for name, file in present.items():  # every name is checked before anything is hashed
+        entry = files[name]
+        try:
+            matches = file.stat().st_size == entry.get("size_bytes", file.stat().st_size) and \
+                sha256_file(file) == entry["sha256"]
+        except OSError as exc:
+            raise AdaretError(f"{directory}: cannot read {name[:80]!r}: {exc.strerror}; {fix}") from None
+        if not matches:
             raise AdaretError(f"{directory}: {name} does not match {MANIFEST_NAME} (stale, or from an interrupted "
                               f"export); {fix}")
+
+
+def _listed_file(directory: Path, name: str, fix: str) -> Path | None:
+    """The listed file, if present; a name that resolves outside ``directory`` (through a symlink) is refused."""
+    file = directory / name
+    try:
+        inside = file.resolve().is_relative_to(directory.resolve())
+        present = file.is_file()
+    except (OSError, ValueError, RuntimeError) as exc:  # too long, a symlink loop, a lone surrogate
+        why = getattr(exc, "strerror", None) or "not a valid file name, or a symlink loop"
+        raise AdaretError(f"{directory}: {MANIFEST_NAME} lists {name[:80]!r}, which cannot be looked up ({why}); "
+                          f"{fix}") from None
+    if not inside:
+        raise AdaretError(f"{directory}: {MANIFEST_NAME} lists {name[:80]!r}, which resolves outside the "
+                          f"directory; {fix}")
+    return file if present else None  # a listed file that was removed is not used, so it cannot mix sets
 
 
 def refresh_manifest(directory: Path, names: Iterable[str]) -> None:

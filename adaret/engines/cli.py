@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 from adaret.core.cli_args import tolerance_value
 from adaret.core.errors import AdaretError
+from adaret.core.outputs import output_file
 from adaret.engines.decisions import HARDWARE_COMPAT, PRECISIONS, TARGETS
 from adaret.engines.profiles import ProfileSpec, parse_profile_spec
 
@@ -34,7 +37,10 @@ def _add_build(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("build", help="build a TensorRT engine, or lint an ONNX graph for TensorRT (--check)",
                        description=BUILD_DESCRIPTION)
     p.add_argument("onnx", help="the ONNX graph (a static-K export: model_seq<N>.onnx, or its optimised form)")
-    p.add_argument("-o", "--output", default=None, help="plan to write, e.g. model.plan")
+    p.add_argument("-o", "--output", default=None,
+                   help="plan to write, e.g. model.plan (a new file, unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing -o plan and its <plan>.json and <plan>.layers.json")
     p.add_argument("--check", action="store_true", help="only lint the graph for TensorRT; no TensorRT needed")
     p.add_argument("--target", choices=TARGETS, default="datacenter",
                    help="datacenter GPUs, or Jetson Orin (TensorRT 10.x, DLA with GPU fallback, static shapes)")
@@ -77,14 +83,16 @@ def run_build(args: argparse.Namespace) -> int:
     from adaret.engines.builder import execute_build, prepare_build
     from adaret.engines.environment import import_tensorrt
 
-    trt = import_tensorrt()
-    plan = prepare_build(args.onnx, tensorrt_version=trt.__version__, target=args.target, precision=args.precision,
-                         profiles=args.profiles, dla_core=args.dla_core, hardware_compat=args.hardware_compat,
-                         optimization_level=args.optimization_level, timing_cache=args.timing_cache)
-    print(plan.lint.summary())
-    for note in (*plan.decisions.notes, *plan.profile.notes):
-        print(f"note: {note}")
-    result = execute_build(plan, args.output)
+    with _claim_build_outputs(Path(args.output), args.overwrite):  # before TensorRT and a build of minutes
+        trt = import_tensorrt()
+        plan = prepare_build(args.onnx, tensorrt_version=trt.__version__, target=args.target,
+                             precision=args.precision, profiles=args.profiles, dla_core=args.dla_core,
+                             hardware_compat=args.hardware_compat, optimization_level=args.optimization_level,
+                             timing_cache=args.timing_cache)
+        print(plan.lint.summary())
+        for note in (*plan.decisions.notes, *plan.profile.notes):
+            print(f"note: {note}")
+        result = execute_build(plan, args.output)
     print(result.summary.text())
     dla = result.sidecar.layer_summary.get("build", {}).get("dla")
     if dla:
@@ -93,6 +101,19 @@ def run_build(args: argparse.Namespace) -> int:
     print(f"wrote {result.plan_path} (TensorRT {result.sidecar.tensorrt_version}, {result.sidecar.gpu_name}; "
           f"activation memory per profile: {memory}), {result.sidecar_path.name}, {result.layers_path.name}")
     return 0
+
+
+@contextlib.contextmanager
+def _claim_build_outputs(plan: Path, overwrite: bool) -> Iterator[None]:
+    """The plan and the two files written beside it: a stale sidecar must not be replaced silently either."""
+    from adaret.engines.builder import LAYERS_SUFFIX
+    from adaret.engines.sidecar import sidecar_path
+
+    with contextlib.ExitStack() as claims:
+        for path, what in ((plan, "plan"), (sidecar_path(plan), "plan sidecar"),
+                           (plan.with_name(plan.name + LAYERS_SUFFIX), "layer report")):
+            claims.enter_context(output_file(path, overwrite=overwrite, what=what))
+        yield
 
 
 def _run_check(args: argparse.Namespace) -> int:

@@ -52,6 +52,8 @@ class EngineSidecar:
     label_names: list[str] = field(default_factory=list)
     input_names: list[str] = field(default_factory=list)
     output_names: list[str] = field(default_factory=list)
+    task: str = "sequence-classification"  # the export's task; a question-answering plan also records its windows
+    question_answering: dict[str, int] | None = None
     hardware_compat: str | None = None  # "ampere+": runs on any GPU with compute capability >= 8.0
     dla_core: int | None = None
     decisions: dict[str, Any] = field(default_factory=dict)
@@ -283,4 +285,5 @@ def fields_from_metadata(metadata: ExportMetadata | None) -> dict[str, Any]:
     return {"budget": metadata.budget, "training_budget": metadata.training_budget, "schedule": metadata.schedule,
             "seq_len": metadata.seq_len, "keep_counts": metadata.keep_counts or None,
             "checkpoint_sha256": metadata.checkpoint_sha256 or None, "label_names": list(metadata.label_names),
-            "input_names": list(metadata.input_names), "output_names": list(metadata.output_names)}
+            "input_names": list(metadata.input_names), "output_names": list(metadata.output_names),
+            "task": metadata.task, "question_answering": metadata.question_answering}

@@ -8,7 +8,7 @@ from __future__ import annotations
 from adaret.core.lazy import lazy_attributes
 
 _EXPORTS = {
-    "ExportConfig": "adaret.export.pipeline",
+    "ExportConfig": "adaret.export.config",
     "ExportResult": "adaret.export.pipeline",
     "run_export": "adaret.export.pipeline",
     "TopMInference": "adaret.export.inference",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from adaret.core.io_spec import CLASSIFICATION, LOGITS
+from adaret.core.io_spec import TASKS, TaskIOSpec
 from adaret.modeling import DENOMINATOR, KeepSchedule, RetentionModel
 from adaret.modeling.scorers import TokenScorer
 
@@ -33,6 +33,7 @@ class TopMInference(nn.Module):
         self.keep_order = keep_order
         self.scorer = scorer  # None: the learned gates; a baseline heuristic otherwise (same graph around it)
         self.uses_token_type_ids = model.encoder.uses_token_type_ids
+        self.io_spec: TaskIOSpec = TASKS[model.config.task]
 
     @property
     def pruned_layers(self) -> list[int]:
@@ -42,17 +43,19 @@ class TopMInference(nn.Module):
 
     @property
     def input_names(self) -> list[str]:
-        return CLASSIFICATION.input_names(self.uses_token_type_ids)
+        return self.io_spec.input_names(self.uses_token_type_ids)
 
     @property
     def output_names(self) -> list[str]:
         extra = [kept_positions_name(layer) for layer in self.pruned_layers] if self.with_positions else []
-        return [LOGITS, *extra]
+        return [*self.io_spec.outputs, *extra]
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None):
         out = self.model.forward_hard(input_ids, attention_mask, token_type_ids, self.schedule, self.keep_order,
                                       self.scorer)
-        if not self.with_positions:
-            return out.logits
-        return (out.logits, *out.kept_positions.values())
+        # question answering: [batch, seq, 2] -> start_logits, end_logits, each [batch, seq]
+        logits = out.logits.unbind(-1) if self.model.config.is_question_answering else (out.logits,)
+        if not self.with_positions and len(logits) == 1:
+            return logits[0]
+        return (*logits, *out.kept_positions.values()) if self.with_positions else logits

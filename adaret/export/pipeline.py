@@ -18,24 +18,22 @@ from typing import Protocol
 import onnx
 
 from adaret import __version__
-from adaret.core.constants import DEFAULT_TOLERANCE, MIN_OPSET
+from adaret.core.constants import MIN_OPSET
 from adaret.core.dummy_inputs import Vocabulary
 from adaret.core.errors import AdaretError, ExportError, ParityError, root_cause
 from adaret.core.fileio import STAGING_SUFFIX, atomic_file
 from adaret.core.metadata import ExportMetadata
 from adaret.core.onnx_files import save_model
 from adaret.core.outputs import EXPORT_GRAPH, output_dir
-from adaret.export.inference import LOGITS, TopMInference
+from adaret.export.config import DEFAULT_CHECKPOINT as DEFAULT_CHECKPOINT  # re-exported: callers import it here
+from adaret.export.config import DEFAULT_SEQ_LENS, PARITY_LENGTHS, ExportConfig
+from adaret.export.inference import TopMInference
 from adaret.export.onnx_export import export_module, keep_outputs
 from adaret.export.parity import ParityReport, check_parity, model_vocabulary
 from adaret.modeling import DENOMINATOR, MIN_KEEP, KeepSchedule
 from adaret.modeling.scorers import TokenScorer, make_scorer
 from adaret.training.checkpoint import RetentionCheckpoint
 
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "pretrained" / "bbc-news-minilm-l6-b0.4"
-DEFAULT_SEQ_LENS = (128, 256, 512)
-PARITY_BATCHES = (1, 8)
-PARITY_LENGTHS = (8, 37, 128, 255, 512)
 REPORT_NAME = "export_report.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
@@ -58,33 +56,6 @@ class GraphOptimizer(Protocol):
     """The graph-pass stage, handed in by the caller: the export stage imports no later stage."""
 
     def __call__(self, source: Path, output: Path, *, target: str, tolerance: float) -> OptimizedGraph: ...
-
-
-@dataclass
-class ExportConfig:
-    budget: float = 0.4
-    checkpoint: str | None = None
-    out: str | None = None
-    seq_lens: tuple[int, ...] | None = None  # None: DEFAULT_SEQ_LENS up to the model's max positions
-    static: bool = False
-    batch: int | None = None
-    opset: int = MIN_OPSET
-    with_positions: bool = False
-    tolerance: float = DEFAULT_TOLERANCE
-    target: str | None = None  # graph-pass target; None: ort-cpu for dynamic graphs, tensorrt for static ones
-    parity_batches: tuple[int, ...] = PARITY_BATCHES
-    parity_lengths: tuple[int, ...] | None = None
-    scorer: str = "learned"  # what ranks tokens: the gates, or a baseline heuristic (adaret.modeling.scorers)
-    budget_search: dict | None = None  # how --budget auto chose ``budget`` (adaret.validation.auto_budget)
-    overwrite: bool = False  # write into a non-empty ``out``: this export's set replaces the previous one there
-
-    @property
-    def out_dir(self) -> Path:
-        return Path(self.out) if self.out else Path("out") / f"export-b{self.budget:g}"
-
-    @property
-    def checkpoint_dir(self) -> Path:
-        return Path(self.checkpoint) if self.checkpoint else DEFAULT_CHECKPOINT
 
 
 @dataclass
@@ -125,6 +96,9 @@ def run_export(config: ExportConfig, optimizer: GraphOptimizer | None = None) ->
     """
     checkpoint_dir = config.checkpoint_dir
     checkpoint = RetentionCheckpoint.from_pretrained(checkpoint_dir, attn_implementation="eager")
+    if config.task is not None and config.task != checkpoint.model.config.task:
+        raise AdaretError(f"--task {config.task}: checkpoint {checkpoint_dir} was trained for "
+                          f"{checkpoint.model.config.task}")
     max_positions = checkpoint.model.encoder.max_positions  # usable length, not the table's rows
     validate_config(config, max_positions)
     config = with_default_seq_lens(config, max_positions)
@@ -252,7 +226,7 @@ def _export_one(module: TopMInference, checkpoint: RetentionCheckpoint, result: 
         shapes = _parity_shapes(config, seq_len, max_positions)
         parity = check_parity(module, save_model(proto, staging / name), shapes, vocab, tolerance=config.tolerance)
         if not config.with_positions:
-            proto = keep_outputs(proto, [LOGITS])
+            proto = keep_outputs(proto, list(module.io_spec.outputs))
             parity.cases += check_parity(module, save_model(proto, staging / name), shapes[-1:], vocab,
                                          tolerance=config.tolerance, seed=1).cases
         if not parity.passed:
@@ -288,7 +262,9 @@ def _metadata(module: TopMInference, checkpoint: RetentionCheckpoint, result: Ex
         checkpoint_sha256=result.checkpoint_sha256,
         backbone=checkpoint.info.base_model.get("name", ""),
         scorer=result.config.scorer,
-        pooling=checkpoint.model.config.pooling,
+        pooling="" if checkpoint.model.config.is_question_answering else checkpoint.model.config.pooling,
+        task=checkpoint.model.config.task,
+        question_answering=checkpoint.info.training.get("question_answering"),
         label_names=list(checkpoint.info.label_names),
         opset=next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), result.config.opset),
         input_names=list(module.input_names),

@@ -11,6 +11,7 @@ on many graphs, in any ``ir.passes.PassManager``.
 from __future__ import annotations
 
 import collections
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,13 +90,18 @@ class GraphPass(ir.passes.InPlacePass):
         return GraphPassResult(model, modified=done.modified, details=dict(done.details))
 
 
-def substitute(model: ir.Model, node: ir.Node, replacement: list[ir.Node]) -> None:
-    """Put ``replacement`` where ``node`` was; the last replacement node's output takes over node's output."""
-    output = replacement[-1].outputs[0]
-    output.shape, output.dtype = node.outputs[0].shape, node.outputs[0].dtype
-    model.graph.insert_before(node, replacement)
-    ir.convenience.replace_all_uses_with(node.outputs[0], output)
-    model.graph.remove(node, safe=True)
+def apply_rules(model: ir.Model, rules: Sequence[Any]) -> int:
+    """Apply ``onnxscript.rewriter`` rules to ``model`` in place; the number of rewrites they made."""
+    from onnxscript.rewriter.pattern import RewriteRuleSet  # on use: onnxscript is slow to import
+
+    return RewriteRuleSet(list(rules)).apply_to_model(model)
+
+
+def rules_match(model: ir.Model, rules: Sequence[Any]) -> bool:
+    """Whether any of ``rules`` would still rewrite a node of the main graph: for an ``ensures`` that states
+    the pass's promise with the very rule that does the work."""
+    return any(rule.match(model, model.graph, node, check_nodes_are_removable=rule.remove_nodes)
+               for node in model.graph for rule in rules)
 
 
 def diff_histograms(before: collections.Counter, after: collections.Counter) -> tuple[dict, dict]:

@@ -85,12 +85,16 @@ class HardConcreteGate(nn.Module):
         return (torch.sigmoid(log_alpha) * (p.zeta - p.gamma) + p.gamma).clamp(0.0, 1.0)
 
 
-def force_logits(log_alpha: torch.Tensor, alive: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """Keep CLS (original position 0) always; rank padding below every real token.
+def force_logits(log_alpha: torch.Tensor, alive: torch.Tensor, positions: torch.Tensor,
+                 forced: torch.Tensor | None = None) -> torch.Tensor:
+    """Keep the forced tokens always (default: CLS, original position 0); rank padding below every real token.
 
-    Padding gets ``-FORCED_LOGIT - position`` rather than -inf so that ties among padding slots break the
-    same way in PyTorch and ONNX Runtime (TopK tie order is not specified across backends).
+    Padding gets ``-FORCED_LOGIT - position`` and a forced token ``FORCED_LOGIT - position`` rather than +-inf, so
+    that ties among them break the same way in PyTorch and ONNX Runtime (TopK tie order is not specified across
+    backends); both stay exact in float32 for any position below 2**13.
     """
-    padding_score = -FORCED_LOGIT - positions.to(log_alpha.dtype)
-    scores = torch.where(alive > 0, log_alpha, padding_score)
-    return torch.where(positions == 0, torch.full_like(scores, FORCED_LOGIT), scores)
+    offset = positions.to(log_alpha.dtype)
+    scores = torch.where(alive > 0, log_alpha, -FORCED_LOGIT - offset)
+    if forced is None:
+        return torch.where(positions == 0, torch.full_like(scores, FORCED_LOGIT), scores)
+    return torch.where(forced, FORCED_LOGIT - offset, scores)

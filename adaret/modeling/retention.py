@@ -9,14 +9,20 @@ unchanged (drop-and-restore), so every position still has a final state:
     key bias of layer l:  log(m[l, j] + tiny)         (a hard mask where m[l, j] == 0)
     h[l, i] = m[l, i] * Layer_l(h[l-1])[i] + (1 - m[l, i]) * h[l-1, i]
 
-The head reads [h_cls ; mean_i h[L, i]] over the real tokens, so it is invariant to token order.
+Two heads:
+- classification reads [h_cls ; mean_i h[L, i]] over the real tokens, so it is invariant to token order;
+- question answering reads every position's final state h[L, i] (a dropped token's is the state it had when it
+  was dropped) and gives a start and an end logit per position. The question segment (token type 0: CLS, the
+  question and its SEP) is forced like CLS, so the budget is spent on the context; the budget still counts
+  every real token, question included, so a budget means the same compute in both tasks.
 
 Two modes share the same parameters:
 - relaxed: Hard-Concrete samples in training, deterministic gates in eval. A layer only computes the
   tokens with m > 0 (gather, run, scatter back); a token with m == 0 would be multiplied by zero anyway.
 - hard: the deployable top-M rule. Each gated layer keeps K_l = max(2, ceil(f_l * n)) tokens by score (TopK),
   physically Gathers hidden states, mask and original positions, and runs the layer on K_l tokens only.
-  The mean pool adds each dropped token's state once, when it is dropped.
+  The mean pool adds each dropped token's state once, when it is dropped. For question answering, each
+  dropped token's state is scattered back to its original position when it is dropped (restore).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from adaret.core.io_spec import CLASSIFICATION, QUESTION_ANSWERING, TASKS
 from adaret.modeling.budget import geometric_keep_ratio
 from adaret.modeling.encoders import EncoderAdapter
 from adaret.modeling.gates import HardConcreteGate, HardConcreteParams, force_logits
@@ -48,6 +55,11 @@ class RetentionConfig:
     init_budget: float = 0.5
     mask_epsilon: float = 1e-9
     pooling: str = "cls_mean"  # "cls_mean": [h_cls ; mean of real tokens] (order-invariant); "cls": h_cls only
+    task: str = CLASSIFICATION.task  # or QUESTION_ANSWERING.task: a span head over every position
+
+    @property
+    def is_question_answering(self) -> bool:
+        return self.task == QUESTION_ANSWERING.task
 
     @property
     def num_labels(self) -> int:
@@ -60,7 +72,7 @@ class RetentionConfig:
 
 @dataclass
 class RetentionOutput:
-    logits: torch.Tensor
+    logits: torch.Tensor  # classification [batch, labels]; question answering [batch, seq, 2] (start, end)
     pooled: torch.Tensor | None = None  # [CLS ; mean] features the head reads
     expected_masks: list[torch.Tensor] = field(default_factory=list)  # relaxed: E[m[l]] per layer
     masks: list[torch.Tensor] = field(default_factory=list)  # relaxed: the (sampled) m[l] per layer
@@ -68,7 +80,7 @@ class RetentionOutput:
 
 
 class RetentionModel(nn.Module):
-    """An encoder with Hard-Concrete retention gates and a [CLS; mean] classification head."""
+    """An encoder with Hard-Concrete retention gates and a [CLS; mean] classification head or a span head."""
 
     def __init__(self, encoder: EncoderAdapter, config: RetentionConfig):
         super().__init__()
@@ -81,9 +93,14 @@ class RetentionModel(nn.Module):
         self.gates = nn.ModuleDict({
             str(layer): HardConcreteGate(hidden, params, config.scorer, init_open_prob=ratio) for layer in gated
         })
+        if config.task not in TASKS:
+            raise ValueError(f"unknown task {config.task!r} (expected one of {', '.join(TASKS)})")
         if config.pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {config.pooling!r} (expected one of {', '.join(POOLINGS)})")
-        self.head = nn.Linear(hidden * (2 if config.pooling == "cls_mean" else 1), config.num_labels)
+        if config.is_question_answering:
+            self.head = nn.Linear(hidden, 2)
+        else:
+            self.head = nn.Linear(hidden * (2 if config.pooling == "cls_mean" else 1), config.num_labels)
 
     @property
     def num_layers(self) -> int:
@@ -112,20 +129,31 @@ class RetentionModel(nn.Module):
     def forward_relaxed(self, input_ids, attention_mask, token_type_ids=None, use_gates: bool = True):
         real = attention_mask.to(torch.float32)
         positions = _positions(input_ids)
+        forced = self._forced(attention_mask, token_type_ids)
         hidden = self.encoder.embed(input_ids, token_type_ids)
         mask, expected, expected_masks, masks = real, real, [], []
         for layer in range(self.num_layers):
             gate = self.gates[str(layer)] if use_gates and str(layer) in self.gates else None
             if gate is not None:
-                log_alpha = force_logits(gate.log_alpha(hidden), real, positions)
+                log_alpha = force_logits(gate.log_alpha(hidden), real, positions, forced)
                 z = gate.sample(log_alpha) if self.training else gate.deterministic(log_alpha)
                 mask = mask * z
                 expected = expected * gate.prob_open(log_alpha)
             expected_masks.append(expected)
             masks.append(mask)
             hidden = self._update_alive(layer, hidden, mask)
+        if self.config.is_question_answering:  # h[L, i] is already the restored state of every position
+            return RetentionOutput(self.head(hidden), expected_masks=expected_masks, masks=masks)
         pooled = self._pool(hidden[:, 0], lambda: _masked_sum(hidden, real), real)
         return RetentionOutput(self.head(pooled), pooled, expected_masks=expected_masks, masks=masks)
+
+    def _forced(self, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor | None:
+        """The tokens every gate keeps: None means CLS only; question answering keeps the question segment."""
+        if not self.config.is_question_answering:
+            return None
+        if token_type_ids is None:
+            raise ValueError("question answering needs token_type_ids to find the question segment")
+        return (token_type_ids == 0) & (attention_mask > 0)
 
     def _pool(self, cls: torch.Tensor, real_sum, real: torch.Tensor) -> torch.Tensor:
         if self.config.pooling == "cls":
@@ -163,21 +191,26 @@ class RetentionModel(nn.Module):
         counts = schedule.keep_counts(input_ids.shape[1])
         real = attention_mask.to(torch.float32)
         mask, positions = real, _positions(input_ids)
+        forced = self._forced(attention_mask, token_type_ids)
         hidden = self.encoder.embed(input_ids, token_type_ids)
+        restored = hidden if forced is not None else None  # QA: each position's state when it was dropped
         pooled_sum = torch.zeros_like(hidden[:, 0])
-        track_pool = self.config.pooling == "cls_mean"
+        track_pool = restored is None and self.config.pooling == "cls_mean"
         kept: dict[int, torch.Tensor] = {}
         attention = None
         for layer in range(self.num_layers):
             if str(layer) in self.gates and schedule.numerators[layer] < DENOMINATOR:
                 raw = (self.gates[str(layer)].log_alpha(hidden) if scorer is None
                        else scorer(layer, hidden, positions, mask, attention))
-                scores = force_logits(raw, mask, positions)
+                scores = force_logits(raw, mask, positions, forced)
                 order = torch.topk(scores, counts[layer], dim=1).indices
                 if keep_order:  # ascending original order; a TopK with the same K keeps K a constant
                     order = torch.topk(order, counts[layer], dim=1, largest=False).values
                 if track_pool:
                     pooled_sum = pooled_sum + _masked_sum(hidden, mask)
+                if restored is not None:
+                    restored = _put(restored, positions, hidden)
+                    forced = forced.gather(1, order)
                 hidden, mask, positions = _take(hidden, order), mask.gather(1, order), positions.gather(1, order)
                 if track_pool:
                     pooled_sum = pooled_sum - _masked_sum(hidden, mask)
@@ -187,6 +220,8 @@ class RetentionModel(nn.Module):
                 hidden, attention = self.encoder.run_layer_with_attention(layer, hidden, key_bias)
             else:
                 hidden = self.encoder.run_layer(layer, hidden, key_bias)
+        if restored is not None:
+            return RetentionOutput(self.head(_put(restored, positions, hidden)), kept_positions=kept)
         pooled = self._pool(hidden[:, 0], lambda: pooled_sum + _masked_sum(hidden, mask), real)
         return RetentionOutput(self.head(pooled), pooled, kept_positions=kept)
 
@@ -205,3 +240,8 @@ def _masked_sum(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def _take(hidden: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
     return hidden.gather(1, order.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+
+
+def _put(restored: torch.Tensor, positions: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    """Write each kept token's state back at its original position (the inverse of ``_take``)."""
+    return restored.scatter(1, positions.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]), hidden)

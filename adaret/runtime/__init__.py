@@ -7,6 +7,9 @@ tokenizers), plus tensorrt for ``.plan`` files.
     for prediction in session.classify(["some text", "another"]):
         print(prediction.label, prediction.scores)
 
+    qa = adaret.runtime.load("out/qa-export-b0.4")           # a question-answering export
+    best = qa.answer("Who wrote it?", context)[0]            # Span: text, score, start_char, end_char
+
 Attributes load lazily, so that ``adaret.runtime.cli`` (imported whenever the ``adaret`` parser is built)
 does not import onnxruntime.
 """
@@ -18,6 +21,7 @@ from typing import TYPE_CHECKING
 from adaret.core.lazy import lazy_attributes
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time the names resolve in __getattr__
+    from adaret.core.qa_windows import Span
     from adaret.runtime.session import Prediction, Session, load
     from adaret.runtime.text import TruncationWarning
 
@@ -26,8 +30,9 @@ _EXPORTS = {
     "Session": "adaret.runtime.session",
     "Prediction": "adaret.runtime.session",
     "TruncationWarning": "adaret.runtime.text",
+    "Span": "adaret.core.qa_windows",
 }
 
-__all__ = ["Prediction", "Session", "TruncationWarning", "load"]
+__all__ = ["Prediction", "Session", "Span", "TruncationWarning", "load"]
 
 __getattr__ = lazy_attributes(__name__, _EXPORTS)

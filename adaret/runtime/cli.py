@@ -1,10 +1,11 @@
-"""``adaret classify MODEL TEXT...`` and ``adaret explain MODEL TEXT``: the runtime from the command line
-(torch-free, like the runtime)."""
+"""``adaret classify MODEL TEXT...``, ``adaret answer MODEL QUESTION --context-file F`` and ``adaret explain MODEL
+TEXT``: the runtime from the command line (torch-free, like the runtime)."""
 
 from __future__ import annotations
 
 import argparse
 import codecs
+import dataclasses
 import json
 import os
 import sys
@@ -32,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object per text")
     p.set_defaults(run=_run_classify)
     _parse_intermixed(p)
+    _register_answer(sub)
     _register_explain(sub)
 
 
@@ -53,6 +55,22 @@ def _parse_intermixed(parser: argparse.ArgumentParser) -> None:
             parser.parse_known_args = intermixed  # type: ignore[method-assign]
 
     parser.parse_known_args = intermixed  # type: ignore[method-assign]
+
+
+def _register_answer(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("answer", help="answer a question from a context with an exported question-answering model",
+                       description="Load a question-answering export with adaret.runtime and print the best "
+                                   "answer span(s) of the context file for the question: the text, its score "
+                                   "(start + end logit) and its character span in the file. A context longer than "
+                                   "one model window is read in overlapping windows.")
+    p.add_argument("model", help="exported question-answering .onnx graph or export directory")
+    p.add_argument("question", help="the question")
+    p.add_argument("--context-file", required=True, metavar="FILE",
+                   help="UTF-8 file holding the context to search ('-' for stdin)")
+    p.add_argument("--top-k", type=positive_int, default=1, help="how many answers to print (default: %(default)s)")
+    p.add_argument("--max-chars", type=positive_int, default=DEFAULT_MAX_CHARS, help=MAX_CHARS_HELP)
+    p.add_argument("--json", action="store_true", help="print one JSON object with the question and its answers")
+    p.set_defaults(run=_run_answer)
 
 
 def _register_explain(sub: argparse._SubParsersAction) -> None:
@@ -112,17 +130,9 @@ def _argv_text(text: str, name: str) -> str:
 
 def _file_texts(file: str, max_chars: int) -> list[str]:
     """One text per non-blank line of ``file`` ('-': stdin), read as UTF-8 whatever the locale."""
-    source = "stdin" if file == "-" else file
-    try:
-        if file == "-":
-            stream = getattr(sys.stdin, "buffer", None)
-            data = stream.read() if stream is not None else sys.stdin.read().encode("utf-8", "surrogateescape")
-        else:
-            data = Path(file).read_bytes()
-    except OSError as exc:
-        raise AdaretError(f"cannot read {source}: {exc.strerror}") from None
+    source, data = _read_bytes(file)
     texts = []
-    for number, raw in enumerate(data.removeprefix(codecs.BOM_UTF8).splitlines(), start=1):
+    for number, raw in enumerate(data.splitlines(), start=1):
         name = f"line {number} of {source}"
         try:
             line = raw.decode("utf-8")
@@ -132,6 +142,48 @@ def _file_texts(file: str, max_chars: int) -> list[str]:
         if line.strip():
             texts.append(check_text(line, max_chars, name))
     return texts
+
+
+def _read_bytes(file: str) -> tuple[str, bytes]:
+    """How to name ``file`` ('-': stdin) in messages, and its bytes without a UTF-8 byte-order mark."""
+    source = "stdin" if file == "-" else file
+    try:
+        if file == "-":
+            stream = getattr(sys.stdin, "buffer", None)
+            data = stream.read() if stream is not None else sys.stdin.read().encode("utf-8", "surrogateescape")
+        else:
+            data = Path(file).read_bytes()
+    except OSError as exc:
+        raise AdaretError(f"cannot read {source}: {exc.strerror}") from None
+    return source, data.removeprefix(codecs.BOM_UTF8)
+
+
+def _read_context(file: str, max_chars: int) -> str:
+    source, data = _read_bytes(file)
+    try:
+        context = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise AdaretError(f"{source} is not valid UTF-8 (byte 0x{data[exc.start]:02x} at byte {exc.start + 1}); "
+                          "save the file as UTF-8") from None
+    if not context.strip():
+        raise AdaretError(f"{source} is empty: the context file must hold the text to search")
+    return check_text(context, max_chars, source)
+
+
+def _run_answer(args: argparse.Namespace) -> int:
+    from adaret.runtime import load
+
+    question = check_text(_argv_text(args.question, "the question"), args.max_chars, "the question")
+    if not question.strip():
+        raise AdaretError("the question is empty")
+    context = _read_context(args.context_file, args.max_chars)  # both before the model loads
+    spans = load(args.model, max_chars=args.max_chars).answer(question, context, top_k=args.top_k)
+    if args.json:
+        print(json.dumps({"question": question, "answers": [dataclasses.asdict(span) for span in spans]}))
+        return 0
+    for span in spans:  # one line per answer, whatever line breaks the context has inside the span
+        print(f"{' '.join(span.text.split())}\t{span.score:.3f}\t{span.start_char}:{span.end_char}")
+    return 0
 
 
 def _run_classify(args: argparse.Namespace) -> int:

@@ -53,14 +53,33 @@ class _Corrupt(Exception):
 @dataclass(frozen=True)
 class _Field:
     number: int
+    wire: int
     start: int  # offset of the field's tag, so a field can be cut out and replaced
     end: int
     value: Any  # an int for a varint, a memoryview for the rest
 
+    # A damaged file can put any wire type under any field number: reading it as the type ONNX declares
+    # would scan an int as bytes or turn a varint into an allocation size.
+    def message(self) -> memoryview:
+        if self.wire != LENGTH_DELIMITED:
+            raise _Corrupt
+        return self.value
+
+    def text(self) -> str:
+        return bytes(self.message()).decode("utf-8")
+
+    def integer(self) -> int:
+        if self.wire != VARINT:
+            raise _Corrupt
+        return self.value
+
+
+MAX_VARINT_BYTES = 10  # 64 bits; a longer run of continuation bytes is damage, not a number
+
 
 def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
     result = shift = 0
-    while True:
+    for _ in range(MAX_VARINT_BYTES):
         if pos >= len(buf):
             raise _Corrupt
         byte = buf[pos]
@@ -69,6 +88,7 @@ def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
         if byte < 0x80:
             return result, pos
         shift += 7
+    raise _Corrupt
 
 
 def _fields(buf: memoryview) -> Iterator[_Field]:
@@ -89,11 +109,7 @@ def _fields(buf: memoryview) -> Iterator[_Field]:
             if pos + size > len(buf):
                 raise _Corrupt
             value, pos = buf[pos:pos + size], pos + size
-        yield _Field(key >> 3, start, pos, value)
-
-
-def _text(value: memoryview) -> str:
-    return bytes(value).decode("utf-8")
+        yield _Field(key >> 3, wire, start, pos, value)
 
 
 def _encode_varint(value: int) -> bytes:
@@ -131,11 +147,11 @@ def _node(buf: memoryview) -> _Node:
     ints = {}
     for field in _fields(buf):
         if field.number in strings:
-            strings[field.number].append(_text(field.value))
+            strings[field.number].append(field.text())
         elif field.number == NODE_ATTRIBUTE:
-            attribute = {f.number: f.value for f in _fields(field.value)}
+            attribute = {f.number: f for f in _fields(field.message())}
             if ATTRIBUTE_INT in attribute and ATTRIBUTE_NAME in attribute:
-                ints[_text(attribute[ATTRIBUTE_NAME])] = attribute[ATTRIBUTE_INT]
+                ints[attribute[ATTRIBUTE_NAME].text()] = attribute[ATTRIBUTE_INT].integer()
     return _Node("".join(strings[NODE_OP_TYPE]), "".join(strings[NODE_DOMAIN]), strings[NODE_INPUT],
                  strings[NODE_OUTPUT], ints)
 
@@ -168,7 +184,7 @@ class GraphFile:
         buf = memoryview(self.data)
         graph = next(f for f in _fields(buf) if f.number == MODEL_GRAPH)
         extra = b"".join(_int64_output(name) for name in names)
-        return bytes(buf[:graph.start]) + _length_delimited(MODEL_GRAPH, bytes(graph.value) + extra) + \
+        return bytes(buf[:graph.start]) + _length_delimited(MODEL_GRAPH, bytes(graph.message()) + extra) + \
             bytes(buf[graph.end:])
 
 
@@ -177,18 +193,18 @@ def _scan(buf: memoryview) -> tuple[dict[str, str], list[str], list[str]]:
     graph = None
     for field in _fields(buf):
         if field.number == MODEL_METADATA:
-            entry = {f.number: _text(f.value) for f in _fields(field.value)}
+            entry = {f.number: f.text() for f in _fields(field.message())}
             entries[entry.get(1, "")] = entry.get(2, "")
         elif field.number == MODEL_GRAPH:
-            graph = field.value
+            graph = field.message()
     if graph is None:
         raise _Corrupt
     nodes, outputs = [], []
     for field in _fields(graph):
         if field.number == GRAPH_NODE:
-            nodes.append(_node(field.value))
+            nodes.append(_node(field.message()))
         elif field.number == GRAPH_OUTPUT:
-            outputs.append(next((_text(f.value) for f in _fields(field.value) if f.number == 1), ""))
+            outputs.append(next((f.text() for f in _fields(field.message()) if f.number == 1), ""))
     return entries, outputs, _order_names(nodes)
 
 

@@ -5,8 +5,8 @@ before anything heavy is imported).
   not UTF-8, or a broken ``\\ud800`` escape) has no UTF-8 form, and the Rust tokenizer refuses it with a bare
   TypeError.
 - A text is at most ``max_chars`` characters. The tokenizer reads a whole text before truncating it to the model's
-  length, so an unbounded text costs unbounded time (10 MB took 49 s); a classifier reads at most a few hundred
-  tokens of it anyway. ``DEFAULT_MAX_CHARS`` tokenises in about a second or two, whatever the script.
+  length, so an unbounded text costs unbounded time; a classifier reads at most a few hundred tokens of it anyway.
+  ``DEFAULT_MAX_CHARS`` is far above any text a model reads and still bounds that time.
 """
 
 from __future__ import annotations

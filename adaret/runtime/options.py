@@ -3,11 +3,10 @@
 The CPU arena is off by default. ONNX Runtime's arena keeps the chunks it reserves and serves later requests
 from them, so the process peak follows the arena's high-water mark rather than what the graph holds at once.
 Retained layers ask for smaller tensors than the first (full-length) layer, whose chunks the arena already
-holds, and in our measurements a retained graph then peaks almost as high as the full one. With the arena
-off, each tensor is an ordinary allocation that goes back to the system when freed. docs/runtime.md has the
-measurements (MiniLM-L6, batch 8, seq 512, budget 0.4): retained vs full peak RSS -42% with the arena off, -9%
-with it on. The arena-off setting costs latency, measured at +18% (retained) to +36% (full) on a shared 2-core
-machine; pass ``memory="arena"`` where latency matters more than memory.
+holds, so a retained graph then peaks almost as high as the full one. With the arena off, each tensor is an
+ordinary allocation that goes back to the system when freed. The arena-off setting costs some latency; pass
+``memory="arena"`` where latency matters more than memory. docs/results.md and docs/runtime.md have the
+measurements of both.
 """
 
 from __future__ import annotations

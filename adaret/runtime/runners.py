@@ -25,6 +25,7 @@ ORT_ERRORS: tuple[type[BaseException], ...] = (RuntimeError, *(
     getattr(ort_state, name) for name in ("Fail", "InvalidArgument", "InvalidGraph", "InvalidProtobuf", "NoModel",
                                           "NoSuchFile", "NotImplemented", "RuntimeException", "EPFail")
     if hasattr(ort_state, name)))
+NOT_UTF8 = "its names or metadata are not UTF-8 (a corrupt file?); re-export it"
 ORT_DTYPES = {"tensor(int64)": np.dtype(np.int64), "tensor(int32)": np.dtype(np.int32),
               "tensor(float)": np.dtype(np.float32), "tensor(float16)": np.dtype(np.float16)}
 
@@ -69,18 +70,25 @@ class SessionFromOnnx:
         except ORT_ERRORS as exc:
             raise AdaretError(f"cannot load {self.path.name}: not a valid ONNX model, or a truncated or corrupt "
                               f"file ({first_line(exc)})") from None
+        except UnicodeDecodeError:  # the binding decodes an error message that quotes a non-UTF-8 name
+            raise AdaretError(f"cannot load {self.path.name}: {NOT_UTF8}") from None
 
 
 class OrtRunner:
     """Runs feeds through an ONNX Runtime session."""
 
     def __init__(self, session: ort.InferenceSession | SessionFromOnnx):
+        name = session.path.name if isinstance(session, SessionFromOnnx) else "the model"
         self.session = session() if callable(session) else session
-        self.input_specs = {i.name: InputSpec(i.name, ORT_DTYPES.get(i.type, np.dtype(np.int64)), _dims(i.shape))
-                            for i in self.session.get_inputs()}
-        self.output_names = [o.name for o in self.session.get_outputs()]
-        self.output_shapes = {o.name: _dims(o.shape) for o in self.session.get_outputs()}
-        self.metadata = ExportMetadata.from_props(self.session.get_modelmeta().custom_metadata_map)
+        try:  # the binding decodes names and metadata as UTF-8 only when they are read
+            self.input_specs = {i.name: InputSpec(i.name, ORT_DTYPES.get(i.type, np.dtype(np.int64)),
+                                                  _dims(i.shape)) for i in self.session.get_inputs()}
+            self.output_names = [o.name for o in self.session.get_outputs()]
+            self.output_shapes = {o.name: _dims(o.shape) for o in self.session.get_outputs()}
+            props = self.session.get_modelmeta().custom_metadata_map
+        except UnicodeDecodeError:
+            raise AdaretError(f"cannot load {name}: {NOT_UTF8}") from None
+        self.metadata = ExportMetadata.from_props(props)
 
     @property
     def providers(self) -> list[str]:
@@ -135,4 +143,5 @@ def metadata_from_sidecar(sidecar: Any) -> ExportMetadata:
                           seq_len=sidecar.seq_len, training_budget=sidecar.training_budget,
                           schedule=sidecar.schedule, keep_counts=sidecar.keep_counts or {},
                           checkpoint_sha256=sidecar.checkpoint_sha256 or "", label_names=list(sidecar.label_names),
-                          input_names=list(sidecar.input_names), output_names=list(sidecar.output_names))
+                          input_names=list(sidecar.input_names), output_names=list(sidecar.output_names),
+                          task=sidecar.task, question_answering=sidecar.question_answering)

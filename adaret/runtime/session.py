@@ -12,10 +12,12 @@ import numpy as np
 
 from adaret.core.dummy_inputs import Vocabulary
 from adaret.core.errors import AdaretError
-from adaret.core.io_spec import ATTENTION_MASK, INPUT_IDS, INPUT_NAMES, LOGITS
+from adaret.core.io_spec import ATTENTION_MASK, CLASSIFICATION, INPUT_IDS, INPUT_NAMES, LOGITS
 from adaret.core.metadata import ExportMetadata
 from adaret.core.outputs import check_manifest
 from adaret.core.padding import PAD_MULTIPLE, PlannedBatch, bucket_widths, padded_batches, smallest_width
+from adaret.core.qa_windows import Span
+from adaret.runtime import qa
 from adaret.runtime.limits import DEFAULT_MAX_CHARS, check_max_chars, check_text
 from adaret.runtime.runners import OrtRunner, Runner, SessionFromOnnx, TrtRunner
 from adaret.runtime.text import DEFAULT_MAX_LENGTH, Encoded, TextEncoder
@@ -39,7 +41,7 @@ class Prediction:
 
 
 class Session:
-    """Runs an exported model: ``run`` on token arrays, ``classify`` on texts.
+    """Runs an exported model: ``run`` on token arrays, ``classify`` on texts, ``answer`` on questions.
 
     ``runners`` maps a static graph's bucket length to its runner, or ``None`` to the one dynamic runner.
     ``max_chars`` caps the characters of each text, checked before tokenising (``adaret.runtime.limits``).
@@ -220,6 +222,7 @@ class Session:
 
     def classify(self, texts: Sequence[str], batch_size: int = 8) -> list[Prediction]:
         """Labels and probabilities for each text, in input order."""
+        qa.check_task(self, CLASSIFICATION.task, "classify()")
         _check_batch_size(batch_size)
         encoded = self.encode(texts)
         logits: list[np.ndarray] = [np.empty(0)] * len(encoded.ids)
@@ -228,6 +231,18 @@ class Session:
             for row, index in enumerate(batch.indices):
                 logits[index] = out[row]
         return [self._prediction(row, cut) for row, cut in zip(logits, encoded.truncated, strict=True)]
+
+    def answer(self, question: str, context: str, top_k: int = 1) -> list[Span]:
+        """A question-answering export's ``top_k`` best answers in ``context``, best first: each a ``Span`` with
+        the answer text, its score (start + end logit) and its characters ``context[start_char:end_char]``. A
+        context longer than one window is read in overlapping windows (the export's ``question_answering``
+        settings)."""
+        return qa.answer_one(self, question, context, top_k=top_k)
+
+    def answer_batch(self, questions: Sequence[str], contexts: Sequence[str], top_k: int = 1,
+                     batch_size: int = 8) -> list[list[Span]]:
+        """``answer`` for each (question, context) pair, in input order; ``batch_size`` counts windows."""
+        return qa.answer_batch(self, questions, contexts, top_k=top_k, batch_size=batch_size)
 
     def _prediction(self, logits: np.ndarray, truncated: bool) -> Prediction:
         shifted = np.exp(logits.astype(np.float64) - logits.max())

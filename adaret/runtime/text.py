@@ -52,7 +52,7 @@ class TextEncoder:
             raise AdaretError(f"cannot read {path.name} in {directory}: {' '.join(str(exc).split())[:300]}") from None
         config = _read_json(directory / TOKENIZER_CONFIG_FILE)
         pad_token = config.get("pad_token")
-        pad_id = tokenizer.token_to_id(pad_token) if isinstance(pad_token, str) else None
+        pad_id = _token_id(tokenizer, pad_token, directory) if isinstance(pad_token, str) else None
         max_length = config.get("model_max_length")
         # transformers writes a huge sentinel when a tokenizer has no limit of its own
         usable = isinstance(max_length, int) and 0 < max_length < 1_000_000
@@ -67,6 +67,15 @@ class TextEncoder:
             warnings.warn(f"{sum(truncated)} of {len(texts)} text(s) exceed {max_length} tokens and were "
                           f"truncated to the first {max_length}", TruncationWarning, stacklevel=3)
         return Encoded([e.ids for e in encodings], truncated)
+
+
+def _token_id(tokenizer: Tokenizer, token: str, directory: Path) -> int | None:
+    """JSON's \\ud800 escape reads as a lone surrogate, which the tokenizers binding cannot encode."""
+    try:
+        return tokenizer.token_to_id(token)
+    except UnicodeEncodeError:
+        raise AdaretError(f"{TOKENIZER_CONFIG_FILE} in {directory}: pad_token holds a lone surrogate, which is not "
+                          "text; fix the file or copy it from the checkpoint directory") from None
 
 
 def _read_json(path: Path) -> dict:

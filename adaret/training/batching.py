@@ -14,6 +14,30 @@ from adaret.training.data import TextDataset
 LENGTH_GROUP = 32  # batches per length-sorted window when shuffling
 
 
+def length_grouped(lengths: list[int], batch_size: int, *, shuffle: bool = False, seed: int = 0) -> list[list[int]]:
+    """Example indices cut into batches of similar lengths: less padding, and hard-mode K is computed from the
+    padded length.
+
+    Shuffled, the order is random but grouped by length (as ``group_by_length`` in transformers): the
+    shuffled examples are cut into windows of ``LENGTH_GROUP`` batches, each window is sorted by length
+    and cut into batches, and the batches are shuffled. On texts of mixed lengths a random batch pads
+    every row to its longest member, which more than doubled the cost of a training step.
+    """
+    order = list(range(len(lengths)))
+    if not shuffle:
+        order.sort(key=lengths.__getitem__)
+        return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    rng = random.Random(seed)
+    rng.shuffle(order)
+    window = batch_size * LENGTH_GROUP
+    groups = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start:start + window], key=lengths.__getitem__)
+        groups.extend(chunk[s:s + batch_size] for s in range(0, len(chunk), batch_size))
+    rng.shuffle(groups)
+    return groups
+
+
 @dataclass
 class Batch:
     input_ids: torch.Tensor
@@ -67,27 +91,9 @@ class Encoded:
         return cut
 
     def batches(self, batch_size: int, *, shuffle: bool = False, seed: int = 0) -> Iterator[Batch]:
-        """Batches of similar lengths: less padding, and hard-mode K is computed from the padded length.
-
-        Shuffled, the order is random but grouped by length (as ``group_by_length`` in transformers): the
-        shuffled examples are cut into windows of ``LENGTH_GROUP`` batches, each window is sorted by length
-        and cut into batches, and the batches are shuffled. On texts of mixed lengths a random batch pads
-        every row to its longest member, which more than doubled the cost of a training step.
-        """
-        order = list(range(len(self.ids)))
-        if not shuffle:
-            order.sort(key=lambda i: len(self.ids[i]))
-            yield from (self.collate(order[s:s + batch_size]) for s in range(0, len(order), batch_size))
-            return
-        rng = random.Random(seed)
-        rng.shuffle(order)
-        window = batch_size * LENGTH_GROUP
-        groups = []
-        for start in range(0, len(order), window):
-            chunk = sorted(order[start:start + window], key=lambda i: len(self.ids[i]))
-            groups.extend(chunk[s:s + batch_size] for s in range(0, len(chunk), batch_size))
-        rng.shuffle(groups)
-        yield from (self.collate(group) for group in groups)
+        """Batches of similar lengths (``length_grouped``), collated with padding to each batch's longest."""
+        lengths = [len(ids) for ids in self.ids]
+        yield from (self.collate(group) for group in length_grouped(lengths, batch_size, shuffle=shuffle, seed=seed))
 
     def num_batches(self, batch_size: int) -> int:
         return -(-len(self.ids) // batch_size)

@@ -23,6 +23,8 @@ from transformers import PreTrainedTokenizerBase
 from adaret import __version__
 from adaret.core.errors import AdaretError, root_cause
 from adaret.core.fileio import atomic_file, sha256_file
+from adaret.core.io_spec import CLASSIFICATION, QUESTION_ANSWERING, TASKS
+from adaret.core.metadata import QA_FIELDS
 from adaret.core.outputs import output_dir
 from adaret.core.text_files import parse_json, read_utf8
 from adaret.modeling import KeepSchedule, RetentionConfig, RetentionModel, load_encoder
@@ -289,6 +291,11 @@ def _config_problem(info: CheckpointInfo) -> str | None:
     for layer, value in enumerate(fractions, 1):
         if not (_is_number(value) and 0.0 <= value <= 1.0):
             return f"schedule.keep_fractions[{layer - 1}] (layer {layer}) must be a number in [0, 1], got {value!r}"
+    if info.retention.get("task") == QUESTION_ANSWERING.task:
+        windows = info.training.get("question_answering")
+        if not (isinstance(windows, dict) and set(windows) == set(QA_FIELDS)
+                and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in windows.values())):
+            return f"training.question_answering must hold positive whole numbers {', '.join(QA_FIELDS)}"
     budget = info.training.get("budget")  # the export rescales the schedule from it: required
     if not (_is_number(budget) and 0.0 < budget <= 1.0):
         return f"training.budget must be a number in (0, 1], got {budget!r}"
@@ -304,8 +311,14 @@ def _retention_problem(retention: dict[str, Any]) -> str | None:
     unknown = sorted(set(retention) - _RETENTION_FIELDS)
     if unknown:
         return f"retention has unknown field(s) {', '.join(map(repr, unknown))}"
+    task = retention.get("task", CLASSIFICATION.task)
+    if task not in TASKS:
+        return f"retention.task must be one of {', '.join(TASKS)}, got {task!r}"
     labels = retention.get("label_names")
-    if not (isinstance(labels, list) and len(labels) >= 2 and all(isinstance(x, str) for x in labels)
+    if task == QUESTION_ANSWERING.task:
+        if labels != []:
+            return f"retention.label_names must be [] for question answering (a span head), got {labels!r}"
+    elif not (isinstance(labels, list) and len(labels) >= 2 and all(isinstance(x, str) for x in labels)
             and len(set(labels)) == len(labels)):
         return f"retention.label_names must be a list of at least 2 distinct names, got {labels!r}"
     choices = {"pooling": POOLINGS, "scorer": GATE_SCORERS}
@@ -325,6 +338,24 @@ def _retention_problem(retention: dict[str, Any]) -> str | None:
             and all(map(_is_number, params.values()))):
         return (f"retention.hard_concrete must be an object of numbers "
                 f"({', '.join(sorted(_HARD_CONCRETE_FIELDS))}), got {params!r}")
+    return _hard_concrete_problem(params)
+
+
+# The stretch (gamma, zeta) must reach past [0, 1] on both sides, or the gate takes the log of a non-positive
+# number (gamma >= 0) or divides by zero (zeta = 0) when it is built.
+_HARD_CONCRETE_DOMAIN = {
+    "beta": (lambda v: v > 0, "> 0"),
+    "gamma": (lambda v: v < 0, "< 0"),
+    "zeta": (lambda v: v > 1, "> 1"),
+    "eps": (lambda v: 0 < v < 0.5, "in (0, 0.5)"),
+}
+
+
+def _hard_concrete_problem(params: dict[str, Any]) -> str | None:
+    for name, value in params.items():
+        valid, domain = _HARD_CONCRETE_DOMAIN.get(name, (lambda v: True, ""))
+        if not valid(value):
+            return f"retention.hard_concrete.{name} must be {domain}, got {value!r}"
     return None
 
 

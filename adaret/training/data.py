@@ -216,10 +216,21 @@ def _read_table(path: Path, text_column: str, label_column: str) -> TextDataset:
         for column in (text_column, label_column):
             if row.get(column) is None:
                 raise AdaretError(f"data file {path}, line {line}: the row has no {column!r} value")
+            _check_encodable(path, line, column, str(row[column]))
     raw_labels = [str(row[label_column]) for _, row in rows]
     label_names = sorted(set(raw_labels))
     texts = [str(row[text_column]) for _, row in rows]
     return TextDataset(path.name, texts, [label_names.index(x) for x in raw_labels], label_names)
+
+
+def _check_encodable(path: Path, line: int, column: str, value: str) -> None:
+    """JSON's \\ud800 escapes decode to lone surrogates, which neither the split hash nor the tokenizer can
+    encode: the row is refused here, where its line is known."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise AdaretError(f"data file {path}, line {line}: the {column!r} value holds a lone surrogate "
+                          f"(U+{ord(value[exc.start]):04X}), which is not text; fix the row") from None
 
 
 def _read_text(path: Path, kind: str) -> str:

@@ -9,18 +9,23 @@ the data is larger. Every ``eval_every`` steps the loop measures, on a validatio
 training split, what deployment will run: the deterministic keep schedule, rescaled to the budget, under
 the hard top-M rule. It keeps the gates of the best such evaluation whose relaxed budget is within
 ``BUDGET_TOLERANCE`` of the target, and reports whether the budget and the accuracy were still moving.
+
+Under torchrun each step's global batch is split over the processes, their gradients averaged by DDP and their
+budget estimates all-reduced before the dual step (``adaret.training.distributed``).
 """
 
 from __future__ import annotations
 
-import copy
+import functools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 import torch
 from tqdm.auto import tqdm
 
-from adaret.modeling import BudgetDuals, KeepSchedule, RetentionModel, expected_budget
+from adaret.modeling import BudgetDuals, KeepSchedule, RetentionModel, RetentionOutput, expected_budget
+from adaret.training import distributed
 from adaret.training.batching import Encoded
 from adaret.training.evaluate import evaluate_relaxed
 from adaret.training.head import distillation_loss
@@ -34,8 +39,12 @@ class ValidationPoint:
 
     step: int
     relaxed_budget: float
-    hard_accuracy: float
+    hard_accuracy: float  # of the deployed rule: accuracy (classification) or F1 / 100 (question answering)
     agreement: float  # hard top-M predictions that match the full model's
+    # The multipliers when the gates were evaluated: those of the gates a checkpoint keeps are what --resume
+    # continues from.
+    dual_lambda: float | None = None
+    dual_mu: float | None = None
 
     def within_budget(self, budget: float) -> bool:
         return abs(self.relaxed_budget - budget) <= BUDGET_TOLERANCE
@@ -75,46 +84,102 @@ def total_steps(num_examples: int, batch_size: int, epochs: float, min_steps: in
     return max(1, min(steps, max_steps) if max_steps else steps)
 
 
-def run_sgda(model: RetentionModel, train_set: Encoded, validation: Encoded, config, teacher: torch.Tensor,
-             validation_teacher: torch.Tensor) -> SgdaResult:
-    """Gate training; on return the model holds the gates of the best in-budget evaluation."""
+class SgdaTask(Protocol):
+    """What gate training needs from a task: its loss on a relaxed forward, and the deployed rule's score."""
+
+    def loss(self, out: RetentionOutput, batch: Any) -> torch.Tensor: ...
+
+    def evaluate(self, model: RetentionModel, step: int) -> ValidationPoint: ...
+
+
+class ClassificationTask:
+    """Label cross-entropy plus distillation from the full model; hard top-M accuracy on the validation slice."""
+
+    def __init__(self, config, teacher: torch.Tensor, validation: Encoded, validation_teacher: torch.Tensor):
+        self.config, self.teacher = config, teacher
+        self.validation, self.validation_teacher = validation, validation_teacher
+
+    def loss(self, out: RetentionOutput, batch) -> torch.Tensor:
+        return distillation_loss(out.logits, batch.labels, self.teacher[batch.indices], self.config.distill_weight)
+
+    def evaluate(self, model: RetentionModel, step: int) -> ValidationPoint:
+        return evaluate_gates(model, self.validation, self.validation_teacher, self.config, step)
+
+
+def run_sgda(model: RetentionModel, train_set, config, task: SgdaTask, duals: BudgetDuals | None = None) -> SgdaResult:
+    """Gate training; on return the model holds the gates of the best in-budget evaluation.
+
+    ``train_set`` is any data set with ``len`` and ``batches(batch_size, shuffle=, seed=)``, whose batches are
+    dataclasses of row-first tensors with ``inputs`` (the model's keyword inputs) and ``attention_mask``. ``duals``
+    are the multipliers to start from (a resumed run); by default both start at 0. Under torchrun each step takes a
+    global batch of ``batch_size`` rows per process (``adaret.training.distributed``).
+    """
     optimizer = _optimizer(model, config)
-    duals = BudgetDuals(config.budget, config.lr_dual, config.budget_slack, config.rho)
-    total = total_steps(len(train_set), config.batch_size, config.epochs, config.min_steps, config.max_steps)
+    if duals is None:
+        duals = BudgetDuals(config.budget, config.lr_dual, config.budget_slack, config.rho)
+    global_batch = config.batch_size * distributed.world_size()
+    total = total_steps(len(train_set), global_batch, config.epochs, config.min_steps, config.max_steps)
     result = SgdaResult(duals, float("nan"), total)
     best_state = None
-    bar = tqdm(total=total, desc="train (SGDA)", dynamic_ncols=True)
+    distributed.seed_per_rank(config.seed)
+    bar = tqdm(total=total, desc="train (SGDA)", dynamic_ncols=True, disable=not distributed.is_main())
     step, epoch = 0, 0
-    while step < total:
-        for batch in train_set.batches(config.batch_size, shuffle=True, seed=config.seed * 100_003 + epoch):
-            cost = _primal_step(model, optimizer, duals, batch, teacher, config)
-            duals.step(cost)
-            result.cost_ema = cost if step == 0 else 0.95 * result.cost_ema + 0.05 * cost
-            step += 1
-            if step % config.eval_every == 0 or step == total:
-                point = evaluate_gates(model, validation, validation_teacher, config, step)
-                result.history.append(point)
-                if point.within_budget(config.budget) and (result.best is None or point.key() >= result.best.key()):
-                    result.best, best_state = point, copy.deepcopy(model.gates.state_dict())
-                bar.set_postfix(C=f"{point.relaxed_budget:.3f}", hard_acc=f"{point.hard_accuracy:.3f}",
-                                lam=f"{duals.upper.value:.3f}", refresh=False)
-            bar.update()
-            if step >= total:
-                break
-        epoch += 1
+    with distributed.data_parallel(model) as trained:
+        while step < total:
+            for batch in train_set.batches(global_batch, shuffle=True, seed=config.seed * 100_003 + epoch):
+                cost = _primal_step(model, trained, optimizer, duals, batch, task, config)
+                duals.step(cost)
+                result.cost_ema = cost if step == 0 else 0.95 * result.cost_ema + 0.05 * cost
+                step += 1
+                if step % config.eval_every == 0 or step == total:
+                    best_state = _evaluate(model, task, step, result, best_state, config)
+                    bar.set_postfix(C=f"{result.history[-1].relaxed_budget:.3f}",
+                                    hard_acc=f"{result.history[-1].hard_accuracy:.3f}",
+                                    lam=f"{duals.upper.value:.3f}", refresh=False)
+                bar.update()
+                if step >= total:
+                    break
+            epoch += 1
     bar.close()
     if best_state is not None:
-        model.gates.load_state_dict(best_state)
+        model.load_state_dict(best_state, strict=False)
     return result
 
 
-def _primal_step(model: RetentionModel, optimizer, duals: BudgetDuals, batch, teacher: torch.Tensor, config) -> float:
+def _evaluate(model: RetentionModel, task: SgdaTask, step: int, result: SgdaResult, best_state: dict | None,
+              config) -> dict | None:
+    """One validation evaluation (on rank 0, so that every rank selects the same gates); the best gates so far."""
+    duals = result.duals
+    point = replace(distributed.from_main(functools.partial(task.evaluate, model, step)),
+                    dual_lambda=duals.upper.value, dual_mu=duals.lower.value if duals.lower else None)
+    result.history.append(point)
+    if point.within_budget(config.budget) and (result.best is None or point.key() >= result.best.key()):
+        result.best, best_state = point, _learning_state(model)
+    return best_state
+
+
+def _learning_state(model: RetentionModel) -> dict[str, torch.Tensor]:
+    """A copy of every tensor gate training changes: the gates, and the head and backbone when they learn too
+    (question answering, --tune-head, --fine-tune-backbone), so that the selected step is restored as a whole."""
+    learning = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
+    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()
+            if name in learning or name.startswith("gates.")}
+
+
+def _primal_step(model: RetentionModel, trained: torch.nn.Module, optimizer, duals: BudgetDuals, batch,
+                 task: SgdaTask, config) -> float:
+    """One descent step on this rank's rows of ``batch``; returns C of the whole batch (the same on every rank).
+
+    ``trained`` is ``model``, or its DDP wrapper under torchrun, which averages the gradients over the ranks.
+    """
     model.train()
     if config.freeze_backbone:
         model.encoder.eval()  # no dropout inside a frozen backbone
-    out = model(**batch.inputs, mode="relaxed")
-    task_loss = distillation_loss(out.logits, batch.labels, teacher[batch.indices], config.distill_weight)
-    cost = expected_budget(out.expected_masks, batch.attention_mask.float())
+    rows, share = distributed.shard(batch)
+    out = trained(**rows.inputs, mode="relaxed")
+    task_loss = distributed.scaled(task.loss(out, rows), share)
+    # All-reduced before the dual step, so that every rank moves lambda and mu by the same C.
+    cost = distributed.global_mean(expected_budget(out.expected_masks, rows.attention_mask.float()), share)
     loss = task_loss + duals.penalty(cost)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()

@@ -12,24 +12,32 @@
 
 The metrics report the reference (full model, warm-up head), the relaxed gates and the deployed rule on
 the held-out split.
+
+Under torchrun (``adaret.training.distributed``) the ranks share the full model's features and gate training;
+rank 0 alone fits the head (broadcast to the others), evaluates and writes the checkpoint. ``--resume`` starts
+from a checkpoint's gates, warm-up head and multipliers (``metrics.gate_duals``) instead of a warm-up.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import random
 import sys
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
 
 from adaret.core.errors import AdaretError
+from adaret.core.io_spec import CLASSIFICATION, QUESTION_ANSWERING
 from adaret.core.outputs import output_dir
-from adaret.modeling import KeepSchedule, RetentionConfig, RetentionModel, load_encoder
+from adaret.modeling import BudgetDuals, KeepSchedule, RetentionConfig, RetentionModel, load_encoder
 from adaret.modeling.hf_loading import load_tokenizer
+from adaret.training import distributed
 from adaret.training.batching import Encoded
 from adaret.training.checkpoint import (
     CheckpointInfo,
@@ -42,7 +50,8 @@ from adaret.training.config import PACKAGED_MODEL, TrainConfig
 from adaret.training.data import TextDataset, load_splits
 from adaret.training.evaluate import RelaxedEval, accuracy, evaluate_relaxed
 from adaret.training.head import fit_head, pooled_features, refit_budgets, refit_head_on_retained
-from adaret.training.sgda import SgdaResult, run_sgda
+from adaret.training.question_answering import WindowSettings, train_question_answering
+from adaret.training.sgda import ClassificationTask, SgdaResult, run_sgda
 
 
 @dataclass
@@ -50,8 +59,8 @@ class TrainingRun:
     """A finished run: the checkpoint written, and what baselines need to get the same head protocol."""
 
     checkpoint: RetentionCheckpoint
-    train_set: Encoded
-    teacher: torch.Tensor  # the full model's logits on ``train_set``
+    train_set: Encoded | None  # None for question answering, whose baselines are not built on it
+    teacher: torch.Tensor | None  # the full model's logits on ``train_set``
 
 
 def train(config: TrainConfig, command: str | None = None) -> RetentionCheckpoint:
@@ -62,13 +71,16 @@ def train(config: TrainConfig, command: str | None = None) -> RetentionCheckpoin
 def run_training(config: TrainConfig, command: str | None = None) -> TrainingRun:
     config.validate()
     # Claimed before any work: a non-empty or busy --out fails now, not after training; a failed run leaves no
-    # empty directory behind.
-    with output_dir(config.out, overwrite=config.overwrite, what="checkpoint directory"):
+    # empty directory behind. Under torchrun only rank 0 writes, so only it claims (the others stop if that fails).
+    claim = partial(output_dir, config.out, overwrite=config.overwrite, what="checkpoint directory")
+    with distributed.session(), distributed.on_main(claim):
         return _run_training(config, command)
 
 
 def _run_training(config: TrainConfig, command: str | None) -> TrainingRun:
     torch.manual_seed(config.seed)
+    if config.task == QUESTION_ANSWERING.task:
+        return _run_question_answering(config, command)
     started = time.perf_counter()
     model_dir = resolve_model_source(config.model)
     # The data is read (and every row checked) before the model loads: a bad file fails in a second, not after it.
@@ -90,24 +102,29 @@ def _run_training(config: TrainConfig, command: str | None) -> TrainingRun:
     model = RetentionModel(encoder, retention)
     if config.freeze_backbone:
         model.freeze_backbone()
+    resumed = resume_from(config, model, model_dir, splits.train.label_names)
     timer = StageTimer()
     with timer("head warm-up"):
-        full_features = pooled_features(model, train_set, config.batch_size, desc="full-model features")
-        teacher = warm_up_head(model, full_features, train_set, config)
+        full_features = full_model_features(model, train_set, config.batch_size)
+        teacher = _warm_up(model, full_features, train_set, config, resumed)
         reference_head = copy.deepcopy(model.head)
         validation_teacher = model.head(pooled_features(model, validation, config.batch_size)).detach()
     with timer("gate training (SGDA)"):
-        sgda = run_sgda(model, train_set, validation, config, teacher, validation_teacher)
-    measured = KeepSchedule.from_fractions(evaluate_relaxed(model, validation, config.batch_size).keep_fractions)
+        sgda = run_sgda(model, train_set, config, ClassificationTask(config, teacher, validation, validation_teacher),
+                        duals=resumed_duals(config, resumed))
+    measured = distributed.from_main(lambda: KeepSchedule.from_fractions(
+        evaluate_relaxed(model, validation, config.batch_size).keep_fractions))
     if config.refit_head:
         with timer("head re-fit"):
-            refit_head_on_retained(model, train_set, measured,
-                                   refit_budgets(config.budget, config.refit_spread, measured.min_budget), teacher,
-                                   batch_size=config.batch_size, epochs=config.head_epochs,
-                                   distill_weight=config.distill_weight, full_features=full_features)
+            distributed.from_main(partial(
+                refit_head_on_retained, model, train_set, measured,
+                refit_budgets(config.budget, config.refit_spread, measured.min_budget), teacher,
+                batch_size=config.batch_size, epochs=config.head_epochs, distill_weight=config.distill_weight,
+                full_features=full_features))
+            distributed.broadcast_module(model.head)
     with timer("held-out evaluation"):
-        relaxed = evaluate_relaxed(model, eval_set, config.batch_size)
-        metrics = _held_out_metrics(model, reference_head, eval_set, relaxed, measured, config)
+        metrics = distributed.from_main(lambda: _held_out_metrics(
+            model, reference_head, eval_set, evaluate_relaxed(model, eval_set, config.batch_size), measured, config))
     metrics |= _training_metrics(sgda, config, len(validation), len(train_set), started)
     metrics["seconds_per_stage"] = timer.seconds
     info = CheckpointInfo(
@@ -124,8 +141,42 @@ def _run_training(config: TrainConfig, command: str | None) -> TrainingRun:
         versions=library_versions(),
     )
     checkpoint = RetentionCheckpoint(model, tokenizer, info, reference_head=reference_head)
-    checkpoint.save_pretrained(config.out, overwrite=config.overwrite)
+    # The other ranks wait here until rank 0 has written it; theirs stays unsaved (path None).
+    distributed.from_main(partial(checkpoint.save_pretrained, config.out, overwrite=config.overwrite))
     return TrainingRun(checkpoint, train_set, teacher)
+
+
+def _run_question_answering(config: TrainConfig, command: str | None) -> TrainingRun:
+    """Extractive QA (``adaret.training.question_answering``); the fine-tuned backbone is stored in the checkpoint."""
+    model_dir = resolve_model_source(config.model)
+    encoder = load_encoder(model_dir)
+    settings = WindowSettings(config.max_length, config.doc_stride, config.max_query_length, config.max_answer_length)
+    if settings.max_length > encoder.max_positions:
+        raise AdaretError(f"max length {settings.max_length} exceeds the model's {encoder.max_positions} positions")
+    if not encoder.uses_token_type_ids:
+        raise AdaretError(f"question answering needs token types to find the question; {encoder.config.model_type} "
+                          "has none (use a BERT-family encoder)")
+    model = RetentionModel(encoder, RetentionConfig(label_names=[], task=QUESTION_ANSWERING.task,
+                                                    gate_first_layer=config.gate_first_layer, scorer=config.scorer,
+                                                    init_budget=config.budget))
+    tokenizer = load_tokenizer(model_dir)
+    run = train_question_answering(model, tokenizer, config, settings)
+    training = {k: v for k, v in asdict(config).items() if k != "overwrite"}
+    info = CheckpointInfo(
+        base_model={"source": config.model, "model_type": encoder.config.model_type,
+                    "name": _model_name(config.model), "in_checkpoint": True,
+                    "weights_sha256": backbone_weights_sha256(model_dir),
+                    "config": encoder.config.to_diff_dict() | {"model_type": encoder.config.model_type}},
+        retention={},
+        training=training | {"command": command or " ".join(sys.argv), "question_answering": asdict(settings)},
+        schedule={"keep_fractions": run.schedule.fractions, "measured_on": f"{config.data}:train-validation",
+                  "budget": run.schedule.budget},
+        metrics=run.metrics,
+        versions=library_versions(),
+    )
+    checkpoint = RetentionCheckpoint(model, tokenizer, info)
+    distributed.from_main(partial(checkpoint.save_pretrained, config.out, overwrite=config.overwrite))
+    return TrainingRun(checkpoint, None, None)
 
 
 def _held_out_metrics(model: RetentionModel, reference_head: torch.nn.Linear, eval_set: Encoded,
@@ -162,8 +213,19 @@ def _training_metrics(sgda: SgdaResult, config: TrainConfig, validation_size: in
         "head_refit": config.refit_head,
         "final_lambda": sgda.duals.upper.value,
         "final_mu": sgda.duals.lower.value if sgda.duals.lower else None,
+        "gate_duals": gate_duals(sgda),
+        "processes": distributed.world_size(),
         "train_seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def gate_duals(sgda: SgdaResult) -> dict:
+    """The multipliers that go with the gates kept (the selected evaluation's, else the final ones): what
+    ``--resume`` continues from."""
+    if sgda.best is not None:
+        return {"step": sgda.best.step, "lambda": sgda.best.dual_lambda, "mu": sgda.best.dual_mu}
+    return {"step": sgda.steps, "lambda": sgda.duals.upper.value,
+            "mu": sgda.duals.lower.value if sgda.duals.lower else None}
 
 
 def _model_name(source: str) -> str:
@@ -206,6 +268,83 @@ def split_validation(dataset: TextDataset, config: TrainConfig) -> tuple[TextDat
     order = list(range(len(dataset)))
     random.Random(config.seed + 1).shuffle(order)
     return (dataset.subset(sorted(order[size:]), "fit"), dataset.subset(sorted(order[:size]), "validation"))
+
+
+def full_model_features(model: RetentionModel, data: Encoded, batch_size: int) -> torch.Tensor:
+    """The full model's pooled features of ``data``; under torchrun each rank computes its share of the rows."""
+    rows = distributed.shard_rows(len(data))
+    part = data if len(rows) == len(data) else _rows(data, rows)
+    local = pooled_features(model, part, batch_size, desc="full-model features")
+    return distributed.gather_rows(local, len(data))
+
+
+def _rows(data: Encoded, rows: list[int]) -> Encoded:
+    part = data.take(0)  # shares the padding id
+    part.ids, part.labels = [data.ids[i] for i in rows], [data.labels[i] for i in rows]
+    return part
+
+
+def _warm_up(model: RetentionModel, full_features: torch.Tensor, train_set: Encoded, config: TrainConfig,
+             resumed: RetentionCheckpoint | None) -> torch.Tensor:
+    """Stage 1 on rank 0, its head broadcast; a resumed run keeps the checkpoint's head. Returns the teacher."""
+    if resumed is not None:
+        with torch.no_grad():
+            return model.head(full_features)
+    teacher = distributed.from_main(partial(warm_up_head, model, full_features, train_set, config))
+    distributed.broadcast_module(model.head)
+    return teacher
+
+
+def resume_from(config: TrainConfig, model: RetentionModel, model_dir: Path,
+                label_names: list[str]) -> RetentionCheckpoint | None:
+    """``--resume``: the checkpoint's gates, backbone and warm-up head (the head gate training ran with) into
+    ``model``. None without ``--resume``."""
+    if config.resume is None:
+        return None
+    checkpoint = RetentionCheckpoint.from_pretrained(config.resume)
+    problem = _resume_problem(checkpoint, config, label_names, backbone_weights_sha256(model_dir))
+    if problem:
+        raise AdaretError(f"cannot resume from {config.resume}: {problem}")
+    model.load_state_dict(checkpoint.model.state_dict())
+    if checkpoint.reference_head is not None:
+        model.head.load_state_dict(checkpoint.reference_head.state_dict())
+    return checkpoint
+
+
+def _resume_problem(checkpoint: RetentionCheckpoint, config: TrainConfig, label_names: list[str],
+                    backbone_sha256: str) -> str | None:
+    retention, base = checkpoint.model.config, checkpoint.info.base_model
+    if retention.task != CLASSIFICATION.task:
+        return f"it is a {retention.task} checkpoint, and --resume continues classification training"
+    if list(retention.label_names) != list(label_names):
+        return f"its labels {retention.label_names} are not those of --data {config.data} ({label_names})"
+    for name in ("scorer", "gate_first_layer"):
+        if getattr(retention, name) != getattr(config, name):
+            return f"its {name.replace('_', ' ')} is {getattr(retention, name)!r}, this run's {getattr(config, name)!r}"
+    if base.get("weights_sha256") != backbone_sha256:
+        return f"it was trained on another backbone than --model {config.model}"
+    if bool(base.get("in_checkpoint")) == config.freeze_backbone:
+        flag = "--fine-tune-backbone" if base.get("in_checkpoint") else "the frozen backbone (no --fine-tune-backbone)"
+        return f"resume it with {flag}, as it was trained"
+    return None
+
+
+def resumed_duals(config: TrainConfig, checkpoint: RetentionCheckpoint | None) -> BudgetDuals | None:
+    """The multipliers of a resumed run: the checkpoint's ``gate_duals`` (``final_lambda``/``final_mu`` in
+    checkpoints written before it was recorded). None without ``--resume``: gate training starts them at 0."""
+    if checkpoint is None:
+        return None
+    metrics = checkpoint.info.metrics
+    saved = metrics.get("gate_duals") or {"lambda": metrics.get("final_lambda"), "mu": metrics.get("final_mu")}
+    duals = BudgetDuals(config.budget, config.lr_dual, config.budget_slack, config.rho)
+    for dual, name in ((duals.upper, "lambda"), (duals.lower, "mu")):
+        value = saved.get(name) if isinstance(saved, dict) else None
+        if dual is not None and value is not None:
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+                raise AdaretError(f"cannot resume from {config.resume}: metrics.gate_duals.{name} must be a number "
+                                  f">= 0, got {value!r}")
+            dual.value = float(value)
+    return duals
 
 
 def warm_up_head(model: RetentionModel, full_features: torch.Tensor, train_set: Encoded,

@@ -47,9 +47,10 @@ import numpy as np
 import torch
 
 from adaret.core.errors import AdaretError
+from adaret.core.io_spec import LOGITS
 from adaret.core.metadata import ExportMetadata
 from adaret.core.onnx_files import save_model
-from adaret.export.inference import LOGITS, TopMInference
+from adaret.export.inference import TopMInference
 from adaret.export.onnx_export import export_module, keep_outputs
 from adaret.export.parity import model_vocabulary
 from adaret.export.pipeline import (
@@ -438,7 +439,7 @@ def run_auto_export(config: ExportConfig, auto: AutoBudgetConfig, progress: Prog
 
 def _attention(config: ExportConfig, auto: AutoBudgetConfig) -> str:
     """sdpa where only PyTorch evaluates: the same attention as the exported (eager-traced) graph to ~1e-6, and
-    twice as fast on CPU at 512 tokens. Exporting, and scorers that read attention weights, need eager."""
+    faster on CPU. Exporting, and scorers that read attention weights, need eager."""
     learned = config.scorer == "learned"
     return "sdpa" if auto.mode == "accuracy" and learned else "eager"
 
@@ -463,8 +464,7 @@ def _accuracy_decision(checkpoint: RetentionCheckpoint, config: ExportConfig, au
             f"bound {point.metrics['lower_bound']:+.4f}  {'pass' if point.passed else 'fail'}")
         return point
 
-    grid = budget_grid(floor, ACCURACY_STEP)
-    search = search_smallest(grid, measure)
+    search, record = _search_grid(floor, ACCURACY_STEP, search_smallest, measure)
     if search.chosen is None:
         top = search.points[-1]
         raise AdaretError(f"no budget keeps {m:g} of the full model's accuracy with 95% confidence on "
@@ -483,10 +483,17 @@ def _accuracy_decision(checkpoint: RetentionCheckpoint, config: ExportConfig, au
             "evaluated_in": f"PyTorch hard top-M, {_attention(config, auto)} attention "
                             "(what the graph computes; parity-checked at export), texts padded as the runtime pads "
                             "them",
-            "data": data, "full_accuracy": round(float(reference.mean()), 6),
-            "grid": {"step": ACCURACY_STEP, "low": grid[0], "high": grid[-1], "size": len(grid)},
-            "points": [p.as_dict() for p in search.points], "chosen_budget": search.chosen,
-            "held_out": check, "notes": notes}
+            "data": data, "full_accuracy": round(float(reference.mean()), 6), **record, "held_out": check,
+            "notes": notes}
+
+
+def _search_grid(floor: float, step: float, find: Callable[[Sequence[float], Callable[[float], Point]], Search],
+                 measure: Callable[[float], Point]) -> tuple[Search, dict]:
+    """``find`` over the grid above ``floor``, and what a decision records of that grid and its points."""
+    grid = budget_grid(floor, step)
+    search = find(grid, measure)
+    return search, {"grid": {"step": step, "low": grid[0], "high": grid[-1], "size": len(grid)},
+                    "points": [p.as_dict() for p in search.points], "chosen_budget": search.chosen}
 
 
 def _held_out_check(checkpoint: RetentionCheckpoint, config: ExportConfig, auto: AutoBudgetConfig,
@@ -519,8 +526,7 @@ def _latency_decision(checkpoint: RetentionCheckpoint, config: ExportConfig, aut
             say(f"  budget {budget:<5g} latency {latency:8.1f} ms  {'pass' if latency <= limit else 'fail'}")
             return Point(budget, latency <= limit, metrics)
 
-        grid = budget_grid(floor, LATENCY_STEP)
-        search = search_largest(grid, measure)
+        search, record = _search_grid(floor, LATENCY_STEP, search_largest, measure)
     if search.chosen is None:
         smallest = search.points[-1]
         raise AdaretError(f"no budget meets --max-latency-ms {limit:g} at batch {batch}, length {seq_len}: even the "
@@ -530,8 +536,7 @@ def _latency_decision(checkpoint: RetentionCheckpoint, config: ExportConfig, aut
             "measured_on": f"ONNX Runtime, the runtime's session options; synthetic full-length input; median of "
                            f"{LATENCY_RUNS} runs after {LATENCY_WARMUP} warm-up runs; the graph as exported"
                            f"{' after graph passes' if optimizer else ''}, with a dynamic batch",
-            "grid": {"step": LATENCY_STEP, "low": grid[0], "high": grid[-1], "size": len(grid)},
-            "points": [p.as_dict() for p in search.points], "chosen_budget": search.chosen, "notes": search.notes}
+            **record, "notes": search.notes}
 
 
 def _optional_accuracy(checkpoint: RetentionCheckpoint, config: ExportConfig,

@@ -18,6 +18,7 @@ setting (default: the runtime's arena-off default and ONNX Runtime's default are
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -33,8 +34,9 @@ import torch
 
 from adaret.core.dummy_inputs import Vocabulary
 from adaret.core.errors import AdaretError
-from adaret.core.fileio import atomic_file, ensure_writable_dir
+from adaret.core.fileio import atomic_file
 from adaret.core.io_spec import CLASSIFICATION
+from adaret.core.outputs import output_file
 from adaret.export.parity import model_vocabulary
 from adaret.export.pipeline import ExportConfig, run_export
 from adaret.graph_passes.pipeline import optimize
@@ -67,6 +69,7 @@ class BenchConfig:
     text_column: str = "text"
     label_column: str = "label"
     command: str = ""
+    overwrite: bool = False  # replace an existing <name>.json and <name>.md in ``out``
 
 
 @dataclass
@@ -85,6 +88,19 @@ class Candidate:
 
 
 def run_bench(config: BenchConfig) -> tuple[Path, Path]:
+    # The results directory holds other runs' files: only this run's two are claimed, before minutes of work.
+    with contextlib.ExitStack() as claims:
+        for path in _result_paths(config):
+            claims.enter_context(output_file(path, overwrite=config.overwrite, what="results file"))
+        return _bench(config)
+
+
+def _result_paths(config: BenchConfig) -> tuple[Path, Path]:
+    out = Path(config.out)
+    return out / f"{config.name}.json", out / f"{config.name}.md"
+
+
+def _bench(config: BenchConfig) -> tuple[Path, Path]:
     if config.threads:
         torch.set_num_threads(config.threads)
     if any(b >= 1.0 for b in config.budgets):
@@ -235,9 +251,7 @@ def _payload(config: BenchConfig, checkpoint, rows: list[dict]) -> dict:
 
 
 def _write(config: BenchConfig, payload: dict) -> tuple[Path, Path]:
-    out = Path(config.out)
-    ensure_writable_dir(out)
-    json_path, md_path = out / f"{config.name}.json", out / f"{config.name}.md"
+    json_path, md_path = _result_paths(config)
     with atomic_file(json_path) as tmp:
         tmp.write_text(json.dumps(payload, indent=2) + "\n")
     with atomic_file(md_path) as tmp:

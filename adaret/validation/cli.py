@@ -52,12 +52,25 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "and peak memory. Writes report.json, report.md and PNG plots; exits 1 when "
                                    "parity or the accuracy floor fails.")
     _common(p)
+    p.add_argument("target", nargs="?", default=None, metavar="EXPORT_OR_CHECKPOINT",
+                   help="question answering: the export to validate (with --checkpoint), or a checkpoint to export at "
+                        "--budgets (default: its training budget)")
+    p.add_argument("--task", choices=("sequence-classification", "question-answering"),
+                   default="sequence-classification",
+                   help="question-answering: SQuAD EM/F1 of PyTorch full, PyTorch hard top-M and the export "
+                        "through adaret.runtime, on a fixed random sample of --max-examples questions (default "
+                        "2000); --data squad-dev or a SQuAD-format file (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="question answering: the seed of the random sample of questions (default: %(default)s)")
     p.add_argument("--onnx", action="append", default=[], metavar="MODEL.onnx",
                    help="an exported graph (or export directory) to validate; may be repeated (default: export "
                         "one at each of --budgets)")
     p.add_argument("--budgets", type=budgets_value, default=None, metavar="B[,B...]",
                    help="budgets to export and compare when no --onnx is given (default: 0.3,0.4,0.5,1.0)")
-    p.add_argument("--out", default="out/validate", help="report directory (default: %(default)s)")
+    p.add_argument("--out", default="out/validate",
+                   help="report directory, new or empty unless --overwrite (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty --out, replacing only the files this command writes")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                    help="device of the PyTorch reference; ONNX Runtime uses its installed providers "
                         "(default: %(default)s)")
@@ -90,7 +103,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="ONNX Runtime CPU allocator settings to time and measure each graph with: no-arena (the "
                         "runtime's default), arena, arena-same-as-requested (default: no-arena,arena)")
     b.add_argument("--out", default="benchmarks/results", help="results directory (default: %(default)s)")
-    b.add_argument("--name", default="bench", help="results file stem (default: %(default)s)")
+    b.add_argument("--name", default="bench",
+                   help="results file stem; <name>.json and <name>.md must be new unless --overwrite "
+                        "(default: %(default)s)")
+    b.add_argument("--overwrite", action="store_true", help="replace an existing <name>.json and <name>.md")
     b.set_defaults(run=_run_bench)
 
 
@@ -99,6 +115,13 @@ def _command() -> str:
 
 
 def _run_validate(args: argparse.Namespace) -> int:
+    if args.task == "question-answering":
+        return _run_validate_qa(args)
+    if args.target is not None:
+        from adaret.core.errors import AdaretError
+
+        raise AdaretError("EXPORT_OR_CHECKPOINT is for --task question-answering; for classification give "
+                          "--checkpoint and --onnx")
     from adaret.validation.report import ValidationConfig, run_validation
 
     config = ValidationConfig(
@@ -106,11 +129,27 @@ def _run_validate(args: argparse.Namespace) -> int:
         out=args.out, max_examples=args.max_examples, batch_size=args.batch_size, threads=args.threads,
         device=args.device, parity_tolerance=args.parity_tolerance, trt_tolerance=args.trt_tolerance,
         accuracy_floor=args.accuracy_floor, memory=args.memory, text_column=args.text_column,
-        label_column=args.label_column, command=getattr(args, "command_line", None) or _command())
-    report = run_validation(config)
+        label_column=args.label_column, overwrite=args.overwrite,
+        command=getattr(args, "command_line", None) or _command())
+    return _verdict(run_validation(config), args.out)
+
+
+def _run_validate_qa(args: argparse.Namespace) -> int:
+    from adaret.validation.question_answering import QaValidationConfig, run_qa_validation
+
+    config = QaValidationConfig(
+        target=args.target, checkpoint=args.checkpoint, data=args.data, budgets=args.budgets, out=args.out,
+        max_examples=args.max_examples, seed=args.seed, batch_size=args.batch_size, threads=args.threads,
+        device=args.device, parity_tolerance=args.parity_tolerance, accuracy_floor=args.accuracy_floor,
+        memory=args.memory, overwrite=args.overwrite, onnx=args.onnx, plans=args.plan,
+        command=getattr(args, "command_line", None) or _command())
+    return _verdict(run_qa_validation(config), args.out)
+
+
+def _verdict(report: dict, out: str) -> int:
     for check in report["checks"]:
         print(f"{'ok  ' if check['passed'] else 'FAIL'} {check['check']} {check['target']}: {check['detail']}")
-    print(f"{'passed' if report['passed'] else 'FAILED'}; report: {args.out}/report.md")
+    print(f"{'passed' if report['passed'] else 'FAILED'}; report: {out}/report.md")
     return 0 if report["passed"] else 1
 
 
@@ -121,7 +160,7 @@ def _run_bench(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint, data=args.data, budgets=args.budgets, max_examples=args.max_examples,
         batch_size=args.batch_size, seq_len=args.seq_len, threads=args.threads, rounds=args.rounds,
         memory_trials=args.memory_trials, ort_modes=args.ort_modes, plans=args.plan, out=args.out, name=args.name,
-        text_column=args.text_column, label_column=args.label_column,
+        text_column=args.text_column, label_column=args.label_column, overwrite=args.overwrite,
         command=getattr(args, "command_line", None) or _command())
     json_path, md_path = run_bench(config)
     print(md_path.read_text())

@@ -19,7 +19,8 @@ import torch
 
 from adaret import __version__
 from adaret.core.errors import AdaretError
-from adaret.core.fileio import atomic_file, ensure_writable_dir
+from adaret.core.fileio import atomic_file
+from adaret.core.outputs import output_dir
 from adaret.export.parity import model_vocabulary
 from adaret.export.pipeline import ExportConfig, run_export
 from adaret.graph_passes.pipeline import optimize
@@ -69,6 +70,7 @@ class ValidationConfig:
     text_column: str = "text"
     label_column: str = "label"
     command: str = ""
+    overwrite: bool = False  # write into a non-empty ``out``, replacing only this command's files
 
 
 @dataclass
@@ -98,8 +100,12 @@ def run_validation(config: ValidationConfig) -> dict:
     _check_config(config)
     if config.threads:
         torch.set_num_threads(config.threads)
-    out = Path(config.out)
-    ensure_writable_dir(out)
+    # Claimed before the checkpoint, the exports and the measurements: a non-empty --out fails in a second.
+    with output_dir(config.out, overwrite=config.overwrite, what="report directory") as claim:
+        return _validate(config, claim.path)
+
+
+def _validate(config: ValidationConfig, out: Path) -> dict:
     checkpoint = load_checkpoint(config.checkpoint)
     eval_set = load_eval_set(checkpoint, config.data, config.max_examples, config.text_column, config.label_column)
     max_length = min(int(checkpoint.info.training.get("max_length", 512)),

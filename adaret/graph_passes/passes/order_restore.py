@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from adaret.graph_passes.base import GraphPass, Rewrite, metadata
+from adaret.core.io_spec import QUESTION_ANSWERING
+from adaret.graph_passes.base import GraphPass, Rewrite, apply_rules, metadata, rules_match
 
 ORDER_INVARIANT_POOLINGS = ("cls", "cls_mean")  # both read CLS and/or a sum over tokens, never their order
 
@@ -14,40 +15,52 @@ class OrderRestoreEliminationPass(GraphPass):
     The exported graph keeps the survivors in original order: TopK(scores) -> indices, then an ascending
     TopK(indices, largest=0). Absolute positions were already added at the embeddings and attention is
     permutation-equivariant, so for a head that reads CLS and/or a sum over tokens the order is
-    irrelevant (CLS stays first: its forced score is the largest). A token-level head needs the order, so
-    the pass applies only when the metadata records an order-invariant pooling.
+    irrelevant (CLS stays first: its forced score is the largest). The question-answering span head is
+    order-invariant too: it reads the states scattered back to their original positions (the kept positions
+    travel with the states). Any other token-level head may need the order, so the pass applies only when the
+    metadata records one of these heads.
+
+    The match is an ``onnxscript.rewriter`` rule: the target pattern is the ascending TopK, its check
+    requires the indices output of another TopK as its input and an output that is not a graph output; the
+    rewriter itself refuses a sort whose own indices output is read.
     """
 
     name = "order-restore-elimination"
 
     def applicability(self, model: ir.Model) -> str | None:
+        if metadata(model, "task") == QUESTION_ANSWERING.task:
+            return None
         pooling = metadata(model, "pooling")
         if pooling not in ORDER_INVARIANT_POOLINGS:
             return f"head pooling {pooling!r} may depend on token order"
         return None
 
     def rewrite(self, model: ir.Model) -> Rewrite:
-        outputs = set(model.graph.outputs)
-        removed = 0
-        for node in list(model.graph):
-            if not _is_ascending_topk_of_indices(node) or node.outputs[1].uses() or node.outputs[0] in outputs:
-                continue
-            ir.convenience.replace_all_uses_with(node.outputs[0], node.inputs[0])
-            model.graph.remove(node, safe=True)
-            removed += 1
+        removed = apply_rules(model, _rules())
         return Rewrite(removed > 0, {"sorts removed": removed})
 
     def ensures(self, model: ir.Model) -> None:
-        if self.applicability(model) is None and any(_is_ascending_topk_of_indices(n) and not n.outputs[1].uses()
-                                                     for n in model.graph):
+        if self.applicability(model) is None and rules_match(model, _rules()):
             raise ir.passes.PostconditionError("an order-restoring TopK is left")
 
 
-def _is_ascending_topk_of_indices(node: ir.Node) -> bool:
-    if node.op_type != "TopK" or node.domain not in ("", "ai.onnx"):
-        return False
-    largest = node.attributes.get("largest")
-    if largest is None or largest.as_int() != 0:
-        return False
-    producer = node.inputs[0].producer() if node.inputs[0] is not None else None
-    return producer is not None and producer.op_type == "TopK" and node.inputs[0] is producer.outputs[1]
+def _rules() -> list:
+    from onnxscript.rewriter.pattern import RewriteRule
+
+    return [RewriteRule(_target, _replacement, _check, name=OrderRestoreEliminationPass.name)]
+
+
+def _target(op, order, k):
+    return op.TopK(order, k, largest=0, _outputs=["restored"])
+
+
+def _check(context, order: ir.Value, restored: ir.Value, **_) -> bool:
+    """True when ``order`` is the indices output of a TopK, and the sorted order is not itself a graph output
+    (there the caller sees the order, so it must stay)."""
+    producer = order.producer()
+    return (producer is not None and producer.op_type == "TopK" and order is producer.outputs[1]
+            and not restored.is_graph_output())
+
+
+def _replacement(op, order: ir.Value, **_) -> ir.Value:
+    return order

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import onnx_ir as ir
-from onnx_ir.passes.common import RemoveUnusedNodesPass
 
-from adaret.graph_passes.base import GraphPass, Rewrite, substitute
+from adaret.graph_passes.base import GraphPass, Rewrite, apply_rules, rules_match
 
 
 class RowGatherPass(GraphPass):
@@ -15,39 +14,48 @@ class RowGatherPass(GraphPass):
     ``GatherElements(h, Expand(Unsqueeze(order, -1), [B, K, D]), axis=1)``: the int64 index is first
     broadcast to the full (B, K, D) size, then read element by element. ``GatherND(h, Unsqueeze(order, -1),
     batch_dims=1)`` takes whole rows by a (B, K, 1) index and selects exactly the same elements.
+
+    The match is an ``onnxscript.rewriter`` rule: the target pattern is the GatherElements over an Expand,
+    its check admits only an Expand that broadcasts the feature axis alone, and never a gather whose output
+    is a graph output.
     """
 
     name = "row-gather"
 
     def rewrite(self, model: ir.Model) -> Rewrite:
-        replaced = 0
-        outputs = set(model.graph.outputs)
-        for node in list(model.graph):
-            row_index = _expanded_row_index(node)
-            if row_index is None or node.outputs[0] in outputs:
-                continue
-            substitute(model, node, [ir.node("GatherND", [node.inputs[0], row_index], attributes={"batch_dims": 1},
-                                              name=f"{node.name}_rows")])
-            replaced += 1
-        RemoveUnusedNodesPass()(model)
+        replaced = apply_rules(model, _rules())
         return Rewrite(replaced > 0, {"row gathers": replaced})
 
     def ensures(self, model: ir.Model) -> None:
-        if any(_expanded_row_index(n) is not None for n in model.graph if n.outputs[0] not in model.graph.outputs):
+        if rules_match(model, _rules()):
             raise ir.passes.PostconditionError("an expanded row GatherElements is left")
 
 
-def _expanded_row_index(node: ir.Node) -> ir.Value | None:
-    """The (B, K, 1) index when ``node`` gathers whole rows of a (B, n, D) tensor through an Expand."""
-    if node.op_type != "GatherElements" or node.domain not in ("", "ai.onnx"):
-        return None
-    axis = node.attributes.get("axis")
-    expand = node.inputs[1].producer()
-    if axis is None or axis.as_int() != 1 or expand is None or expand.op_type != "Expand":
-        return None
-    data, index, expanded = node.inputs[0].shape, expand.inputs[0].shape, expand.outputs[0].shape
-    if data is None or index is None or expanded is None or not len(data) == len(index) == len(expanded) == 3:
-        return None
-    only_features_broadcast = (index[2] == 1 and expanded[0] == index[0] and expanded[1] == index[1]
-                               and isinstance(data[2], int) and expanded[2] == data[2])
-    return expand.inputs[0] if only_features_broadcast else None
+def _rules() -> list:
+    from onnxscript.rewriter.pattern import RewriteRule
+
+    # remove_nodes=False: an Expand that also feeds another consumer must not stop the rewrite. Such a rule
+    # makes the rule set end with a sweep of unused nodes, which drops the replaced gathers and their Expands.
+    return [RewriteRule(_target, _replacement, _check, name=RowGatherPass.name, remove_nodes=False)]
+
+
+def _target(op, data, index, shape):
+    return op.GatherElements(data, op.Expand(index, shape, _outputs=["expanded"]), axis=1, _outputs=["gathered"])
+
+
+def _check(context, data: ir.Value, index: ir.Value, expanded: ir.Value, gathered: ir.Value, **_) -> bool:
+    """True when the gather reads whole rows of a (B, n, D) tensor: the Expand broadcasts a (B, K, 1) index
+    along the feature axis only."""
+    if gathered.is_graph_output():
+        return False
+    data_shape, index_shape, expanded_shape = data.shape, index.shape, expanded.shape
+    if data_shape is None or index_shape is None or expanded_shape is None:
+        return False
+    if not len(data_shape) == len(index_shape) == len(expanded_shape) == 3:
+        return False
+    return (index_shape[2] == 1 and expanded_shape[0] == index_shape[0] and expanded_shape[1] == index_shape[1]
+            and isinstance(data_shape[2], int) and expanded_shape[2] == data_shape[2])
+
+
+def _replacement(op, data: ir.Value, index: ir.Value, gathered: ir.Value, **_) -> ir.Value:
+    return op.GatherND(data, index, batch_dims=1, _name=f"{gathered.producer().name}_rows")

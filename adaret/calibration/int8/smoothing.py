@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from adaret.calibration.defaults import SMOOTH_ALPHA
+from adaret.calibration.int8.defaults import SMOOTH_ALPHA
 from adaret.core import graph_facts as gf
 
 _FLOOR = 1e-5  # dead channels (all-zero activations or weight rows) get this instead of a 0 or inf scale
@@ -39,7 +39,7 @@ class SmoothReport:
 
 def channel_absmax(model: onnx.ModelProto, tensors: list[str], batches: Iterable[dict]) -> dict[str, np.ndarray]:
     """max |x_j| per last-axis channel of each tensor in ``tensors``, over every batch."""
-    from adaret.calibration.verify import session_with_outputs
+    from adaret.calibration.int8.verify import session_with_outputs
 
     session = session_with_outputs(model, tensors)
     names = [i.name for i in session.get_inputs()]

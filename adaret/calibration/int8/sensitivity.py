@@ -10,7 +10,8 @@ here over calibration texts, so that no held-out text decides what is quantised.
 low(a) is a one-sided 95% lower bound, a - 1.645 SE, with the ratio estimator's standard error over texts
 (flips cluster within a text): SE^2 = sum_i (s_i - a k_i)^2 / (n (n - 1) mean(k)^2), for text i keeping k_i
 fp32 positions of which s_i survive. Without it, a graph that scrapes past the target on the calibration
-texts falls just short on new ones.
+texts falls just short on new ones. In question answering a row is a window, and the windows of one question
+overlap (``doc_stride``), so the clusters are the questions: a caller passes each row's example.
 
 A MatMul after the last gate cannot move a token choice, so it is never a candidate. Candidates are tried on
 the INT8 graph in memory: the MatMul reads its float input and its float weight again.
@@ -29,8 +30,8 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from adaret.calibration.defaults import TARGET_AGREEMENT
-from adaret.calibration.verify import overlap, session_with_outputs
+from adaret.calibration.int8.defaults import TARGET_AGREEMENT
+from adaret.calibration.int8.verify import overlap, session_with_outputs
 from adaret.core import graph_facts as gf
 
 SEARCH_TEXTS = 64  # calibration texts the search measures on: enough for ~10^4 kept positions at seq 512
@@ -66,6 +67,7 @@ class SearchReport:
     agreement_lower: float  # what is compared with the target
     restored: list[str] = field(default_factory=list)  # MatMuls put back in fp32, in the order chosen
     gains: dict[str, float] = field(default_factory=dict)
+    examples: int | None = None  # clusters of the bound (questions) when they are not the rows (windows)
 
     @property
     def reached(self) -> bool:
@@ -105,11 +107,16 @@ def kept_positions(indices: Sequence[np.ndarray], sorted_after: Sequence[bool], 
 
 
 class AgreementProbe:
-    """fp32 kept positions on fixed batches, and the agreement of any candidate graph with them."""
+    """fp32 kept positions on fixed batches, and the agreement of any candidate graph with them.
 
-    def __init__(self, fp32: onnx.ModelProto, batches: list[dict]):
+    ``examples`` gives, per batch, the example each row belongs to (the clusters of the lower bound); without
+    it every row is its own example.
+    """
+
+    def __init__(self, fp32: onnx.ModelProto, batches: list[dict], examples: list[Sequence[int]] | None = None):
         self.gates = _Gates.of(gf.load_model(fp32))
         self.batches = batches
+        self.examples = examples
         self.reference = [self._positions(self._session(fp32), feeds) for feeds in batches]
         self.kept_positions = int(self._per_text(self.reference)[0].sum())
 
@@ -118,15 +125,19 @@ class AgreementProbe:
         return Agreement.of(*self._per_text([self._positions(session, feeds) for feeds in self.batches]))
 
     def _per_text(self, candidate: list[list[np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-        """Per text: real positions fp32 keeps over all gates, and how many of them ``candidate`` keeps."""
-        kept, shared = [], []
-        for feeds, reference, positions in zip(self.batches, self.reference, candidate, strict=True):
+        """Per example: real positions fp32 keeps over all gates and rows, and how many of them ``candidate`` keeps."""
+        totals: dict[int, list[int]] = {}
+        for number, (feeds, reference, positions) in enumerate(zip(self.batches, self.reference, candidate,
+                                                                   strict=True)):
             lengths = feeds["attention_mask"].sum(1)
             for row in range(len(lengths)):
+                key = self.examples[number][row] if self.examples else len(totals)
                 counts = [overlap(ref[row:row + 1], cand[row:row + 1], lengths[row:row + 1])
                           for ref, cand in zip(reference, positions, strict=True)]
-                kept.append(sum(k for k, _ in counts))
-                shared.append(sum(s for _, s in counts))
+                total = totals.setdefault(key, [0, 0])
+                total[0] += sum(k for k, _ in counts)
+                total[1] += sum(s for _, s in counts)
+        kept, shared = zip(*totals.values(), strict=True) if totals else ((), ())
         return np.array(kept, dtype=np.float64), np.array(shared, dtype=np.float64)
 
     def _positions(self, session, feeds: dict) -> list[np.ndarray]:
@@ -151,18 +162,20 @@ def candidates(fp32: onnx.ModelProto, quantized: Sequence[str]) -> list[str]:
 
 
 def search(fp32: onnx.ModelProto, int8: onnx.ModelProto, quantized: Sequence[str], batches: list[dict],
-           target: float = TARGET_AGREEMENT, quantized_from: onnx.ModelProto | None = None) -> SearchReport:
+           target: float = TARGET_AGREEMENT, quantized_from: onnx.ModelProto | None = None,
+           examples: list[Sequence[int]] | None = None) -> SearchReport:
     """Which of ``quantized`` (MatMul names in ``int8``) to put back in fp32 so that agreement >= ``target``.
 
     ``fp32`` is the reference; ``quantized_from`` the float graph ``int8`` was made from, when that differs
-    (a smoothed copy): restored MatMuls take their float weights from it.
+    (a smoothed copy): restored MatMuls take their float weights from it. ``examples``: see ``AgreementProbe``.
     """
     source = fp32 if quantized_from is None else quantized_from
-    probe = AgreementProbe(fp32, batches)
+    probe = AgreementProbe(fp32, batches, examples)
     restorer = _Restorer(source, int8)
     first = probe.agreement(int8)
+    clusters = len({e for rows in examples for e in rows}) if examples else None
     report = SearchReport(target, sum(len(b["input_ids"]) for b in batches), probe.kept_positions, first.value,
-                          first.value, first.lower)
+                          first.value, first.lower, examples=clusters)
     if report.reached:
         return report
     report.gains = {name: probe.agreement(restorer.with_fp32([name])).value - first.value

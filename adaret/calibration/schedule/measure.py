@@ -14,9 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from adaret.core.errors import AdaretError
-from adaret.core.fileio import atomic_file
-
-PLOT_NAME = "keep_schedule.png"
 
 
 @dataclass
@@ -39,21 +36,11 @@ def measure_keep_fractions(model, encoded, batch_size: int = 8, progress: bool =
     return [float(f) for f in result.keep_fractions], float(result.accuracy)
 
 
-def check_batching(batch_size: int, max_length: int | None) -> None:
-    """The calibration batch size and text length a library caller gives (the command line's types refuse the same
-    values first)."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise AdaretError(f"--batch-size must be an integer >= 1, got {batch_size!r}")
-    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int)
-                                   or max_length < 2):
-        raise AdaretError(f"--max-length must be an integer >= 2, got {max_length!r}")
-
-
 def calibrate_schedule(checkpoint_dir: str | Path, data: str, *, samples: int = 512, split: str | None = None,
                        max_length: int | None = None, seed: int | None = None, batch_size: int = 8,
                        progress: bool = True) -> tuple[Any, ScheduleCalibration]:
     """Load a checkpoint, measure f_l on ``samples`` texts of ``data``; return (checkpoint, calibration)."""
-    from adaret.calibration.data import calibration_texts, default_split
+    from adaret.calibration.data import calibration_texts, check_batching, default_split
     from adaret.training.batching import Encoded
     from adaret.training.checkpoint import RetentionCheckpoint
 
@@ -98,32 +85,3 @@ def write_calibrated_checkpoint(checkpoint, calibration: ScheduleCalibration, ou
         return checkpoint.save_pretrained(out, overwrite=overwrite)
     except OSError as exc:
         raise AdaretError(f"cannot write checkpoint {out}: {exc.strerror or exc}") from None
-
-
-def plot_schedule(calibration: ScheduleCalibration, path: str | Path, title: str = "") -> Path:
-    """The decay pattern: measured f_l per layer, next to what the checkpoint held before."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; no display on servers
-    import matplotlib.pyplot as plt
-
-    layers = list(range(1, len(calibration.fractions) + 1))
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
-    if calibration.previous and len(calibration.previous) == len(layers):
-        ax.plot(layers, calibration.previous, "o--", color="grey", label="before (checkpoint)")
-    ax.plot(layers, calibration.fractions, "o-", color="tab:blue",
-            label=f"measured on {calibration.source.get('data', '?')} (n={calibration.source.get('samples', '?')})")
-    for layer, f in zip(layers, calibration.fractions, strict=True):
-        ax.annotate(f"{f:.2f}", (layer, f), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
-    ax.set(xlabel="encoder layer", ylabel="keep fraction f_l", ylim=(0, 1.08), xticks=layers,
-           title=title or f"per-layer keep schedule (mean {calibration.budget:.3f})")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    try:
-        with atomic_file(path) as tmp:
-            fig.savefig(tmp, format=path.suffix.lstrip(".") or "png")
-    finally:
-        plt.close(fig)
-    return path

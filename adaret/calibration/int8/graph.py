@@ -7,7 +7,8 @@ Everything else stays fp32, named with a reason in the calibration record:
 
 - score-path: every node from a score TopK back to its gate LayerNorm. A quantised score can swap two
   near-equal tokens at the TopK boundary, and which tokens survive changes everything after it.
-- head: the classifier that produces the logits (small, and its error goes straight into the prediction).
+- head: the task head that produces the task's outputs (the classifier's logits, the span head's start and end
+  logits): small, and its error goes straight into the prediction.
 - attention: MatMuls of two activations (Q.K^T, P.V); softmax probabilities in symmetric INT8 keep ~7 bits
   over [0, 1], and these products are a small share of the FLOPs at the retained lengths.
 - LayerNormalization and Softmax: not in the quantised op set; listed so that the record is complete.
@@ -24,7 +25,8 @@ from onnx_ir.passes.common import NameFixPass
 
 from adaret.core import graph_facts as gf
 from adaret.core.errors import AdaretError
-from adaret.core.io_spec import LOGITS
+from adaret.core.io_spec import TASKS
+from adaret.core.metadata import PREFIX
 
 QUANTIZED_OPS = ("MatMul",)
 FP32_OPS = ("LayerNormalization", "Softmax", "SkipLayerNormalization")
@@ -67,12 +69,29 @@ def check_not_quantized(model: ir.Model, label: str) -> None:
         raise AdaretError(f"{label} is already quantized ({what}); calibrate the fp32 export instead")
 
 
-def head_nodes(model: ir.Model) -> list[ir.Node]:
-    """The MatMul/Gemm nearest to the logits output, walking back through elementwise nodes."""
-    output = next((v for v in model.graph.outputs if v.name == LOGITS), None)
-    if output is None:
-        raise AdaretError(f"the graph has no {LOGITS!r} output; is it an adaret export?")
-    found, stack, seen = [], [output.producer()], set()
+def task_outputs(model: ir.Model) -> tuple[str, ...]:
+    """The graph's task outputs (``adaret.core.io_spec``), by its ``adaret.task`` metadata; a graph without it is
+    taken for the task whose outputs it has."""
+    task = model.metadata_props.get(PREFIX + "task")
+    if task in TASKS:
+        return TASKS[task].outputs
+    names = {v.name for v in model.graph.outputs}
+    found = next((spec.outputs for spec in TASKS.values() if set(spec.outputs) <= names), None)
+    if found is None:
+        expected = " or ".join("/".join(spec.outputs) for spec in TASKS.values())
+        raise AdaretError(f"the graph has no {expected} output; is it an adaret export?")
+    return found
+
+
+def head_nodes(model: ir.Model, outputs: tuple[str, ...] | None = None) -> list[ir.Node]:
+    """The MatMul/Gemm nearest to each task output, walking back through the nodes between them (one span-head
+    MatMul feeds both start and end logits, so it is found once)."""
+    outputs = task_outputs(model) if outputs is None else outputs
+    values = {v.name: v for v in model.graph.outputs}
+    missing = [name for name in outputs if name not in values]
+    if missing:
+        raise AdaretError(f"the graph has no {missing[0]!r} output; is it an adaret export?")
+    found, stack, seen = [], [values[name].producer() for name in outputs], set()
     while stack:
         node = stack.pop()
         if node is None or id(node) in seen:

@@ -1,11 +1,17 @@
 """INT8 post-training quantisation of a retained graph: QDQ that ONNX Runtime runs and TensorRT parses.
 
 Flow: check the inputs (fp32 graph, matching checkpoint and tokenizer, writable output) -> plan which nodes
-are quantised (``adaret.calibration.graph``) -> SmoothQuant the planned MatMuls (``smoothing``) -> collect
-activation ranges over real text, a few batches at a time -> save them as ONNX Runtime's calibration cache
-next to the model -> ``quantize_static`` from that cache -> if token agreement on the calibration texts is
-below the target, put the most sensitive MatMuls back in fp32 and quantise again (``sensitivity``) -> the
-calibration record (``adaret.calibration.record``).
+are quantised (``graph``) -> SmoothQuant the planned MatMuls (``smoothing``) -> collect activation ranges over
+real task data, a few batches at a time -> save them as ONNX Runtime's calibration cache next to the model ->
+``quantize_static`` from that cache -> if token agreement on the calibration examples is below the target, put the
+most sensitive MatMuls back in fp32 and quantise again (``sensitivity``) -> fp32 vs INT8 on those examples
+(``verify``) -> the calibration record (``record``).
+
+The export's ``adaret.task`` picks the data (``adaret.calibration.int8.reader.calibration_set``): labelled texts
+for classification, SQuAD questions cut into the export's windows for question answering.
+
+The checkpoint is read by the caller's ``read_checkpoint`` (``adaret.calibration.checkpoint``): its config
+checks and its tokenizer live with torch and transformers, which this package does not import.
 """
 
 from __future__ import annotations
@@ -16,19 +22,22 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 
-from adaret.calibration import graph as qgraph
-from adaret.calibration.defaults import SMOOTH_ALPHA, TARGET_AGREEMENT
-from adaret.calibration.record import CalibrationRecord, record_path, scales_sha256, texts_sha256
-from adaret.calibration.schedule import check_batching
-from adaret.calibration.sensitivity import SEARCH_TEXTS, SearchReport, search
-from adaret.calibration.smoothing import SmoothReport, smooth
+from adaret.calibration.data import QuestionSet, calibration_data, check_batching, default_data, default_split
+from adaret.calibration.int8 import graph as qgraph
+from adaret.calibration.int8.defaults import SMOOTH_ALPHA, TARGET_AGREEMENT
+from adaret.calibration.int8.reader import CalibrationReader, CalibrationSet, calibration_set
+from adaret.calibration.int8.record import CalibrationRecord, record_path, scales_sha256
+from adaret.calibration.int8.sensitivity import SEARCH_TEXTS, SearchReport, search
+from adaret.calibration.int8.smoothing import SmoothReport, smooth
+from adaret.calibration.int8.verify import Agreement, SpanAgreement
 from adaret.core.errors import AdaretError
 from adaret.core.fileio import STAGING_SUFFIX, sha256_file
 from adaret.core.metadata import ExportMetadata
@@ -53,13 +62,13 @@ class QuantizeConfig:
     checkpoint: str
     onnx: str
     output: str
-    data: str = "bbc-news"
+    data: str | None = None  # None: bbc-news for classification, squad for question answering
     samples: int = 512
     method: str | None = None  # None: DEFAULT_METHODS[backend]
     backend: str = "ort"
     split: str | None = None
     seed: int | None = None
-    max_length: int | None = None
+    max_length: int | None = None  # classification: tokens per text; question answering: the runtime's length cap
     batch_size: int = 8
     smooth_alpha: float | None = SMOOTH_ALPHA  # SmoothQuant migration strength; None: no smoothing
     target_agreement: float | None = TARGET_AGREEMENT  # on the calibration texts (ORT backend); None: no search
@@ -87,22 +96,36 @@ class QuantizeResult:
     notes: list[str] = field(default_factory=list)
     smoothing: SmoothReport | None = None
     search: SearchReport | None = None
+    agreement: Agreement | SpanAgreement | None = None  # fp32 vs INT8 on the first SEARCH_TEXTS calibration examples
+
+
+@dataclass(frozen=True)
+class CheckpointParts:
+    """What INT8 calibration reads from the checkpoint the graph was exported from (never its weights)."""
+
+    info: dict[str, Any]  # config.json, checked as loading the checkpoint checks it
+    # called as tokenizer(texts, truncation=True, max_length=n); has pad_token_id, len() and (for question answering)
+    # the fast tokenizer's backend_tokenizer
+    tokenizer: Any
+    sha256: str
+
+
+CheckpointReader = Callable[[Path], CheckpointParts]
 
 
 @dataclass
 class _Inputs:
-    """What the checks resolved: the graph, the checkpoint's tokenizer and the calibration texts."""
+    """What the checks resolved: the graph, the checkpoint's digest and the encoded calibration examples."""
 
     model: onnx.ModelProto
-    tokenizer: object
     checkpoint_sha256: str
-    texts: list[str]
-    data: dict
-    seq_len: int | None
-    batch_size: int
+    examples: CalibrationSet
+    data: dict  # what the record says about them
 
 
-def quantize(config: QuantizeConfig) -> QuantizeResult:
+def quantize(config: QuantizeConfig, read_checkpoint: CheckpointReader) -> QuantizeResult:
+    """Quantise ``config.onnx``; ``read_checkpoint`` reads ``config.checkpoint`` once the graph has passed its
+    checks (``adaret.calibration.checkpoint.quantize`` passes the reader that loads the tokenizer)."""
     if config.method not in METHODS:
         raise AdaretError(f"unknown calibration method {config.method!r}; use {', '.join(METHODS)}")
     if config.backend not in BACKENDS:
@@ -110,17 +133,17 @@ def quantize(config: QuantizeConfig) -> QuantizeResult:
     output = Path(config.output)
     _check_output(Path(config.onnx), output)
     with output_file(output, overwrite=config.overwrite, what="output"):
-        result = _quantize(config, output)
+        result = _quantize(config, output, read_checkpoint)
         refresh_manifest(output.parent, [output.name, result.record_path.name]
                          + ([result.cache_path.name] if result.cache_path else []))
     return result
 
 
-def _quantize(config: QuantizeConfig, output: Path) -> QuantizeResult:
+def _quantize(config: QuantizeConfig, output: Path, read_checkpoint: CheckpointReader) -> QuantizeResult:
     ir_model = qgraph.load(_read_graph(Path(config.onnx)))
     qgraph.check_not_quantized(ir_model, config.onnx)
     plan = qgraph.plan_quantization(ir_model)
-    inputs = _resolve_inputs(config, ir_model)
+    inputs = _resolve_inputs(config, ir_model, read_checkpoint)
     notes = [] if plan.tensorrt_input else [
         f"the graph has ONNX Runtime fused ops ({', '.join(plan.custom_ops)}): the INT8 file runs on ONNX Runtime "
         "only; for TensorRT quantize a graph without them (model.onnx, or adaret optimize --target tensorrt)"]
@@ -129,7 +152,8 @@ def _quantize(config: QuantizeConfig, output: Path) -> QuantizeResult:
                      "an `adaret optimize --target ort-cpu-int8` output instead")
     smoothing = None
     if config.smooth_alpha is not None:
-        smoothing = smooth(ir_model, plan.quantize, _reader(inputs, config, "smoothing batches"), config.smooth_alpha)
+        smoothing = smooth(ir_model, plan.quantize, _reader(inputs, config, "smoothing batches"),
+                           config.smooth_alpha)
     named = qgraph.ir.serde.serialize_model(ir_model)
     search = None
     if config.backend == "modelopt":
@@ -139,8 +163,10 @@ def _quantize(config: QuantizeConfig, output: Path) -> QuantizeResult:
         cache, search = _quantize_ort(named, inputs, plan, config, output)
         if search is not None and not search.reached:
             notes.append(agreement_shortfall(search))
-    record = _record(config, inputs, plan, output, cache, notes, smoothing, search)
-    return QuantizeResult(output, record.write(record_path(output)), record, plan, cache, notes, smoothing, search)
+    agreement = inputs.examples.head(SEARCH_TEXTS).agreement(inputs.model, output)
+    record = _record(config, inputs, plan, output, cache, notes, smoothing, search, agreement)
+    return QuantizeResult(output, record.write(record_path(output)), record, plan, cache, notes, smoothing, search,
+                          agreement)
 
 
 def agreement_shortfall(search: SearchReport) -> str:
@@ -174,11 +200,10 @@ def _read_graph(path: Path) -> onnx.ModelProto:
         raise AdaretError(f"cannot read ONNX model {path}: {exc}") from None
 
 
-def _resolve_inputs(config: QuantizeConfig, ir_model) -> _Inputs:
-    from adaret.calibration.data import calibration_texts, default_split
-
+def _resolve_inputs(config: QuantizeConfig, ir_model, read_checkpoint: CheckpointReader) -> _Inputs:
     checkpoint_dir = Path(config.checkpoint)
-    info, tokenizer, digest = _checkpoint_parts(checkpoint_dir)
+    checkpoint = read_checkpoint(checkpoint_dir)
+    info, tokenizer, digest = checkpoint.info, checkpoint.tokenizer, checkpoint.sha256
     meta = ExportMetadata.from_props(ir_model.metadata_props, Path(config.onnx).name)
     if meta.checkpoint_sha256 and meta.checkpoint_sha256 != digest:
         raise AdaretError(f"{config.onnx} was exported from another checkpoint (metadata checkpoint_sha256 "
@@ -187,36 +212,35 @@ def _resolve_inputs(config: QuantizeConfig, ir_model) -> _Inputs:
     labels = meta.label_names
     if labels and labels != list(info["retention"].get("label_names", labels)):
         raise AdaretError(f"{config.onnx} and {checkpoint_dir} have different label names")
-    training = info.get("training", {})
+    examples, data = _examples(config, ir_model, meta, tokenizer, info.get("training", {}))
+    return _Inputs(qgraph.ir.serde.serialize_model(ir_model), digest, examples, data)
+
+
+def _examples(config: QuantizeConfig, ir_model, meta: ExportMetadata, tokenizer,
+              training: dict) -> tuple[CalibrationSet, dict]:
+    """The calibration examples of the export's task, encoded for its input shape, and what the record says of
+    them."""
     seed = int(training.get("seed", 0)) if config.seed is None else config.seed
-    max_length = int(training.get("max_length", 512)) if config.max_length is None else config.max_length
-    if meta.max_positions:  # texts longer than the position table cannot run
-        max_length = min(max_length, meta.max_positions)
     dims = qgraph.gf.input_dims(ir_model).get("input_ids", [])
     seq_len = dims[1] if len(dims) == 2 and isinstance(dims[1], int) else None
     batch_size = dims[0] if dims and isinstance(dims[0], int) else config.batch_size
-    split = config.split or default_split(config.data)
-    dataset = calibration_texts(config.data, samples=config.samples, split=split, seed=seed)
-    data = {"dataset": config.data, "split": split, "samples": len(dataset), "seed": seed,
-            "max_length": seq_len or max_length, "batch_size": batch_size, "texts_sha256": texts_sha256(dataset.texts)}
-    return _Inputs(qgraph.ir.serde.serialize_model(ir_model), tokenizer, digest, dataset.texts, data, seq_len,
-                   batch_size)
+    dataset = config.data or default_data(meta.task)
+    split = config.split or default_split(dataset, meta.task)
+    found = calibration_data(meta.task, dataset, samples=config.samples, split=split, seed=seed)
+    examples = calibration_set(meta, found, tokenizer, batch_size=batch_size, seq_len=seq_len,
+                               max_length=_max_length(config, meta, training))
+    data = {"task": meta.task, "dataset": dataset, "split": split, "seed": seed, "batch_size": batch_size,
+            **examples.describe(), **({"files": found.files} if isinstance(found, QuestionSet) else {})}
+    return examples, data
 
 
-def _checkpoint_parts(checkpoint_dir: Path):
-    """The checkpoint's config, tokenizer and digest, without loading its weights into torch."""
-    from adaret.modeling.hf_loading import load_tokenizer
-    from adaret.training.checkpoint import CONFIG_NAME, checkpoint_sha256, read_info
-
-    if not (checkpoint_dir / CONFIG_NAME).is_file():
-        raise AdaretError(f"checkpoint {checkpoint_dir} not found (no {CONFIG_NAME})")
-    info = asdict(read_info(checkpoint_dir))  # the same checks of every field as loading the checkpoint
-    try:
-        tokenizer = load_tokenizer(checkpoint_dir)
-        digest = checkpoint_sha256(checkpoint_dir)
-    except (OSError, ValueError) as exc:
-        raise AdaretError(f"checkpoint {checkpoint_dir}: cannot read it ({exc})") from None
-    return info, tokenizer, digest
+def _max_length(config: QuantizeConfig, meta: ExportMetadata, training: dict) -> int | None:
+    """Classification: tokens per text, the checkpoint's training length by default, within the position table.
+    Question answering: only a cap on the runtime's widths (the windows come from the export's settings)."""
+    if meta.question_answering is not None:
+        return config.max_length
+    max_length = int(training.get("max_length", 512)) if config.max_length is None else config.max_length
+    return min(max_length, meta.max_positions) if meta.max_positions else max_length
 
 
 def _check_vocab(ir_model, tokenizer, onnx_label: str, checkpoint_dir: Path) -> None:
@@ -303,13 +327,9 @@ class _ListReader:
         return next(self._items, None)
 
 
-def _reader(inputs: _Inputs, config: QuantizeConfig, desc: str, texts: list[str] | None = None):
-    from adaret.calibration.reader import TextCalibrationReader
-
-    reader = TextCalibrationReader(inputs.texts if texts is None else texts, inputs.tokenizer,
-                                   batch_size=inputs.batch_size, max_length=inputs.data["max_length"],
-                                   seq_len=inputs.seq_len, input_names=[i.name for i in inputs.model.graph.input],
-                                   progress=config.progress, desc=desc)
+def _reader(inputs: _Inputs, config: QuantizeConfig, desc: str) -> Iterator[dict]:
+    reader = CalibrationReader(inputs.examples, input_names=[i.name for i in inputs.model.graph.input],
+                               progress=config.progress, desc=desc)
     return iter(reader.get_next, None)
 
 
@@ -342,10 +362,14 @@ def _quantize_ort(model: onnx.ModelProto, inputs: _Inputs, plan: qgraph.QuantPla
 
 def _search(model: onnx.ModelProto, quantized: onnx.ModelProto, inputs: _Inputs, config: QuantizeConfig,
             plan: qgraph.QuantPlan) -> SearchReport:
-    """Token agreement on the calibration texts; MatMuls it puts back in fp32 leave the plan with a reason."""
-    texts = inputs.texts[:SEARCH_TEXTS]
-    batches = list(_reader(inputs, config, "agreement batches", texts))
-    report = search(inputs.model, quantized, plan.quantize, batches, config.target_agreement, quantized_from=model)
+    """Token agreement on the calibration examples; MatMuls it puts back in fp32 leave the plan with a reason."""
+    subset = inputs.examples.head(SEARCH_TEXTS)
+    planned = list(subset.planned())
+    names = [i.name for i in inputs.model.graph.input]
+    batches = [{name: feeds[name] for name in names} for _, feeds in planned]
+    examples = [subset.example_of_rows(rows) for rows, _ in planned]
+    report = search(inputs.model, quantized, plan.quantize, batches, config.target_agreement, quantized_from=model,
+                    examples=examples)
     for name in report.restored:
         plan.quantize.remove(name)
         plan.exclude[name] = "token-agreement"
@@ -368,13 +392,10 @@ def _quantize_modelopt(model: onnx.ModelProto, inputs: _Inputs, plan: qgraph.Qua
         raise AdaretError("--backend modelopt needs nvidia-modelopt (pip install adaret[gpu]); use --backend ort")
     from modelopt.onnx.quantization import quantize as mo_quantize
 
-    from adaret.calibration.reader import encode_batches
-
     if config.method == "percentile":
         raise AdaretError("--backend modelopt calibrates with entropy or minmax (its 'max'), not percentile")
-    batches = list(encode_batches(inputs.texts, inputs.tokenizer, batch_size=inputs.batch_size,
-                                  max_length=inputs.data["max_length"], seq_len=inputs.seq_len or
-                                  inputs.data["max_length"]))  # ModelOpt stacks batches: one fixed length
+    names = [i.name for i in inputs.model.graph.input]
+    batches = [{name: feeds[name] for name in names} for feeds in inputs.examples.fixed_length()]
     calibration = {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
     with _staging(output) as staged:
         source = staged / "source.onnx"
@@ -418,7 +439,8 @@ def _finish(path: Path, inputs: _Inputs, config: QuantizeConfig, plan: qgraph.Qu
 
 
 def _record(config: QuantizeConfig, inputs: _Inputs, plan: qgraph.QuantPlan, output: Path, cache: Path | None,
-            notes: list[str], smoothing: SmoothReport | None, search: SearchReport | None) -> CalibrationRecord:
+            notes: list[str], smoothing: SmoothReport | None, search: SearchReport | None,
+            agreement: Agreement | SpanAgreement) -> CalibrationRecord:
     quantized = onnx.load(str(output))
     op_counts = {op: sum(n.op_type == op for n in quantized.graph.node)
                  for op in ("QuantizeLinear", "DequantizeLinear")}
@@ -431,7 +453,9 @@ def _record(config: QuantizeConfig, inputs: _Inputs, plan: qgraph.QuantPlan, out
                     "calibration_cache": cache.name if cache else None,
                     "calibration_cache_sha256": sha256_file(cache) if cache else None,
                     "smoothquant": asdict(smoothing) if smoothing else None,
-                    "agreement_search": asdict(search) | {"reached": search.reached} if search else None}
+                    "agreement_search": asdict(search) | {"reached": search.reached} if search else None,
+                    # on calibration examples, not held out: how far INT8 moved the task's predictions
+                    "calibration_agreement": agreement.as_dict()}
     return CalibrationRecord(
         model=output.name, source_model=Path(config.onnx).name, source_sha256=sha256_file(Path(config.onnx)),
         checkpoint_sha256=inputs.checkpoint_sha256, backend=config.backend, method=config.method, data=inputs.data,
