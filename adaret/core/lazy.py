@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+
+
+def by_module(names: Mapping[str, Iterable[str]]) -> dict[str, str]:
+    """``{module: names it defines}`` turned into the ``{name: module}`` table ``lazy_attributes`` reads."""
+    return {name: module for module, defined in names.items() for name in defined}
 
 
 def lazy_attributes(package: str, exports: Mapping[str, str]) -> Callable[[str], Any]:

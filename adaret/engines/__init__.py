@@ -6,31 +6,18 @@ can import the sidecar and the plan runner without them.
 
 from __future__ import annotations
 
-from adaret.core.lazy import lazy_attributes
+from adaret.core.lazy import by_module, lazy_attributes
 
-_EXPORTS = {
-    "lint_model": "adaret.engines.lint",
-    "LintReport": "adaret.engines.lint",
-    "Severity": "adaret.engines.lint",
-    "parse_profile_spec": "adaret.engines.profiles",
-    "profile_for_graph": "adaret.engines.profiles",
-    "profiles_from_buckets": "adaret.engines.profiles",
-    "Profile": "adaret.engines.profiles",
-    "BuildRequest": "adaret.engines.decisions",
-    "BuildDecisions": "adaret.engines.decisions",
-    "decide_build_config": "adaret.engines.decisions",
-    "EngineSidecar": "adaret.engines.sidecar",
-    "sidecar_path": "adaret.engines.sidecar",
-    "write_sidecar": "adaret.engines.sidecar",
-    "load_sidecar": "adaret.engines.sidecar",
-    "check_compatible": "adaret.engines.sidecar",
-    "build_engine": "adaret.engines.builder",
-    "prepare_build": "adaret.engines.builder",
-    "TrtPlanRunner": "adaret.engines.trt_session",
-    "plan_runner": "adaret.engines.trt_session",
-    "compare": "adaret.engines.compare",
-    "summarize_layers": "adaret.engines.inspection",
-}
+_EXPORTS = by_module({
+    "adaret.engines.lint": ("lint_model", "LintReport", "Severity"),
+    "adaret.engines.profiles": ("parse_profile_spec", "profile_for_graph", "profiles_from_buckets", "Profile"),
+    "adaret.engines.decisions": ("BuildRequest", "BuildDecisions", "decide_build_config"),
+    "adaret.engines.sidecar": ("EngineSidecar", "sidecar_path", "write_sidecar", "load_sidecar", "check_compatible"),
+    "adaret.engines.builder": ("build_engine", "prepare_build"),
+    "adaret.engines.trt_session": ("TrtPlanRunner", "plan_runner"),
+    "adaret.engines.compare": ("compare",),
+    "adaret.engines.inspection": ("summarize_layers",),
+})
 
 __all__ = sorted(_EXPORTS)
 

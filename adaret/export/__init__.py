@@ -5,14 +5,13 @@ Names are imported lazily, so that ``import adaret.export`` does not load torch 
 
 from __future__ import annotations
 
-from adaret.core.lazy import lazy_attributes
+from adaret.core.lazy import by_module, lazy_attributes
 
-_EXPORTS = {
-    "ExportConfig": "adaret.export.config",
-    "ExportResult": "adaret.export.pipeline",
-    "run_export": "adaret.export.pipeline",
-    "TopMInference": "adaret.export.inference",
-}
+_EXPORTS = by_module({
+    "adaret.export.config": ("ExportConfig",),
+    "adaret.export.pipeline": ("ExportResult", "run_export"),
+    "adaret.export.inference": ("TopMInference",),
+})
 
 __all__ = sorted(_EXPORTS)
 

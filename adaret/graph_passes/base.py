@@ -90,6 +90,26 @@ class GraphPass(ir.passes.InPlacePass):
         return GraphPassResult(model, modified=done.modified, details=dict(done.details))
 
 
+class RulePass(GraphPass):
+    """A pass whose work is a set of ``onnxscript.rewriter`` rules (``rules``): ``rewrite`` applies them and
+    reports how many rewrites they made under ``counted``; ``ensures`` checks, with the very rules that did the
+    work, that on a graph the pass applies to none matches any more (``left`` names what one would find)."""
+
+    counted = "rewrites"
+    left = "a node the pass rewrites"
+
+    def rules(self) -> list:
+        raise NotImplementedError
+
+    def rewrite(self, model: ir.Model) -> Rewrite:
+        done = apply_rules(model, self.rules())
+        return Rewrite(done > 0, {self.counted: done})
+
+    def ensures(self, model: ir.Model) -> None:
+        if self.applicability(model) is None and rules_match(model, self.rules()):
+            raise ir.passes.PostconditionError(f"{self.left} is left")
+
+
 def apply_rules(model: ir.Model, rules: Sequence[Any]) -> int:
     """Apply ``onnxscript.rewriter`` rules to ``model`` in place; the number of rewrites they made."""
     from onnxscript.rewriter.pattern import RewriteRuleSet  # on use: onnxscript is slow to import

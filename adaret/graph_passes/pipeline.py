@@ -24,21 +24,9 @@ from adaret.core.onnx_files import save_model
 from adaret.core.ort_sessions import make_session
 from adaret.core.outputs import output_file, refresh_manifest
 from adaret.graph_passes.base import PassReport, diff_histograms, op_histogram
-from adaret.graph_passes.passes import (
-    CleanupPass,
-    Float16Pass,
-    FoldConstantsPass,
-    LastLayerPruningPass,
-    OrderRestoreEliminationPass,
-    PackedAttentionPass,
-    RowGatherPass,
-    SplitSkipLayerNormPass,
-    TransformerFusionPass,
-)
+from adaret.graph_passes.passes import ALL_PASSES, Float16Pass
 
-PASSES: dict[str, type[ir.passes.PassBase]] = {p.name: p for p in (
-    FoldConstantsPass, CleanupPass, TransformerFusionPass, OrderRestoreEliminationPass, LastLayerPruningPass,
-    PackedAttentionPass, RowGatherPass, SplitSkipLayerNormPass, Float16Pass)}
+PASSES: dict[str, type[ir.passes.PassBase]] = {p.name: p for p in ALL_PASSES}
 FP16_TARGETS = ("ort-cuda", "tensorrt")
 TARGET_PASSES: dict[str, tuple[str, ...]] = {
     "ort-cpu": ("fold-constants", "cleanup", "order-restore-elimination", "ort-fusions", "last-layer-pruning",

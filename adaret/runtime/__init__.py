@@ -18,20 +18,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from adaret.core.lazy import lazy_attributes
+from adaret.core.lazy import by_module, lazy_attributes
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time the names resolve in __getattr__
     from adaret.core.qa_windows import Span
     from adaret.runtime.session import Prediction, Session, load
     from adaret.runtime.text import TruncationWarning
 
-_EXPORTS = {
-    "load": "adaret.runtime.session",
-    "Session": "adaret.runtime.session",
-    "Prediction": "adaret.runtime.session",
-    "TruncationWarning": "adaret.runtime.text",
-    "Span": "adaret.core.qa_windows",
-}
+_EXPORTS = by_module({
+    "adaret.runtime.session": ("load", "Session", "Prediction"),
+    "adaret.runtime.text": ("TruncationWarning",),
+    "adaret.core.qa_windows": ("Span",),
+})
 
 __all__ = ["Prediction", "Session", "Span", "TruncationWarning", "load"]
 

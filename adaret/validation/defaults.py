@@ -1,4 +1,10 @@
-"""Thresholds and defaults of `adaret validate` (a light module: the CLI parser reads them on every call)."""
+"""Thresholds, defaults and settings of `adaret validate` (a light module: the CLI parser reads them on every call)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from adaret.core.errors import AdaretError
 
 DEFAULT_BUDGETS = (0.3, 0.4, 0.5, 1.0)
 # ONNX Runtime against PyTorch, both fp32, on real text: differences are ~1e-5 unless a near-tie flips one token's
@@ -7,3 +13,39 @@ DEFAULT_PARITY_TOLERANCE = 1e-3
 DEFAULT_TRT_TOLERANCE = 5e-2  # an fp16 engine against fp32 PyTorch
 # The paper's claim: keeping 30-50% of tokens preserves >= 95% of full-model performance.
 DEFAULT_ACCURACY_FLOOR = 0.95
+
+
+# Keyword-only: each task adds its own fields after these, so a position would mean different fields in each.
+@dataclass(kw_only=True)
+class ReportSettings:
+    """What ``adaret validate`` takes for either task (``ValidationConfig``, ``QaValidationConfig``)."""
+
+    checkpoint: str | None = None
+    onnx: list[str] = field(default_factory=list)
+    plans: list[str] = field(default_factory=list)
+    data: str | None = None
+    budgets: tuple[float, ...] | None = None
+    out: str = "out/validate"
+    max_examples: int | None = None
+    batch_size: int = 8
+    threads: int | None = None
+    device: str = "cpu"
+    parity_tolerance: float = DEFAULT_PARITY_TOLERANCE
+    accuracy_floor: float = DEFAULT_ACCURACY_FLOOR
+    memory: bool = True
+    command: str = ""
+    overwrite: bool = False  # write into a non-empty ``out``, replacing only this command's files
+
+    def check_numbers(self) -> None:
+        """Refuse numbers no run can use, before any work (library callers bypass the command line's types)."""
+        if self.batch_size < 1:
+            raise AdaretError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if not 0.0 <= self.accuracy_floor <= 1.0:
+            raise AdaretError(f"--accuracy-floor must lie in [0, 1], got {self.accuracy_floor}")
+
+    def floor_check(self, target: str, metric: str, value: float, full: float, digits: int) -> dict:
+        """``--accuracy-floor`` for a retained model: its ``metric`` at least that fraction of the full model's."""
+        floor = self.accuracy_floor * full
+        return {"check": f"{metric.lower()}_floor", "target": target, "passed": value >= floor,
+                "detail": f"{metric} {value:.{digits}f} vs floor {floor:.{digits}f} ({self.accuracy_floor:.0%} of "
+                          f"full {full:.{digits}f})"}

@@ -122,6 +122,16 @@ def memory_mib(target: str, kwargs: dict, trials: int = 1) -> dict:
     return row
 
 
+def ort_memory(model: str, batch: int, seq_len: int, threads: int | None) -> dict:
+    """A graph's peak memory as both reports show it: the runtime's default options (CPU arena off) and ONNX
+    Runtime's own arena, each in a fresh process."""
+    kwargs = {"model": model, "batch": batch, "seq_len": seq_len, "threads": threads}
+    default = memory_mib("adaret.runtime.memory:ort_workload", kwargs)
+    arena = memory_mib("adaret.runtime.memory:ort_workload", kwargs | {"memory": "arena"})
+    return {"peak_memory_mib": default["peak_mib"], "peak_memory_mib_arena": arena["peak_mib"],
+            "memory_method": "peak RSS delta, " + default["method"]}
+
+
 def versions() -> dict[str, str]:
     names = ("adaret", "torch", "transformers", "tokenizers", "onnx", "onnxruntime", "numpy", "tensorrt")
     found = {}

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,8 +46,8 @@ from adaret.modeling import KeepSchedule
 from adaret.runtime import Session, load
 from adaret.training.checkpoint import CONFIG_NAME, WEIGHTS_NAME, RetentionCheckpoint
 from adaret.training.question_answering import load_qa_splits, sample
-from adaret.validation.defaults import DEFAULT_ACCURACY_FLOOR, DEFAULT_PARITY_TOLERANCE
-from adaret.validation.evaluate import latency_summary, machine, memory_mib, versions
+from adaret.validation.defaults import ReportSettings
+from adaret.validation.evaluate import latency_summary, machine, ort_memory, versions
 from adaret.validation.reference import device_for, load_checkpoint, schedule_at
 
 DEFAULT_QUESTIONS = 2000
@@ -60,25 +60,14 @@ TIMING_ROUNDS = 5
 DISAGREEMENTS_SHOWN = 10
 
 
-@dataclass
-class QaValidationConfig:
+@dataclass(kw_only=True)
+class QaValidationConfig(ReportSettings):
+    """For question answering, ``data`` is squad-dev or a SQuAD-format file (default: held out from the
+    checkpoint's data), ``budgets`` the exports made from a checkpoint target (default: its training budget) and
+    ``max_examples`` DEFAULT_QUESTIONS unless set; ``onnx`` and ``plans`` (classification's) are refused."""
+
     target: str | None = None  # an export (directory or .onnx) or a checkpoint directory
-    checkpoint: str | None = None
-    data: str | None = None  # squad-dev or a SQuAD-format file (default: held out from the checkpoint's data)
-    budgets: tuple[float, ...] | None = None  # exports made from a checkpoint target (default: its training budget)
-    out: str = "out/validate"
-    max_examples: int | None = None  # None: DEFAULT_QUESTIONS
     seed: int = 0
-    batch_size: int = 8
-    threads: int | None = None
-    device: str = "cpu"
-    parity_tolerance: float = DEFAULT_PARITY_TOLERANCE
-    accuracy_floor: float = DEFAULT_ACCURACY_FLOOR
-    memory: bool = True
-    overwrite: bool = False
-    command: str = ""
-    onnx: list[str] = field(default_factory=list)  # classification's flags: refused here, with a pointer
-    plans: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -164,12 +153,9 @@ def _resolve_target(config: QaValidationConfig) -> tuple[Path, Path | None]:
 
 
 def _check_numbers(config: QaValidationConfig) -> None:
-    if config.batch_size < 1:
-        raise AdaretError(f"--batch-size must be >= 1, got {config.batch_size}")
+    config.check_numbers()
     if config.max_examples is not None and config.max_examples < 1:
         raise AdaretError(f"--max-examples must be >= 1, got {config.max_examples}")
-    if not 0.0 <= config.accuracy_floor <= 1.0:
-        raise AdaretError(f"--accuracy-floor must lie in [0, 1], got {config.accuracy_floor}")
     device_for(config.device)  # no CUDA device: said now, not after the exports
 
 
@@ -501,11 +487,7 @@ def _speed_row(config: QaValidationConfig, graph: Graph, batch: int, seq_len: in
            "batch": batch, "seq_len": seq_len, "median_ms": summary["latency_p50_ms"],
            "p95_ms": summary["latency_p95_ms"], "sequences_per_s": summary["throughput_per_s"]}
     if config.memory:
-        kwargs = {"model": str(graph.path), "batch": batch, "seq_len": seq_len, "threads": config.threads}
-        default = memory_mib("adaret.runtime.memory:ort_workload", kwargs)
-        arena = memory_mib("adaret.runtime.memory:ort_workload", kwargs | {"memory": "arena"})
-        row |= {"peak_memory_mib": default["peak_mib"], "peak_memory_mib_arena": arena["peak_mib"],
-                "memory_method": "peak RSS delta, " + default["method"]}
+        row |= ort_memory(str(graph.path), batch, seq_len, config.threads)
     return row
 
 
@@ -539,10 +521,7 @@ def _checks(config: QaValidationConfig, rows: list[dict]) -> list[dict]:
                                  f"{AGREEMENT_FLOOR:.0%}); max |logit diff| {diff:.2e}, "
                                  f"{row['windows_over_tolerance']} window(s) above {config.parity_tolerance:.0e}"})
         if row["budget"] < 1.0:
-            floor = config.accuracy_floor * full["f1"]
-            checks.append({"check": "f1_floor", "target": name, "passed": row["f1"] >= floor,
-                           "detail": f"F1 {row['f1']:.2f} vs floor {floor:.2f} ({config.accuracy_floor:.0%} of full "
-                                     f"{full['f1']:.2f})"})
+            checks.append(config.floor_check(name, "F1", row["f1"], full["f1"], digits=2))
     return checks
 
 

@@ -31,12 +31,7 @@ from adaret.runtime.memory import synthetic_feeds
 from adaret.runtime.text import Encoded
 from adaret.training.checkpoint import RetentionCheckpoint
 from adaret.validation import plots
-from adaret.validation.defaults import (
-    DEFAULT_ACCURACY_FLOOR,
-    DEFAULT_BUDGETS,
-    DEFAULT_PARITY_TOLERANCE,
-    DEFAULT_TRT_TOLERANCE,
-)
+from adaret.validation.defaults import DEFAULT_BUDGETS, DEFAULT_TRT_TOLERANCE, ReportSettings
 from adaret.validation.evaluate import (
     RunResult,
     encode_texts,
@@ -44,6 +39,7 @@ from adaret.validation.evaluate import (
     machine,
     make_batches,
     memory_mib,
+    ort_memory,
     quality,
     run_batches,
     versions,
@@ -51,26 +47,11 @@ from adaret.validation.evaluate import (
 from adaret.validation.reference import TorchRunner, cuda_peak_bytes, load_checkpoint, resolve_checkpoint, schedule_at
 
 
-@dataclass
-class ValidationConfig:
-    checkpoint: str | None = None
-    onnx: list[str] = field(default_factory=list)
-    plans: list[str] = field(default_factory=list)
-    data: str | None = None
-    budgets: tuple[float, ...] | None = None
-    out: str = "out/validate"
-    max_examples: int | None = None
-    batch_size: int = 8
-    threads: int | None = None
-    device: str = "cpu"
-    parity_tolerance: float = DEFAULT_PARITY_TOLERANCE
+@dataclass(kw_only=True)
+class ValidationConfig(ReportSettings):
     trt_tolerance: float = DEFAULT_TRT_TOLERANCE
-    accuracy_floor: float = DEFAULT_ACCURACY_FLOOR
-    memory: bool = True
     text_column: str = "text"
     label_column: str = "label"
-    command: str = ""
-    overwrite: bool = False  # write into a non-empty ``out``, replacing only this command's files
 
 
 @dataclass
@@ -125,10 +106,7 @@ def _validate(config: ValidationConfig, out: Path) -> dict:
 def _check_config(config: ValidationConfig) -> None:
     if config.onnx and config.budgets:
         raise AdaretError("give --budgets (to export a graph at each) or --onnx (graphs already exported), not both")
-    if config.batch_size < 1:
-        raise AdaretError(f"--batch-size must be >= 1, got {config.batch_size}")
-    if not 0.0 <= config.accuracy_floor <= 1.0:
-        raise AdaretError(f"--accuracy-floor must lie in [0, 1], got {config.accuracy_floor}")
+    config.check_numbers()
 
 
 # --- the graphs under test ----------------------------------------------------------------------------
@@ -230,12 +208,7 @@ def _deployed_memory(context: Context, item: Deployed) -> dict:
         # A plan's GPU memory is its activation memory per profile (from the sidecar) plus I/O, not a host RSS.
         return {"peak_memory_mib": None, "device_memory_bytes": item.session.device_memory_bytes,
                 "memory_method": "TensorRT sidecar: get_device_memory_size_for_profile_v2 per profile"}
-    kwargs = {"model": str(item.path), "batch": config.batch_size, "seq_len": context.max_length,
-              "threads": config.threads}
-    default = memory_mib("adaret.runtime.memory:ort_workload", kwargs)
-    arena = memory_mib("adaret.runtime.memory:ort_workload", kwargs | {"memory": "arena"})
-    return {"peak_memory_mib": default["peak_mib"], "peak_memory_mib_arena": arena["peak_mib"],
-            "memory_method": "peak RSS delta, " + default["method"]}
+    return ort_memory(str(item.path), config.batch_size, context.max_length, config.threads)
 
 
 # --- the report -------------------------------------------------------------------------------------
@@ -270,10 +243,7 @@ def _checks(config: ValidationConfig, full_row: dict, rows: list[dict]) -> list[
             checks.append({"check": "parity", "target": name, "passed": diff <= tolerance,
                            "detail": f"max |logit diff| vs pytorch-hard {diff:.2e} (tolerance {tolerance:.0e})"})
         if row["budget"] < 1.0:
-            floor = config.accuracy_floor * full_row["accuracy"]
-            checks.append({"check": "accuracy_floor", "target": name, "passed": row["accuracy"] >= floor,
-                           "detail": f"accuracy {row['accuracy']:.4f} vs floor {floor:.4f} "
-                                     f"({config.accuracy_floor:.0%} of full {full_row['accuracy']:.4f})"})
+            checks.append(config.floor_check(name, "accuracy", row["accuracy"], full_row["accuracy"], digits=4))
     return checks
 
 

@@ -34,26 +34,36 @@ if TYPE_CHECKING:
 POSITIONS_PREFIX = "kept_positions_l"
 
 
-@dataclass
-class Agreement:
-    examples: int
-    accuracy_fp32: float
-    accuracy_int8: float
-    prediction_agreement: float
-    kept_positions: int  # real positions fp32 keeps, summed over examples and pruned layers
-    token_agreement: float | None  # None when the graphs have no kept_positions outputs
-    max_abs_logit_diff: float
+# Keyword-only: each task's own fields keep their places in its constructor, these follow by name.
+@dataclass(kw_only=True)
+class TokenAgreement:
+    """What fp32 vs INT8 shares across tasks: the token selection and the largest logit difference."""
 
-    @property
-    def accuracy_ratio(self) -> float:
-        return self.accuracy_int8 / self.accuracy_fp32 if self.accuracy_fp32 else float("nan")
+    kept_positions: int  # real positions fp32 keeps, summed over rows (texts or windows) and pruned layers
+    token_agreement: float | None  # None when the graphs have no kept_positions outputs
+    max_abs_logit_diff: float  # question answering: over start and end logits, at real positions
 
     @property
     def flip_rate(self) -> float | None:
         return None if self.token_agreement is None else 1.0 - self.token_agreement
 
     def as_dict(self) -> dict:
-        return asdict(self) | {"accuracy_ratio": self.accuracy_ratio, "flip_rate": self.flip_rate}
+        return asdict(self) | {"flip_rate": self.flip_rate}
+
+
+@dataclass
+class Agreement(TokenAgreement):
+    examples: int
+    accuracy_fp32: float
+    accuracy_int8: float
+    prediction_agreement: float
+
+    @property
+    def accuracy_ratio(self) -> float:
+        return self.accuracy_int8 / self.accuracy_fp32 if self.accuracy_fp32 else float("nan")
+
+    def as_dict(self) -> dict:
+        return super().as_dict() | {"accuracy_ratio": self.accuracy_ratio}
 
     def summary(self) -> str:
         return (f"prediction agreement {self.prediction_agreement:.4f} on {self.examples} texts; accuracy fp32 "
@@ -62,7 +72,7 @@ class Agreement:
 
 
 @dataclass
-class SpanAgreement:
+class SpanAgreement(TokenAgreement):
     """fp32 vs INT8 question answering; EM and F1 are percentages, as the official SQuAD script reports them."""
 
     questions: int
@@ -72,16 +82,6 @@ class SpanAgreement:
     f1_fp32: float
     exact_match_int8: float
     f1_int8: float
-    kept_positions: int  # real positions fp32 keeps, summed over windows and pruned layers
-    token_agreement: float | None  # None when the graphs have no kept_positions outputs
-    max_abs_logit_diff: float  # over start and end logits, at real positions
-
-    @property
-    def flip_rate(self) -> float | None:
-        return None if self.token_agreement is None else 1.0 - self.token_agreement
-
-    def as_dict(self) -> dict:
-        return asdict(self) | {"flip_rate": self.flip_rate}
 
     def summary(self) -> str:
         return (f"span agreement {self.span_agreement:.4f} on {self.questions} questions; EM/F1 fp32 "

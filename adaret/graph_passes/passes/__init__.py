@@ -10,5 +10,10 @@ from adaret.graph_passes.passes.packed_attention import PackedAttentionPass
 from adaret.graph_passes.passes.row_gather import RowGatherPass
 from adaret.graph_passes.passes.split_skip_layernorm import SplitSkipLayerNormPass
 
-__all__ = ["CleanupPass", "Float16Pass", "FoldConstantsPass", "LastLayerPruningPass", "OrderRestoreEliminationPass",
-           "PackedAttentionPass", "RowGatherPass", "SplitSkipLayerNormPass", "TransformerFusionPass"]
+__all__ = ["ALL_PASSES", "CleanupPass", "Float16Pass", "FoldConstantsPass", "LastLayerPruningPass",
+           "OrderRestoreEliminationPass", "PackedAttentionPass", "RowGatherPass", "SplitSkipLayerNormPass",
+           "TransformerFusionPass"]
+
+# The passes ``adaret optimize --passes`` can name, in the order its messages list them.
+ALL_PASSES = (FoldConstantsPass, CleanupPass, TransformerFusionPass, OrderRestoreEliminationPass, LastLayerPruningPass,
+              PackedAttentionPass, RowGatherPass, SplitSkipLayerNormPass, Float16Pass)

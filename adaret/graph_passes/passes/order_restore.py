@@ -5,11 +5,11 @@ from __future__ import annotations
 import onnx_ir as ir
 
 from adaret.core.io_spec import QUESTION_ANSWERING
-from adaret.graph_passes.base import GraphPass, Rewrite, apply_rules, metadata, rules_match
+from adaret.graph_passes.base import RulePass, metadata
 
 ORDER_INVARIANT_POOLINGS = ("cls", "cls_mean")  # both read CLS and/or a sum over tokens, never their order
 
-class OrderRestoreEliminationPass(GraphPass):
+class OrderRestoreEliminationPass(RulePass):
     """Drop the ascending sort of kept indices when the head cannot see token order.
 
     The exported graph keeps the survivors in original order: TopK(scores) -> indices, then an ascending
@@ -26,6 +26,8 @@ class OrderRestoreEliminationPass(GraphPass):
     """
 
     name = "order-restore-elimination"
+    counted = "sorts removed"
+    left = "an order-restoring TopK"
 
     def applicability(self, model: ir.Model) -> str | None:
         if metadata(model, "task") == QUESTION_ANSWERING.task:
@@ -35,19 +37,10 @@ class OrderRestoreEliminationPass(GraphPass):
             return f"head pooling {pooling!r} may depend on token order"
         return None
 
-    def rewrite(self, model: ir.Model) -> Rewrite:
-        removed = apply_rules(model, _rules())
-        return Rewrite(removed > 0, {"sorts removed": removed})
+    def rules(self) -> list:
+        from onnxscript.rewriter.pattern import RewriteRule
 
-    def ensures(self, model: ir.Model) -> None:
-        if self.applicability(model) is None and rules_match(model, _rules()):
-            raise ir.passes.PostconditionError("an order-restoring TopK is left")
-
-
-def _rules() -> list:
-    from onnxscript.rewriter.pattern import RewriteRule
-
-    return [RewriteRule(_target, _replacement, _check, name=OrderRestoreEliminationPass.name)]
+        return [RewriteRule(_target, _replacement, _check, name=self.name)]
 
 
 def _target(op, order, k):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from adaret.graph_passes.base import GraphPass, Rewrite, apply_rules, rules_match
+from adaret.graph_passes.base import RulePass
 
 
-class RowGatherPass(GraphPass):
+class RowGatherPass(RulePass):
     """Gather kept rows with ``GatherND(batch_dims=1)`` instead of an expanded ``GatherElements``.
 
     ``torch.gather`` exports the row gather after each TopK as
@@ -21,22 +21,15 @@ class RowGatherPass(GraphPass):
     """
 
     name = "row-gather"
+    counted = "row gathers"
+    left = "an expanded row GatherElements"
 
-    def rewrite(self, model: ir.Model) -> Rewrite:
-        replaced = apply_rules(model, _rules())
-        return Rewrite(replaced > 0, {"row gathers": replaced})
+    def rules(self) -> list:
+        from onnxscript.rewriter.pattern import RewriteRule
 
-    def ensures(self, model: ir.Model) -> None:
-        if rules_match(model, _rules()):
-            raise ir.passes.PostconditionError("an expanded row GatherElements is left")
-
-
-def _rules() -> list:
-    from onnxscript.rewriter.pattern import RewriteRule
-
-    # remove_nodes=False: an Expand that also feeds another consumer must not stop the rewrite. Such a rule
-    # makes the rule set end with a sweep of unused nodes, which drops the replaced gathers and their Expands.
-    return [RewriteRule(_target, _replacement, _check, name=RowGatherPass.name, remove_nodes=False)]
+        # remove_nodes=False: an Expand that also feeds another consumer must not stop the rewrite. Such a rule
+        # makes the rule set end with a sweep of unused nodes, which drops the replaced gathers and their Expands.
+        return [RewriteRule(_target, _replacement, _check, name=self.name, remove_nodes=False)]
 
 
 def _target(op, data, index, shape):

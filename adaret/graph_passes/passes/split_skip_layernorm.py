@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from adaret.graph_passes.base import GraphPass, Rewrite, apply_rules, rules_match
+from adaret.graph_passes.base import RulePass
 
 
-class SplitSkipLayerNormPass(GraphPass):
+class SplitSkipLayerNormPass(RulePass):
     """On CPU, undo the SkipLayerNormalization fusion: ``LayerNormalization(x + skip [+ bias])``.
 
     ONNX Runtime 1.32's CPU SkipLayerNormalization kernel is slower than the three ops it replaces
@@ -21,20 +21,13 @@ class SplitSkipLayerNormPass(GraphPass):
     """
 
     name = "split-skip-layernorm"
+    counted = "split"
+    left = "a SkipLayerNormalization"
 
-    def rewrite(self, model: ir.Model) -> Rewrite:
-        split = apply_rules(model, _rules())
-        return Rewrite(split > 0, {"split": split})
+    def rules(self) -> list:
+        from onnxscript.rewriter.pattern import RewriteRule
 
-    def ensures(self, model: ir.Model) -> None:
-        if rules_match(model, _rules()):
-            raise ir.passes.PostconditionError("a SkipLayerNormalization is left")
-
-
-def _rules() -> list:
-    from onnxscript.rewriter.pattern import RewriteRule
-
-    return [RewriteRule(_target, _replacement, name=SplitSkipLayerNormPass.name)]
+        return [RewriteRule(_target, _replacement, name=self.name)]
 
 
 def _target(op, x, skip, gamma, beta):
