@@ -32,4 +32,7 @@ def make_session(model: str | Path | bytes | onnx.ModelProto, options: ort.Sessi
     if not isinstance(model, str | Path | bytes):
         model = model.SerializeToString()
     source = str(model) if isinstance(model, Path) else model
-    return ort.InferenceSession(source, options or cpu_options(threads), providers=providers or CPU)
+    # No fallback: on a failure ONNX Runtime would print two lines of its own to stdout ("EP Error ... Falling
+    # back") and retry on the providers it was just given; the caller's one-line error is all a user should see.
+    return ort.InferenceSession(source, options or cpu_options(threads), providers=providers or CPU,
+                                enable_fallback=0)
