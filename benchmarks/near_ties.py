@@ -60,6 +60,8 @@ def main() -> None:
 
 def real_feeds(checkpoint: RetentionCheckpoint, count: int) -> list[dict[str, np.ndarray]]:
     """Held-out texts, padded to the runtime's bucket widths (K_l follows the padded length)."""
+    if count == 0:
+        return []
     training = checkpoint.info.training
     split = load_splits(training.get("data", "bbc-news"), seed=int(training.get("seed", 0))).eval
     texts = split.texts[:count]
