@@ -150,3 +150,18 @@ def random_batch(batch: int, seq: int, seed: int = 0, vocab: int = 30522, pad_ro
             length = int(torch.randint(2, seq + 1, (1,), generator=generator))
             mask[row, length:] = 0
     return ids * mask, mask
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tmp_path_factory, minilm_dir) -> Path:
+    """A tiny random BERT saved as a Hugging Face model directory with MiniLM's tokenizer: a --model for training."""
+    import shutil
+
+    from transformers import BertModel
+
+    directory = tmp_path_factory.mktemp("backbone")
+    BertModel(tiny_bert_config()).save_pretrained(directory)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        if (minilm_dir / name).is_file():
+            shutil.copy(minilm_dir / name, directory / name)
+    return directory

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import socket
 import subprocess
 import sys
@@ -23,7 +22,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import LABELS, make_tiny_model, tiny_bert_config
+from conftest import LABELS, make_tiny_model
 
 from adaret.core.errors import AdaretError
 from adaret.training import distributed
@@ -136,18 +135,6 @@ def test_a_partial_launch_environment_is_one_line(monkeypatch):
 
 
 # --- adaret train under torchrun, and --resume ----------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tiny_backbone(tmp_path_factory, minilm_dir) -> Path:
-    from transformers import BertModel
-
-    directory = tmp_path_factory.mktemp("backbone")
-    BertModel(tiny_bert_config()).save_pretrained(directory)
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        if (minilm_dir / name).is_file():
-            shutil.copy(minilm_dir / name, directory / name)
-    return directory
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,9 @@ and answers through the torch-free runtime.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
-from conftest import tiny_bert_config
 
 from adaret.core.errors import AdaretError
 from adaret.export import ExportConfig, run_export
@@ -38,18 +36,6 @@ def squad_file(path: Path, contexts: int = 20) -> Path:
         articles.append({"title": f"a{i}", "paragraphs": [{"context": context, "qas": qas}]})
     path.write_text(json.dumps({"version": "1.1", "data": articles}))
     return path
-
-
-@pytest.fixture(scope="module")
-def tiny_backbone(tmp_path_factory, minilm_dir) -> Path:
-    from transformers import BertModel
-
-    directory = tmp_path_factory.mktemp("backbone")
-    BertModel(tiny_bert_config()).save_pretrained(directory)
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        if (minilm_dir / name).is_file():
-            shutil.copy(minilm_dir / name, directory / name)
-    return directory
 
 
 @pytest.fixture(scope="module")
