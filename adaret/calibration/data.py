@@ -11,14 +11,12 @@ from pathlib import Path
 from adaret.core.errors import AdaretError
 from adaret.core.fileio import sha256_file
 from adaret.core.io_spec import CLASSIFICATION, QUESTION_ANSWERING
-from adaret.core.squad import SquadExample, read_squad, squad_dev_path, squad_train_path
+from adaret.core.squad import SquadExample, read_squad, split_by_context, squad_dev_path, squad_train_path
 from adaret.training.data import BUILTIN_DATASETS, TextDataset, load_splits
 
 MIN_SAMPLES = 8  # fewer texts than this give activation ranges (and f_l) that one outlier can move
 SPLITS = ("train", "eval", "all")
 SQUAD = "squad"  # the official SQuAD v1.1 train (calibration) and dev (held-out) files
-# A SQuAD-format file holds out this share of its contexts as its eval split, as question-answering training does
-QA_EVAL_CONTEXTS = 10
 
 
 @dataclass(frozen=True)
@@ -90,12 +88,8 @@ def _question_split(data: str, split: str, seed: int) -> tuple[list[SquadExample
     files = {path.name: sha256_file(path)}
     if split == "all":
         return examples, files
-    # The rule of question-answering training (adaret.training.question_answering.load_qa_splits, on the torch
-    # side): a tenth of the contexts, shuffled with the seed, and all their questions are held out.
-    contexts = sorted({e.context for e in examples})
-    random.Random(seed).shuffle(contexts)
-    held_out = set(contexts[: max(1, len(contexts) // QA_EVAL_CONTEXTS)])
-    return [e for e in examples if (e.context in held_out) == (split == "eval")], files
+    train, held_out = split_by_context(examples, seed)  # the rule question-answering training splits by
+    return (held_out if split == "eval" else train), files
 
 
 def _check_samples(samples: int) -> None:

