@@ -60,7 +60,7 @@ from adaret.runtime import Session, load
 from adaret.training.checkpoint import RetentionCheckpoint
 from adaret.validation.question_answering import (
     SQUAD_DEV,
-    decode,
+    Cut,
     graph_logits,
     questions,
     runtime_batches,
@@ -148,24 +148,25 @@ def costs(session: Session, windows: QaWindows, schedule: KeepSchedule | None,
     return round(float(np.mean(slots)), 4), round(float(np.mean(tokens)), 4)
 
 
-def evaluate(graphs: Graphs, method: str, budget: float, examples: list[SquadExample],
+def evaluate(graphs: Graphs, method: str, budget: float, examples: list[SquadExample], windows: QaWindows,
              batch_size: int) -> tuple[dict, np.ndarray]:
+    """One method at one budget on ``windows``, the runtime's windows of ``examples`` (the same for every graph)."""
     cutting = method == "truncation"
     session = graphs.session("learned", 1.0) if cutting else graphs.session(method, budget)
-    settings = session.metadata.question_answering or {}
-    windows = runtime_windows(session, examples)
     cut = truncated(windows, budget) if cutting else None
-    run_on = cut or windows
-    start, end, seconds = graph_logits(session, run_on, runtime_batches(session, run_on, batch_size))
-    spans = decode(start, end, run_on, examples, int(settings["max_answer_length"]))
-    scores, f1 = per_question(spans, examples)
+    run_on = windows if cut is None else cut
+    settings = session.metadata.question_answering or {}
+    plan = Cut(run_on, runtime_batches(session, run_on, batch_size), int(settings["max_answer_length"]))
+    decoded = plan.decoded(examples, *graph_logits(session, run_on, plan.batches))
+    scores, f1 = per_question(decoded.spans, examples)
     numerators = (session.metadata.schedule or {}).get("numerators")
     schedule = KeepSchedule(tuple(numerators)) if numerators and budget < 1.0 and cut is None else None
     row = {"budget": budget, "method": method if budget < 1.0 else "full",
            "exact_match": round(scores["exact_match"], 2), "f1": round(scores["f1"], 2),
            **dict(zip(("cost", "token_cost"), costs(session, windows, schedule, cut), strict=True)),
            "windows": len(windows),
-           "mean_window_tokens": round(float(np.mean(run_on.lengths)), 1), "graph_seconds": round(seconds, 2)}
+           "mean_window_tokens": round(float(np.mean(run_on.lengths)), 1),
+           "graph_seconds": round(decoded.seconds, 2)}
     print(f"  b={budget:g} {row['method']}: EM {row['exact_match']:.2f} F1 {row['f1']:.2f} cost {row['cost']:.3f}",
           flush=True)
     return row, f1
@@ -224,10 +225,13 @@ def run(args: argparse.Namespace, work: Path) -> dict:
     graphs = Graphs(Path(args.checkpoint), window, work, args.threads)
     # Significance needs a layer before the first pruned one; with a gated first layer it does not apply.
     methods = [m for m in METHODS if not (m == "significance" and "0" in checkpoint.model.gates)]
+    # Cut once: every graph comes from this checkpoint, so the runtime cuts the same windows with each
+    # (same tokenizer, window settings and length cap).
+    windows = runtime_windows(graphs.session(methods[0], BUDGETS[0]), examples)
     rows, f1 = [], {}
     for budget in (*BUDGETS, 1.0):
         for method in methods if budget < 1.0 else ["learned"]:
-            row, f1[(method, budget)] = evaluate(graphs, method, budget, examples, args.batch_size)
+            row, f1[(method, budget)] = evaluate(graphs, method, budget, examples, windows, args.batch_size)
             rows.append(row)
     full = rows[-1]["f1"]
     for row in rows:

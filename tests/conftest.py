@@ -165,3 +165,15 @@ def tiny_backbone(tmp_path_factory, minilm_dir) -> Path:
         if (minilm_dir / name).is_file():
             shutil.copy(minilm_dir / name, directory / name)
     return directory
+
+
+def write_squad(path: Path, paragraphs: list[tuple[str, list[tuple[str, str, str]]]]) -> Path:
+    """A SQuAD v1.1 file, one article per paragraph ``(context, [(id, question, answer text), ...])``; each answer's
+    ``answer_start`` is its first occurrence in the context."""
+    import json
+
+    articles = [{"title": f"a{i}", "paragraphs": [{"context": context, "qas": [
+        {"id": qid, "question": question, "answers": [{"text": answer, "answer_start": context.index(answer)}]}
+        for qid, question, answer in qas]}]} for i, (context, qas) in enumerate(paragraphs)]
+    path.write_text(json.dumps({"version": "1.1", "data": articles}))
+    return path

@@ -8,12 +8,12 @@ fp32 answers, through the torch-free runtime.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+from conftest import write_squad
 from test_export_qa import WINDOWS, save_qa_checkpoint
 
 import adaret.runtime as rt
@@ -46,18 +46,14 @@ FILLER = ("The river ran slowly past the old mill while traders counted their go
 def squad_long(path: Path, contexts: int, offset: int = 0) -> Path:
     """A SQuAD-format file whose contexts take one to three windows of WINDOWS' 96 tokens (up to about 180 tokens),
     with the answer early in some and late in others."""
-    articles = []
+    paragraphs = []
     for i in range(offset, offset + contexts):
         place, year = PLACES[i % len(PLACES)], str(1900 + 7 * i)
         fact = f"In {year} the council of {place} opened a new bridge over the river. "
         context = FILLER * (i % 3) + fact + FILLER * (i // 3 % 3)
-        qas = [{"id": f"c{i}-place", "question": f"Where was a bridge opened in {year}?",
-                "answers": [{"text": place, "answer_start": context.index(place)}]},
-               {"id": f"c{i}-year", "question": f"When did {place} open a new bridge?",
-                "answers": [{"text": year, "answer_start": context.index(year)}]}]
-        articles.append({"title": f"t{i}", "paragraphs": [{"context": context, "qas": qas}]})
-    path.write_text(json.dumps({"version": "1.1", "data": articles}))
-    return path
+        paragraphs.append((context, [(f"c{i}-place", f"Where was a bridge opened in {year}?", place),
+                                     (f"c{i}-year", f"When did {place} open a new bridge?", year)]))
+    return write_squad(path, paragraphs)
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ and answers through the torch-free runtime.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
+from conftest import write_squad
 
 from adaret.core.errors import AdaretError
 from adaret.export import ExportConfig, run_export
@@ -24,18 +24,14 @@ COUNTRIES = ["France", "Italy", "Spain", "Germany", "Austria", "Portugal", "Gree
 
 
 def squad_file(path: Path, contexts: int = 20) -> Path:
-    articles = []
+    paragraphs = []
     for i in range(contexts):
-        city, country = CITIES[i % len(CITIES)], COUNTRIES[i % len(COUNTRIES)]
+        city, country, year = CITIES[i % len(CITIES)], COUNTRIES[i % len(COUNTRIES)], str(1990 + i)
         context = (f"Report {i}. The weather was mild and the markets were calm. The capital of {country} is {city}, "
-                   f"which hosted a meeting in {1990 + i}. Many visitors came that year.")
-        qas = [{"id": f"q{i}-city", "question": f"What is the capital of {country}?",
-                "answers": [{"text": city, "answer_start": context.index(city)}]},
-               {"id": f"q{i}-year", "question": f"When did {city} host a meeting?",
-                "answers": [{"text": str(1990 + i), "answer_start": context.index(str(1990 + i))}]}]
-        articles.append({"title": f"a{i}", "paragraphs": [{"context": context, "qas": qas}]})
-    path.write_text(json.dumps({"version": "1.1", "data": articles}))
-    return path
+                   f"which hosted a meeting in {year}. Many visitors came that year.")
+        paragraphs.append((context, [(f"q{i}-city", f"What is the capital of {country}?", city),
+                                     (f"q{i}-year", f"When did {city} host a meeting?", year)]))
+    return write_squad(path, paragraphs)
 
 
 @pytest.fixture(scope="module")

@@ -56,6 +56,5 @@ class TopMInference(nn.Module):
                                       self.scorer)
         # question answering: [batch, seq, 2] -> start_logits, end_logits, each [batch, seq]
         logits = out.logits.unbind(-1) if self.model.config.is_question_answering else (out.logits,)
-        if not self.with_positions and len(logits) == 1:
-            return logits[0]
-        return (*logits, *out.kept_positions.values()) if self.with_positions else logits
+        outputs = (*logits, *out.kept_positions.values()) if self.with_positions else logits
+        return outputs[0] if len(outputs) == 1 else outputs

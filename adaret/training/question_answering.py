@@ -173,7 +173,7 @@ def predictions(data: SpanData, logits: torch.Tensor) -> dict[str, str]:
     start, end = logits[..., 0].numpy(), logits[..., 1].numpy()
     spans = best_spans(start, end, data.windows, [e.context for e in data.examples],
                        max_answer_length=data.settings.max_answer_length)
-    return {example.id: found[0].text if found else "" for example, found in zip(data.examples, spans, strict=True)}
+    return {example.id: found[0].text for example, found in zip(data.examples, spans, strict=True)}  # never empty
 
 
 def span_scores(model: RetentionModel, data: SpanData, batch_size: int, *, mode: str,

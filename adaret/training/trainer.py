@@ -35,7 +35,7 @@ import torch
 from adaret.core.errors import AdaretError
 from adaret.core.io_spec import CLASSIFICATION, QUESTION_ANSWERING
 from adaret.core.outputs import output_dir
-from adaret.modeling import BudgetDuals, KeepSchedule, RetentionConfig, RetentionModel, load_encoder
+from adaret.modeling import BudgetDuals, EncoderAdapter, KeepSchedule, RetentionConfig, RetentionModel, load_encoder
 from adaret.modeling.hf_loading import load_tokenizer
 from adaret.training import distributed
 from adaret.training.batching import Encoded
@@ -128,13 +128,8 @@ def _run_training(config: TrainConfig, command: str | None) -> TrainingRun:
     metrics |= _training_metrics(sgda, config, len(validation), len(train_set), started)
     metrics["seconds_per_stage"] = timer.seconds
     info = CheckpointInfo(
-        base_model={"source": config.model, "model_type": encoder.config.model_type,
-                    "name": _model_name(config.model), "in_checkpoint": not config.freeze_backbone,
-                    "weights_sha256": backbone_weights_sha256(model_dir),
-                    "config": encoder.config.to_diff_dict() | {"model_type": encoder.config.model_type}},
-        retention={},
-        training={k: v for k, v in asdict(config).items() if k != "overwrite"}
-        | {"command": command or " ".join(sys.argv)},
+        base_model=_base_model(config, encoder, model_dir, stored=not config.freeze_backbone), retention={},
+        training=_recorded_training(config, command),
         schedule={"keep_fractions": measured.fractions, "measured_on": validation_set_name(config),
                   "budget": measured.budget},
         metrics=metrics,
@@ -161,14 +156,9 @@ def _run_question_answering(config: TrainConfig, command: str | None) -> Trainin
                                                     init_budget=config.budget))
     tokenizer = load_tokenizer(model_dir)
     run = train_question_answering(model, tokenizer, config, settings)
-    training = {k: v for k, v in asdict(config).items() if k != "overwrite"}
     info = CheckpointInfo(
-        base_model={"source": config.model, "model_type": encoder.config.model_type,
-                    "name": _model_name(config.model), "in_checkpoint": True,
-                    "weights_sha256": backbone_weights_sha256(model_dir),
-                    "config": encoder.config.to_diff_dict() | {"model_type": encoder.config.model_type}},
-        retention={},
-        training=training | {"command": command or " ".join(sys.argv), "question_answering": asdict(settings)},
+        base_model=_base_model(config, encoder, model_dir, stored=True), retention={},
+        training=_recorded_training(config, command) | {"question_answering": asdict(settings)},
         schedule={"keep_fractions": run.schedule.fractions, "measured_on": f"{config.data}:train-validation",
                   "budget": run.schedule.budget},
         metrics=run.metrics,
@@ -177,6 +167,19 @@ def _run_question_answering(config: TrainConfig, command: str | None) -> Trainin
     checkpoint = RetentionCheckpoint(model, tokenizer, info)
     distributed.from_main(partial(checkpoint.save_pretrained, config.out, overwrite=config.overwrite))
     return TrainingRun(checkpoint, None, None)
+
+
+def _base_model(config: TrainConfig, encoder: EncoderAdapter, model_dir: Path, *, stored: bool) -> dict:
+    """What a checkpoint records of its backbone; ``stored``: the (fine-tuned) backbone's weights are in it."""
+    model_type = encoder.config.model_type
+    return {"source": config.model, "model_type": model_type, "name": _model_name(config.model),
+            "in_checkpoint": stored, "weights_sha256": backbone_weights_sha256(model_dir),
+            "config": encoder.config.to_diff_dict() | {"model_type": model_type}}
+
+
+def _recorded_training(config: TrainConfig, command: str | None) -> dict:
+    """The recipe as run (``overwrite`` is not a recipe setting), with its command line."""
+    return {k: v for k, v in asdict(config).items() if k != "overwrite"} | {"command": command or " ".join(sys.argv)}
 
 
 def _held_out_metrics(model: RetentionModel, reference_head: torch.nn.Linear, eval_set: Encoded,

@@ -83,12 +83,12 @@ class Graph:
 
 @dataclass
 class Decoded:
-    """One backend's answers on the sample, and the window logits they came from (None: not at hand)."""
+    """One backend's answers on the sample, and the window logits they came from."""
 
     spans: list[Span | None]
     seconds: float
-    start: list[np.ndarray] | None = None
-    end: list[np.ndarray] | None = None
+    start: list[np.ndarray]
+    end: list[np.ndarray]
 
 
 def run_qa_validation(config: QaValidationConfig) -> dict:
@@ -413,8 +413,6 @@ def _row(backend: str, budget: float, scorer: str, result: Decoded, examples: li
 def _logit_parity(deployed: Decoded, reference: Decoded, windows: QaWindows, tolerance: float) -> dict:
     """Max |start/end logit difference| over every window's real positions, and how many windows exceed
     ``tolerance`` (a near-tie that flips one kept token moves that window's logits by ~1e-2)."""
-    assert deployed.start is not None and deployed.end is not None
-    assert reference.start is not None and reference.end is not None
     worst = []
     for index, length in enumerate(windows.lengths):
         worst.append(max(float(np.abs(deployed.start[index][:length] - reference.start[index][:length]).max()),

@@ -24,6 +24,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +123,11 @@ class _Inputs:
     examples: CalibrationSet
     data: dict  # what the record says about them
 
+    @cached_property
+    def search_set(self) -> CalibrationSet:
+        """The first SEARCH_TEXTS examples, encoded once for the agreement search and the fp32 vs INT8 check."""
+        return self.examples.head(SEARCH_TEXTS)
+
 
 def quantize(config: QuantizeConfig, read_checkpoint: CheckpointReader) -> QuantizeResult:
     """Quantise ``config.onnx``; ``read_checkpoint`` reads ``config.checkpoint`` once the graph has passed its
@@ -163,7 +169,7 @@ def _quantize(config: QuantizeConfig, output: Path, read_checkpoint: CheckpointR
         cache, search = _quantize_ort(named, inputs, plan, config, output)
         if search is not None and not search.reached:
             notes.append(agreement_shortfall(search))
-    agreement = inputs.examples.head(SEARCH_TEXTS).agreement(inputs.model, output)
+    agreement = inputs.search_set.agreement(inputs.model, output)
     record = _record(config, inputs, plan, output, cache, notes, smoothing, search, agreement)
     return QuantizeResult(output, record.write(record_path(output)), record, plan, cache, notes, smoothing, search,
                           agreement)
@@ -363,7 +369,7 @@ def _quantize_ort(model: onnx.ModelProto, inputs: _Inputs, plan: qgraph.QuantPla
 def _search(model: onnx.ModelProto, quantized: onnx.ModelProto, inputs: _Inputs, config: QuantizeConfig,
             plan: qgraph.QuantPlan) -> SearchReport:
     """Token agreement on the calibration examples; MatMuls it puts back in fp32 leave the plan with a reason."""
-    subset = inputs.examples.head(SEARCH_TEXTS)
+    subset = inputs.search_set
     planned = list(subset.planned())
     names = [i.name for i in inputs.model.graph.input]
     batches = [{name: feeds[name] for name in names} for _, feeds in planned]

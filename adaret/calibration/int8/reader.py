@@ -26,7 +26,7 @@ from adaret.calibration.int8.record import texts_sha256
 from adaret.core.errors import AdaretError
 from adaret.core.io_spec import INPUT_NAMES, QUESTION_ANSWERING
 from adaret.core.metadata import ExportMetadata
-from adaret.core.padding import bucket_widths, padded_batches, plan_batches, smallest_width
+from adaret.core.padding import PlannedBatch, bucket_widths, padded_batches, plan_batches, smallest_width
 from adaret.core.qa_windows import QaWindows, make_windows
 from adaret.core.squad import SquadExample
 from adaret.training.data import TextDataset
@@ -41,11 +41,7 @@ def encode_planned(texts: Sequence[str], tokenizer, *, batch_size: int, max_leng
                    seq_len: int | None = None) -> Iterator[Batch]:
     """(indices of the texts, int64 feeds) per batch: to ``seq_len`` for a static graph, else each text to its own
     bucket width."""
-    length = seq_len or max_length
-    ids = tokenizer(list(texts), truncation=True, max_length=length)["input_ids"]
-    widths = [seq_len] if seq_len else bucket_widths(max_length)
-    for batch, feeds in padded_batches(ids, widths, batch_size, _pad_id(tokenizer)):
-        yield batch.indices, feeds
+    yield from TextSet(texts, [], tokenizer, batch_size=batch_size, max_length=max_length, seq_len=seq_len).planned()
 
 
 def encode_batches(texts: Sequence[str], tokenizer, *, batch_size: int, max_length: int,
@@ -120,18 +116,26 @@ class TextSet(CalibrationSet):
         return TextSet(self.texts[:count], self.labels[:count], self.tokenizer, batch_size=self.batch_size,
                        max_length=self.max_length, seq_len=self.seq_len)
 
+    @cached_property
+    def ids(self) -> list[list[int]]:
+        """Each text's token ids, truncated to ``seq_len`` or ``max_length``: tokenised once, padded per pass."""
+        return self.tokenizer(self.texts, truncation=True, max_length=self.seq_len or self.max_length)["input_ids"]
+
+    @property
+    def widths(self) -> list[int]:
+        return [self.seq_len] if self.seq_len else bucket_widths(self.max_length)
+
     @property
     def num_batches(self) -> int:
-        return -(-len(self.texts) // self.batch_size)
+        return len(plan_batches([len(row) for row in self.ids], self.widths, self.batch_size))
 
     def planned(self) -> Iterator[Batch]:
-        return encode_planned(self.texts, self.tokenizer, batch_size=self.batch_size, max_length=self.max_length,
-                              seq_len=self.seq_len)
+        for batch, feeds in padded_batches(self.ids, self.widths, self.batch_size, _pad_id(self.tokenizer)):
+            yield batch.indices, feeds
 
     def fixed_length(self) -> list[dict[str, np.ndarray]]:
         width = self.seq_len or self.max_length
-        return list(encode_batches(self.texts, self.tokenizer, batch_size=self.batch_size, max_length=width,
-                                   seq_len=width))
+        return [feeds for _, feeds in padded_batches(self.ids, [width], self.batch_size, _pad_id(self.tokenizer))]
 
     def example_of_rows(self, rows: Sequence[int]) -> list[int]:
         return list(rows)
@@ -141,10 +145,9 @@ class TextSet(CalibrationSet):
                 "texts_sha256": texts_sha256(self.texts)}
 
     def agreement(self, fp32: Any, int8: Any) -> Any:
-        from adaret.calibration.int8.verify import compare
+        from adaret.calibration.int8.verify import compare_labels
 
-        return compare(fp32, int8, self.texts, self.labels, self.tokenizer, max_length=self.max_length,
-                       batch_size=self.batch_size, seq_len=self.seq_len)
+        return compare_labels(fp32, int8, self)
 
 
 class QaSet(CalibrationSet):
@@ -183,18 +186,21 @@ class QaSet(CalibrationSet):
                             max_length=self.window_length, doc_stride=self.settings["doc_stride"],
                             max_query_length=self.settings["max_query_length"], pad_id=_pad_id(self.tokenizer))
 
+    @cached_property
+    def plan(self) -> list[PlannedBatch]:
+        return plan_batches(self.windows.lengths, self.widths, self.batch_size)
+
     @property
     def num_batches(self) -> int:
-        return len(plan_batches(self.windows.lengths, self.widths, self.batch_size))
+        return len(self.plan)
 
     def planned(self) -> Iterator[Batch]:
-        for batch in plan_batches(self.windows.lengths, self.widths, self.batch_size):
+        for batch in self.plan:
             yield batch.indices, self.windows.pad(batch.width, batch.indices)
 
     def fixed_length(self) -> list[dict[str, np.ndarray]]:
         width = smallest_width(self.widths, self.window_length)  # the bucket of the longest possible window
-        return [self.windows.pad(width, batch.indices)
-                for batch in plan_batches(self.windows.lengths, self.widths, self.batch_size)]
+        return [self.windows.pad(width, batch.indices) for batch in self.plan]
 
     def example_of_rows(self, rows: Sequence[int]) -> list[int]:
         return [int(self.windows.example_index[row]) for row in rows]

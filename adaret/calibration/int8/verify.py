@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from adaret.calibration.int8.reader import QaSet, encode_planned
+from adaret.calibration.int8.reader import QaSet, TextSet
 from adaret.core.io_spec import END_LOGITS, LOGITS, START_LOGITS
 from adaret.core.metadata import ExportMetadata
 from adaret.core.qa_windows import best_spans
@@ -142,16 +142,21 @@ class _Pair:
 
 def compare(fp32: Model, int8: Model, texts: Sequence[str], labels: Sequence[int], tokenizer, *,
             max_length: int = 512, batch_size: int = 8, seq_len: int | None = None) -> Agreement:
+    return compare_labels(fp32, int8, TextSet(texts, labels, tokenizer, batch_size=batch_size,
+                                              max_length=max_length, seq_len=seq_len))
+
+
+def compare_labels(fp32: Model, int8: Model, data: TextSet) -> Agreement:
+    """``compare`` on texts already encoded (a calibration set)."""
     pair = _Pair(fp32, int8)
-    pred_ref, pred_cand = [0] * len(texts), [0] * len(texts)
+    pred_ref, pred_cand = [0] * len(data), [0] * len(data)
     max_diff = 0.0
-    for indices, feeds in encode_planned(texts, tokenizer, batch_size=batch_size, max_length=max_length,
-                                         seq_len=seq_len):
+    for indices, feeds in data.planned():
         out_ref, out_cand = pair.run(feeds)
         for index, a, b in zip(indices, out_ref[LOGITS].argmax(-1), out_cand[LOGITS].argmax(-1), strict=True):
             pred_ref[index], pred_cand[index] = int(a), int(b)
         max_diff = max(max_diff, float(np.abs(out_ref[LOGITS] - out_cand[LOGITS]).max()))
-    labels = list(labels)[:len(pred_ref)]
+    labels = data.labels[:len(pred_ref)]
     n = len(pred_ref)
     return Agreement(
         examples=n,
