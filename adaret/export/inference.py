@@ -56,5 +56,6 @@ class TopMInference(nn.Module):
                                       self.scorer)
         # question answering: [batch, seq, 2] -> start_logits, end_logits, each [batch, seq]
         logits = out.logits.unbind(-1) if self.model.config.is_question_answering else (out.logits,)
-        outputs = (*logits, *out.kept_positions.values()) if self.with_positions else logits
-        return outputs[0] if len(outputs) == 1 else outputs
+        if not self.with_positions:
+            return logits[0] if len(logits) == 1 else logits
+        return (*logits, *out.kept_positions.values())  # a tuple even when no layer is pruned (budget 1.0)
