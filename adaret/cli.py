@@ -184,6 +184,7 @@ STAGE_COMMAND_MODULES = (
     "adaret.engines.cli",
     "adaret.runtime.cli",
     "adaret.validation.cli",
+    "adaret.serving.cli",
 )
 
 

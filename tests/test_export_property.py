@@ -5,7 +5,10 @@ Each example is one export: a non-increasing keep schedule (steep, flat or anyth
 to a budget drawn above the floor of the ungated layers (or 1.0), exported as the dynamic graph by the production
 ``export_module`` on a very small random BERT with one layer per schedule entry. The graph is then checked against
 the PyTorch reference with ``check_parity`` on ``CASES_PER_EXPORT`` drawn (batch, length, right-padding) inputs:
-identical kept positions and |logit diff| <= 1e-4. A draw is one such parity case.
+identical kept positions and |logit diff| <= 1e-4, except on a row whose kept sets differ by a near-tie (every
+swapped token's reference score within ``NEAR_TIE_MARGIN`` of the K_l boundary; ``adaret.core.comparison``),
+whose logits are then not compared. A draw is one such parity case. The gates' weights are spread so that ties
+are rarer still than in a trained adapter; a difference that is not a near-tie fails as before.
 
 The export is what costs: 6-13 s for 3-6 layers on one core (most of it torch.export's decompositions), against a
 few ms per parity case. So the default run is ``DEFAULT_EXPORTS`` drawn exports of ``CASES_PER_EXPORT`` cases
@@ -36,6 +39,7 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from transformers import BertConfig
 
+from adaret.core.comparison import NEAR_TIE_MARGIN
 from adaret.core.constants import DEFAULT_TOLERANCE
 from adaret.core.dummy_inputs import Vocabulary
 from adaret.core.onnx_files import save_model
@@ -175,8 +179,9 @@ def _export_and_compare(deployment: Deployment, cases: list[Case]) -> None:
             assert report.passed, (
                 f"schedule {schedule.numerators} (measured {measured.numerators}, budget {deployment.budget}, "
                 f"gate_first_layer={deployment.gate_first_layer}): {case}: kept positions "
-                f"{'identical' if report.positions_identical else 'DIFFER'}, "
-                f"max |logit diff| {report.max_abs_diff:.2e} (tolerance {DEFAULT_TOLERANCE:.0e})")
+                f"{'identical' if report.positions_identical else 'DIFFER'} ({report.near_ties} rows by a near-tie "
+                f"within {NEAR_TIE_MARGIN:.0e}, excused; any other difference fails), max |logit diff| "
+                f"{report.max_abs_diff:.2e} on the other rows (tolerance {DEFAULT_TOLERANCE:.0e})")
 
 
 @settings(max_examples=DEFAULT_EXPORTS, **_SETTINGS)

@@ -21,15 +21,23 @@ def kept_positions_name(layer: int) -> str:
     return f"kept_positions_l{layer + 1}"
 
 
+def ranking_scores_name(layer: int) -> str:
+    """Reference-only output name for what the TopK before (1-based) layer ``layer + 1`` ranks."""
+    return f"ranking_scores_l{layer + 1}"
+
+
 class TopMInference(nn.Module):
     """``RetentionModel`` in hard top-M mode at a fixed schedule; returns logits (and kept positions)."""
 
     def __init__(self, model: RetentionModel, schedule: KeepSchedule, *, with_positions: bool = False,
-                 keep_order: bool = True, scorer: TokenScorer | None = None):
+                 keep_order: bool = True, scorer: TokenScorer | None = None, with_scores: bool = False):
         super().__init__()
         self.model = model
         self.schedule = schedule
         self.with_positions = with_positions
+        # with_positions and with_scores: also each pruned layer's ranking scores ([batch, candidates], in the
+        # order TopK saw them), after the kept positions; for the tie-aware parity check, never exported
+        self.with_scores = with_scores and with_positions
         self.keep_order = keep_order
         self.scorer = scorer  # None: the learned gates; a baseline heuristic otherwise (same graph around it)
         self.uses_token_type_ids = model.encoder.uses_token_type_ids
@@ -48,7 +56,8 @@ class TopMInference(nn.Module):
     @property
     def output_names(self) -> list[str]:
         extra = [kept_positions_name(layer) for layer in self.pruned_layers] if self.with_positions else []
-        return [*self.io_spec.outputs, *extra]
+        scores = [ranking_scores_name(layer) for layer in self.pruned_layers] if self.with_scores else []
+        return [*self.io_spec.outputs, *extra, *scores]
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None):
@@ -58,4 +67,5 @@ class TopMInference(nn.Module):
         logits = out.logits.unbind(-1) if self.model.config.is_question_answering else (out.logits,)
         if not self.with_positions:
             return logits[0] if len(logits) == 1 else logits
-        return (*logits, *out.kept_positions.values())  # a tuple even when no layer is pruned (budget 1.0)
+        scores = tuple(out.ranking_scores.values()) if self.with_scores else ()
+        return (*logits, *out.kept_positions.values(), *scores)  # a tuple even when no layer is pruned (budget 1.0)

@@ -232,7 +232,7 @@ def _export_one(module: TopMInference, checkpoint: RetentionCheckpoint, result: 
         if not parity.passed:
             raise ParityError(f"{name}: ONNX Runtime disagrees with PyTorch (max |logit diff| "
                               f"{parity.max_abs_diff:.2e}, tolerance {config.tolerance:.0e}, kept positions "
-                              f"{'identical' if parity.positions_identical else 'DIFFERENT'}); nothing written")
+                              f"{parity.positions_verdict}); nothing written")
         _metadata(module, checkpoint, result, seq_len, keep_counts, proto, vocab).write_to(proto)
         save_model(proto, final_path)
     finally:

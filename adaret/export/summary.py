@@ -25,7 +25,7 @@ def print_summary(result: ExportResult) -> None:
         parity = graph.parity
         shapes = sorted({(c.batch, c.seq_len) for c in parity.cases})
         print(f"  parity vs PyTorch: max |logit diff| {parity.max_abs_diff:.2e} (tolerance {parity.tolerance:.0e}), "
-              f"kept positions {'identical' if parity.positions_identical else 'DIFFERENT'} "
+              f"kept positions {parity.positions_verdict} "
               f"over {len(shapes)} (batch, seq) shapes with random padding")
         if graph.optimized is not None:
             opt = graph.optimized

@@ -77,6 +77,9 @@ class RetentionOutput:
     expected_masks: list[torch.Tensor] = field(default_factory=list)  # relaxed: E[m[l]] per layer
     masks: list[torch.Tensor] = field(default_factory=list)  # relaxed: the (sampled) m[l] per layer
     kept_positions: dict[int, torch.Tensor] = field(default_factory=dict)  # hard: original positions
+    # hard: what TopK ranked at each pruned layer (forced tokens and padding included), over that layer's
+    # candidates in their current order; the parity check needs them to tell a near-tie from a bug
+    ranking_scores: dict[int, torch.Tensor] = field(default_factory=dict)
 
 
 class RetentionModel(nn.Module):
@@ -197,12 +200,13 @@ class RetentionModel(nn.Module):
         pooled_sum = torch.zeros_like(hidden[:, 0])
         track_pool = restored is None and self.config.pooling == "cls_mean"
         kept: dict[int, torch.Tensor] = {}
+        ranked: dict[int, torch.Tensor] = {}
         attention = None
         for layer in range(self.num_layers):
             if str(layer) in self.gates and schedule.numerators[layer] < DENOMINATOR:
                 raw = (self.gates[str(layer)].log_alpha(hidden) if scorer is None
                        else scorer(layer, hidden, positions, mask, attention))
-                scores = force_logits(raw, mask, positions, forced)
+                scores = ranked[layer] = force_logits(raw, mask, positions, forced)
                 order = torch.topk(scores, counts[layer], dim=1).indices
                 if keep_order:  # ascending original order; a TopK with the same K keeps K a constant
                     order = torch.topk(order, counts[layer], dim=1, largest=False).values
@@ -221,9 +225,10 @@ class RetentionModel(nn.Module):
             else:
                 hidden = self.encoder.run_layer(layer, hidden, key_bias)
         if restored is not None:
-            return RetentionOutput(self.head(_put(restored, positions, hidden)), kept_positions=kept)
+            return RetentionOutput(self.head(_put(restored, positions, hidden)), kept_positions=kept,
+                                   ranking_scores=ranked)
         pooled = self._pool(hidden[:, 0], lambda: pooled_sum + _masked_sum(hidden, mask), real)
-        return RetentionOutput(self.head(pooled), pooled, kept_positions=kept)
+        return RetentionOutput(self.head(pooled), pooled, kept_positions=kept, ranking_scores=ranked)
 
 
 def _positions(input_ids: torch.Tensor) -> torch.Tensor:
