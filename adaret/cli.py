@@ -11,20 +11,18 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from adaret import __version__
-from adaret.core.cli_args import add_dataclass_arguments, dataclass_values, positive_int
+from adaret.core.cli_args import add_command, add_dataclass_arguments, dataclass_values, positive_int
 from adaret.core.errors import AdaretError, ExportError, root_cause
 
-TRAIN_DESCRIPTION = ("Train Hard-Concrete retention gates on an encoder under a global token budget, by two-timescale "
-                     "gradient descent-ascent, then re-fit the [CLS; mean] head on what the deployed top-M rule "
-                     "computes. The defaults are the recipe measured across data sets in "
-                     "benchmarks/results/generalisation.md.")
+TRAIN_DESCRIPTION = """Train Hard-Concrete retention gates on an encoder under a global token budget, by
+two-timescale gradient descent-ascent, then re-fit the [CLS; mean] head on what the deployed top-M rule computes.
+The defaults are the recipe measured across data sets in benchmarks/results/generalisation.md."""
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     from adaret.training.config import TrainConfig  # light: no torch
 
-    p = sub.add_parser("train", help="train retention gates under a budget and write a checkpoint",
-                       description=TRAIN_DESCRIPTION)
+    p = add_command(sub, "train", "train retention gates under a budget and write a checkpoint", TRAIN_DESCRIPTION)
     add_dataclass_arguments(p, TrainConfig)
     p.set_defaults(run=_run_train)
 
@@ -95,15 +93,14 @@ def _add_auto_budget_arguments(p: argparse._ArgumentGroup) -> None:
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export a checkpoint at a budget to a static top-M ONNX graph",
-                       description=EXPORT_DESCRIPTION)
+    p = add_command(sub, "export", "export a checkpoint at a budget to a static top-M ONNX graph", EXPORT_DESCRIPTION)
     add_export_arguments(p)
     p.set_defaults(run=run_export_command)
 
 
-EXPORT_DESCRIPTION = ("Export a retention checkpoint as an ONNX graph in which the stochastic gates are replaced "
-                      "by a deterministic top-M rule (score, TopK, Gather), check it against PyTorch with ONNX "
-                      "Runtime, and write model.onnx, export_report.json and the tokenizer.")
+EXPORT_DESCRIPTION = """Export a retention checkpoint as an ONNX graph in which the stochastic gates are replaced by
+a deterministic top-M rule (score, TopK, Gather), check it against PyTorch with ONNX Runtime, and write model.onnx,
+export_report.json and the tokenizer."""
 
 
 def _graph_optimizer() -> Callable[..., object]:

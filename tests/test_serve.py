@@ -171,6 +171,14 @@ def test_server_environment_puts_the_stub_env_and_this_libpython_first(tmp_path)
     assert libraries[1:] == ["/opt/x", str(tmp_path / "nvidia_pytriton.libs")]
 
 
+def test_server_environment_bounds_malloc_arenas_unless_the_user_set_them(tmp_path):
+    server = bundled.BundledServer(tmp_path / "pytriton" / "tritonserver")
+    env = bundled.server_environment(server, tmp_path / "env", {"PATH": "/usr/bin"})
+    assert env["MALLOC_ARENA_MAX"] == "2" and env["MALLOC_TRIM_THRESHOLD_"] == "131072"
+    mine = bundled.server_environment(server, tmp_path / "env", {"PATH": "/usr/bin", "MALLOC_ARENA_MAX": "8"})
+    assert mine["MALLOC_ARENA_MAX"] == "8"
+
+
 def test_a_numpy_2_environment_is_refused_for_the_stub():
     with pytest.raises(AdaretError, match=r"numpy 2.*needs numpy<2"):
         bundled.stub_environment(sys.prefix)  # the project's own environment has numpy 2

@@ -12,29 +12,26 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from adaret.calibration.int8.defaults import SMOOTH_ALPHA, TARGET_AGREEMENT
-from adaret.core.cli_args import int_at_least, positive_int
+from adaret.core.cli_args import add_command, int_at_least, positive_int
 from adaret.core.errors import AdaretError
 from adaret.core.io_spec import QUESTION_ANSWERING
 
 if TYPE_CHECKING:
     from adaret.calibration.checkpoint import QuantizeResult
 
-DESCRIPTION = (
-    "Calibrate a retention model on data. Default: INT8 post-training quantisation of an exported graph "
-    "(QDQ, symmetric INT8, per-channel weights; the TopK score path, LayerNorm, Softmax, attention products and "
-    "the head stay fp32), after SmoothQuant, written with a calibration record (<output>.calibration.json) and "
-    "ONNX Runtime's calibration cache. If fewer than --target-agreement of the fp32 token choices survive on the "
-    "calibration texts, the MatMuls that move the most choices go back to fp32 until they do. For ONNX Runtime "
-    "CPU, quantise an `adaret optimize --target ort-cpu-int8` graph (its Q/K/V projections can be INT8); for "
-    "TensorRT, model.onnx or a --target tensorrt graph. With --schedule-only: re-measure the per-layer keep "
-    "fractions on the data and write them into a checkpoint (no retraining), with a plot of the decay. A "
-    "question-answering export calibrates on SQuAD questions cut into its recorded windows, and its head is the "
-    "span head.")
+DESCRIPTION = """Calibrate a retention model on data. Default: INT8 post-training quantisation of an exported graph
+(QDQ, symmetric INT8, per-channel weights; the TopK score path, LayerNorm, Softmax, attention products and the head
+stay fp32), after SmoothQuant, written with a calibration record (<output>.calibration.json) and ONNX Runtime's
+calibration cache. If fewer than --target-agreement of the fp32 token choices survive on the calibration texts, the
+MatMuls that move the most choices go back to fp32 until they do. For ONNX Runtime CPU, quantise an `adaret optimize
+--target ort-cpu-int8` graph (its Q/K/V projections can be INT8); for TensorRT, model.onnx or a --target tensorrt
+graph. With --schedule-only: re-measure the per-layer keep fractions on the data and write them into a checkpoint
+(no retraining), with a plot of the decay. A question-answering export calibrates on SQuAD questions cut into its
+recorded windows, and its head is the span head."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("calibrate", help="keep schedule from data, or INT8 QDQ quantisation of an export",
-                       description=DESCRIPTION)
+    p = add_command(sub, "calibrate", "keep schedule from data, or INT8 QDQ quantisation of an export", DESCRIPTION)
     p.add_argument("--checkpoint", required=True, help="retention checkpoint directory the graph was exported from")
     p.add_argument("--data", default=None,
                    help="classification: bbc-news (default), rotten-tomatoes, or a .csv/.jsonl file with text/label "

@@ -1,4 +1,5 @@
-"""Argument types shared by every stage's command line (one rule, one message), and config dataclasses as flags."""
+"""What every stage's command line shares: subcommand registration, argument types (one rule, one message), and
+config dataclasses as flags."""
 
 from __future__ import annotations
 
@@ -8,6 +9,15 @@ import math
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+
+def add_command(sub: argparse._SubParsersAction, name: str, summary: str, description: str) -> argparse.ArgumentParser:
+    """Subcommand ``name``: ``summary`` in the command list, ``description`` atop its --help.
+
+    ``description`` may be a triple-quoted paragraph: its line breaks and indentation fold to single spaces, as
+    --help shows it anyway.
+    """
+    return sub.add_parser(name, help=summary, description=" ".join(description.split()))
 
 
 def budget_value(text: str) -> float:

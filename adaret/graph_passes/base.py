@@ -46,16 +46,19 @@ class GraphPassResult(ir.passes.PassResult):
 
 @dataclass
 class PassReport:
-    """What one pass did: node counts, ops removed and added by type, pass-specific details, parity."""
+    """What one pass did: node counts, ops removed and added by type, pass-specific details, parity.
+
+    The pipeline measures all but the last two when the pass returns, and fills those in after the parity check.
+    """
 
     name: str
     modified: bool
     nodes_before: int
     nodes_after: int
-    removed: dict[str, int] = field(default_factory=dict)
-    added: dict[str, int] = field(default_factory=dict)
-    details: dict[str, Any] = field(default_factory=dict)
-    skipped: str | None = None
+    removed: dict[str, int]
+    added: dict[str, int]
+    details: dict[str, Any]
+    skipped: str | None  # why the pass did not apply
     max_abs_diff: float | None = None  # logits vs the unoptimised graph after this pass
     seconds: float = 0.0
 

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import argparse
 
-from adaret.core.cli_args import tolerance_value
+from adaret.core.cli_args import add_command, tolerance_value
 from adaret.core.constants import DEFAULT_TOLERANCE
 
 TARGETS = ("ort-cpu", "ort-cpu-int8", "ort-cuda", "tensorrt")
 
+DESCRIPTION = """Run adaret's graph passes over an exported ONNX graph. Each pass reports what it changed and is
+checked against the unoptimised graph with ONNX Runtime on random inputs; a pass that breaks parity stops the run
+with its name."""
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("optimize", help="run graph passes (fold, fuse, prune) on an exported graph",
-                       description="Run adaret's graph passes over an exported ONNX graph. Each pass reports what "
-                                   "it changed and is checked against the unoptimised graph with ONNX Runtime on "
-                                   "random inputs; a pass that breaks parity stops the run with its name.")
+    p = add_command(sub, "optimize", "run graph passes (fold, fuse, prune) on an exported graph", DESCRIPTION)
     p.add_argument("model", help="ONNX graph written by `adaret export`")
     p.add_argument("-o", "--output", required=True,
                    help="where to write the optimised graph (a new file, unless --overwrite)")

@@ -11,18 +11,26 @@ import os
 import sys
 from pathlib import Path
 
-from adaret.core.cli_args import positive_int
+from adaret.core.cli_args import add_command, positive_int
 from adaret.core.errors import AdaretError
 from adaret.runtime.limits import DEFAULT_MAX_CHARS, check_text
 
 MAX_CHARS_HELP = "refuse a text of more characters than this, before tokenising it (default: %(default)s)"
+CLASSIFY_DESCRIPTION = """Load an exported model (model.onnx, an export directory, or a .plan) with adaret.runtime
+and print the label and probabilities of each text. Texts longer than the model's maximum length are truncated, with
+a warning."""
+ANSWER_DESCRIPTION = """Load a question-answering export with adaret.runtime and print the best answer span(s) of
+the context file for the question: the text, its score (start + end logit) and its character span in the file. A
+context longer than one model window is read in overlapping windows."""
+EXPLAIN_DESCRIPTION = """Run a text through an exported graph and show, layer by layer, which of its tokens that
+layer processed, read from the graph's own TopK choices (its kept_positions outputs when exported --with-positions).
+The text is padded as classify pads it, since the kept counts follow the padded length; a text longer than the
+model's maximum is truncated, with a note. Prints one line per layer (or JSON with --json)."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("classify", help="classify texts with an exported model (ONNX Runtime or TensorRT)",
-                       description="Load an exported model (model.onnx, an export directory, or a .plan) with "
-                                   "adaret.runtime and print the label and probabilities of each text. Texts "
-                                   "longer than the model's maximum length are truncated, with a warning.")
+    p = add_command(sub, "classify", "classify texts with an exported model (ONNX Runtime or TensorRT)",
+                    CLASSIFY_DESCRIPTION)
     p.add_argument("model", help="exported .onnx graph, export directory, or TensorRT .plan")
     p.add_argument("texts", nargs="*", default=[],
                    help="texts to classify (or use --file); options may come before, between or after them, "
@@ -58,11 +66,8 @@ def _parse_intermixed(parser: argparse.ArgumentParser) -> None:
 
 
 def _register_answer(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("answer", help="answer a question from a context with an exported question-answering model",
-                       description="Load a question-answering export with adaret.runtime and print the best "
-                                   "answer span(s) of the context file for the question: the text, its score "
-                                   "(start + end logit) and its character span in the file. A context longer than "
-                                   "one model window is read in overlapping windows.")
+    p = add_command(sub, "answer", "answer a question from a context with an exported question-answering model",
+                    ANSWER_DESCRIPTION)
     p.add_argument("model", help="exported question-answering .onnx graph or export directory")
     p.add_argument("question", help="the question")
     p.add_argument("--context-file", required=True, metavar="FILE",
@@ -74,13 +79,8 @@ def _register_answer(sub: argparse._SubParsersAction) -> None:
 
 
 def _register_explain(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("explain", help="show which tokens each layer of an exported model kept for a text",
-                       description="Run a text through an exported graph and show, layer by layer, which of its "
-                                   "tokens that layer processed, read from the graph's own TopK choices (its "
-                                   "kept_positions outputs when exported --with-positions). The text is padded as "
-                                   "classify pads it, since the kept counts follow the padded length; a text "
-                                   "longer than the model's maximum is truncated, with a note. Prints one line "
-                                   "per layer (or JSON with --json).")
+    p = add_command(sub, "explain", "show which tokens each layer of an exported model kept for a text",
+                    EXPLAIN_DESCRIPTION)
     p.add_argument("model", help="export directory (its model.onnx, or the smallest model_seq<N>.onnx bucket that "
                                  "holds the text) or an unoptimised .onnx graph; optimised *.opt.onnx graphs no "
                                  "longer hold the structure this reads")

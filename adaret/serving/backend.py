@@ -24,6 +24,7 @@ from adaret.core.io_spec import LOGITS
 from adaret.runtime.session import Session, load
 from adaret.runtime.text import TruncationWarning
 from adaret.serving.configs import LABEL, PROBABILITIES, TEXT
+from adaret.serving.standalone import tokenizer_model as standalone_tokenizer
 
 THREADS_VARIABLE = "ADARET_SERVE_THREADS"
 
@@ -132,16 +133,8 @@ class TextModel(_SessionModel):
 
 
 def decode_texts(array: np.ndarray) -> list[str]:
-    """A request's texts: UTF-8 bytes (Triton's BYTES), each with at least one non-space character."""
-    texts = []
-    for position, item in enumerate(array.reshape(-1)):
-        if not isinstance(item, bytes | str):
-            raise AdaretError(f"text[{position}] must be a UTF-8 string, got {type(item).__name__}")
-        try:
-            text = item.decode("utf-8") if isinstance(item, bytes) else item
-        except UnicodeDecodeError as exc:
-            raise AdaretError(f"text[{position}] is not valid UTF-8 (byte {exc.start})") from None
-        if not text.strip():
-            raise AdaretError(f"text[{position}] is empty: send at least one non-space character")
-        texts.append(text)
-    return texts
+    """A request's texts, by the standalone repository's rule (UTF-8, not blank); a bad one raises AdaretError."""
+    try:
+        return standalone_tokenizer.decode_texts(array)
+    except ValueError as exc:
+        raise AdaretError(str(exc)) from None

@@ -15,6 +15,14 @@ The Python-backend stub (the process that runs a model's ``model.py``) needs thr
   libpython is another build of the same version than the environment's standard library, the stub can fail in
   ``initialize`` (``'_thread.RLock' object has no attribute '_recursion_count'``). The interpreter's own
   ``LIBDIR`` goes first on ``LD_LIBRARY_PATH``.
+
+One more setting is about memory, not correctness. The runtime allocates ONNX Runtime's tensors with plain malloc
+(its arena is off), and in the stubs glibc kept the freed chunks of varied sizes spread over many malloc arenas:
+over 5,000 mixed-length requests (benchmarks/serve_load.py --soak 5000) the server's resident set grew by 8 MiB
+per 1,000 requests in the second half with no setting, and by 9 with ``MALLOC_ARENA_MAX=2`` alone. With
+``MALLOC_ARENA_MAX=2`` and ``MALLOC_TRIM_THRESHOLD_=131072`` it stayed flat (+0.1 +- 0.4 MiB per 1,000). The cost
+is speed: the trim threshold also fixes glibc's mmap threshold, so large tensors are mapped and unmapped on every
+request (the soak ran at 21 requests/s against 29 with the arena limit alone). A value the user set is kept.
 """
 
 from __future__ import annotations
@@ -33,6 +41,8 @@ from adaret.core.errors import AdaretError
 
 INSTALL_HINT = "pip install 'adaret[serve]' and `pip install --no-deps nvidia-pytriton==0.7.0` (the Makefile does both)"
 STUB_NAME = "triton_python_backend_stub"
+# glibc malloc settings for the server and its stubs (module docstring: they keep the stubs' memory flat)
+MALLOC_SETTINGS = {"MALLOC_ARENA_MAX": "2", "MALLOC_TRIM_THRESHOLD_": "131072"}
 # The stub's Python environment: an explicit --stub-env, else $ADARET_TRITON_PYTHON, else STUB_ENV inside the
 # running environment (where the Makefile creates it).
 STUB_ENV = "triton-python"
@@ -132,6 +142,8 @@ def server_environment(server: BundledServer, stub_env: Path, base: Mapping[str,
     libdir = sysconfig.get_config_var("LIBDIR")
     library_path = [*([libdir] if libdir else []), *_entries(env.get("LD_LIBRARY_PATH")), str(server.libraries)]
     env["LD_LIBRARY_PATH"] = os.pathsep.join(dict.fromkeys(library_path))  # first occurrence wins, order kept
+    for name, value in MALLOC_SETTINGS.items():
+        env.setdefault(name, value)
     return env
 
 

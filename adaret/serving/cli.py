@@ -7,29 +7,27 @@ from __future__ import annotations
 
 import argparse
 
-from adaret.core.cli_args import positive_int
+from adaret.core.cli_args import add_command, positive_int
 
-SERVE_DESCRIPTION = (
-    "Serve an export (an export directory, a .onnx graph, or a TensorRT .plan with its sidecar) with the Triton "
-    "Inference Server bundled in the nvidia-pytriton wheel. Two models: NAME takes input_ids and attention_mask "
-    "(and token_type_ids where the export has it; INT64 [batch, sequence]) and returns logits (FP32); NAME_text "
-    "takes UTF-8 texts (BYTES [batch, 1]) and returns label (BYTES) and probabilities (FP32), tokenised with the "
-    "export's own tokenizer. Both run adaret.runtime inside Triton's Python backend. Health is at "
-    "/v2/health/ready, Prometheus metrics at :METRICS_PORT/metrics. SIGTERM or Ctrl-C stops the server after the "
-    "requests in flight; the command then exits 0.")
-REPO_DESCRIPTION = (
-    "Write a Triton model repository for a datacenter Triton server: the graph on the ONNX Runtime backend "
-    "(platform onnxruntime_onnx: NAME, or NAME_seq<N> per static bucket), a TensorRT model (tensorrt_plan, "
-    "NAME_seq<N>_trt) per model_seq<N>.plan next to a static export or given as EXPORT, a Python-backend "
-    "tokenizer (NAME_tokenizer; needs numpy and tokenizers in the server's Python), a Python-backend label model "
-    "(NAME_labels) and NAME_text, an ensemble text -> label. Dims, data types and labels come from the graph and "
-    "its metadata. The bundled server of `adaret serve` has neither the ONNX Runtime nor the TensorRT backend: "
-    "serve this repository with NVIDIA's Triton container.")
+SERVE_DESCRIPTION = """Serve an export (an export directory, a .onnx graph, or a TensorRT .plan with its sidecar)
+with the Triton Inference Server bundled in the nvidia-pytriton wheel. Two models: NAME takes input_ids and
+attention_mask (and token_type_ids where the export has it; INT64 [batch, sequence]) and returns logits (FP32);
+NAME_text takes UTF-8 texts (BYTES [batch, 1]) and returns label (BYTES) and probabilities (FP32), tokenised with
+the export's own tokenizer. Both run adaret.runtime inside Triton's Python backend. Health is at /v2/health/ready,
+Prometheus metrics at :METRICS_PORT/metrics. SIGTERM or Ctrl-C stops the server after the requests in flight; the
+command then exits 0."""
+REPO_DESCRIPTION = """Write a Triton model repository for a datacenter Triton server: the graph on the ONNX Runtime
+backend (platform onnxruntime_onnx: NAME, or NAME_seq<N> per static bucket), a TensorRT model (tensorrt_plan,
+NAME_seq<N>_trt) per model_seq<N>.plan next to a static export or given as EXPORT, a Python-backend tokenizer
+(NAME_tokenizer; needs numpy and tokenizers in the server's Python), a Python-backend label model (NAME_labels) and
+NAME_text, an ensemble text -> label. Dims, data types and labels come from the graph and its metadata. The bundled
+server of `adaret serve` has neither the ONNX Runtime nor the TensorRT backend: serve this repository with NVIDIA's
+Triton container."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="serve an export over HTTP/gRPC with Triton Inference Server (dynamic batching)",
-                       description=SERVE_DESCRIPTION)
+    p = add_command(sub, "serve", "serve an export over HTTP/gRPC with Triton Inference Server (dynamic batching)",
+                    SERVE_DESCRIPTION)
     p.add_argument("export", help="export directory, .onnx graph, or TensorRT .plan (with its sidecar)")
     p.add_argument("--port", type=_port, default=8000, help="HTTP port (default: %(default)s)")
     p.add_argument("--grpc-port", type=_port, default=8001, help="gRPC port (default: %(default)s)")
@@ -47,9 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "environment, which `make install` creates)")
     p.set_defaults(run=_run_serve)
 
-    p = sub.add_parser("triton-repo", help="write a Triton model repository (ONNX Runtime / TensorRT backends, "
-                                           "tokenizer, text ensemble) for a datacenter Triton",
-                       description=REPO_DESCRIPTION)
+    p = add_command(sub, "triton-repo", "write a Triton model repository (ONNX Runtime / TensorRT backends, "
+                                        "tokenizer, text ensemble) for a datacenter Triton", REPO_DESCRIPTION)
     p.add_argument("export", help="export directory, .onnx graph, or TensorRT .plan (with its sidecar)")
     p.add_argument("out", metavar="DIR", help="the model repository to write (Triton's --model-repository)")
     _add_batching(p, instances_help="instances per model (default: %(default)s)")

@@ -6,8 +6,16 @@ import argparse
 import shlex
 import sys
 
-from adaret.core.cli_args import budget_value, non_negative_float, positive_int, tolerance_value
+from adaret.core.cli_args import add_command, budget_value, non_negative_float, positive_int, tolerance_value
 from adaret.validation.defaults import DEFAULT_ACCURACY_FLOOR, DEFAULT_PARITY_TOLERANCE, DEFAULT_TRT_TOLERANCE
+
+VALIDATE_DESCRIPTION = """On the same eval inputs, compare (a) the PyTorch full model, (b) PyTorch hard top-M and
+(c) the ONNX Runtime graph (and a TensorRT plan) at each budget: accuracy, agreement with (a), max |logit diff|,
+latency p50/p95, throughput and peak memory. Writes report.json, report.md and PNG plots; exits 1 when parity or the
+accuracy floor fails."""
+BENCH_DESCRIPTION = """Latency, throughput, peak memory and accuracy of PyTorch eager full and retained, ONNX
+Runtime full (the baseline) and retained at several budgets, and TensorRT plans when given; writes <name>.json and
+<name>.md with the command, the machine and the versions."""
 
 
 def budgets_value(text: str) -> tuple[float, ...]:
@@ -45,12 +53,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("validate", help="compare PyTorch full, PyTorch top-M and the deployed graphs on eval data",
-                       description="On the same eval inputs, compare (a) the PyTorch full model, (b) PyTorch hard "
-                                   "top-M and (c) the ONNX Runtime graph (and a TensorRT plan) at each budget: "
-                                   "accuracy, agreement with (a), max |logit diff|, latency p50/p95, throughput "
-                                   "and peak memory. Writes report.json, report.md and PNG plots; exits 1 when "
-                                   "parity or the accuracy floor fails.")
+    p = add_command(sub, "validate", "compare PyTorch full, PyTorch top-M and the deployed graphs on eval data",
+                    VALIDATE_DESCRIPTION)
     _common(p)
     p.add_argument("target", nargs="?", default=None, metavar="EXPORT_OR_CHECKPOINT",
                    help="question answering: the export to validate (with --checkpoint), or a checkpoint to export at "
@@ -86,11 +90,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="skip the peak-memory measurements (one subprocess per configuration)")
     p.set_defaults(run=_run_validate)
 
-    b = sub.add_parser("bench", help="side-by-side benchmark: PyTorch, ONNX Runtime (and TensorRT), full vs retained",
-                       description="Latency, throughput, peak memory and accuracy of PyTorch eager full and "
-                                   "retained, ONNX Runtime full (the baseline) and retained at several budgets, "
-                                   "and TensorRT plans when given; writes <name>.json and <name>.md with the "
-                                   "command, the machine and the versions.")
+    b = add_command(sub, "bench", "side-by-side benchmark: PyTorch, ONNX Runtime (and TensorRT), full vs retained",
+                    BENCH_DESCRIPTION)
     _common(b)
     b.add_argument("--budgets", type=budgets_value, default=(0.3, 0.4, 0.5), metavar="B[,B...]",
                    help="retained budgets (budget 1.0 is always the full baseline) (default: 0.3,0.4,0.5)")
