@@ -41,13 +41,12 @@ import contextlib
 import ctypes
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +55,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
 from common import describe, machine, write_results
+
+from adaret.serving.server import Ports
 
 REPO = Path(__file__).resolve().parent.parent
 THREADS_VARIABLE = "ADARET_SERVE_THREADS"  # adaret.serving.backend reads it in each model instance
@@ -117,17 +118,6 @@ def tree_usage(root: int) -> dict:
 # --- one `adaret serve` -------------------------------------------------------------------------------------------
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 def _die_with_parent() -> None:
     """In the child: SIGTERM when this script dies (then `adaret serve` stops its server)."""
     with contextlib.suppress(OSError, AttributeError):
@@ -149,7 +139,7 @@ class Server:
     served: int = 0  # requests answered or failed, warm-up and settle included
 
     def start(self) -> None:
-        http, grpc, metrics = _free_ports(3)
+        http, grpc, metrics = astuple(Ports.free())
         self.port = http
         batching = (["--max-queue-delay-us", str(self.args.max_queue_delay_us)] if self.dynamic
                     else ["--no-dynamic-batching"])

@@ -7,10 +7,10 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
+from dataclasses import astuple
 from pathlib import Path
 
 import numpy as np
@@ -52,17 +52,6 @@ def _copy(result, tmp_path_factory, name: str) -> Path:
     target = tmp_path_factory.mktemp(name) / "export"
     shutil.copytree(result.config.out_dir, target)
     return target
-
-
-def _free_ports(count: int = 3) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def _parse(path: Path) -> model_config_pb2.ModelConfig:
@@ -197,7 +186,7 @@ def test_serve_errors_are_one_line(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def served(dynamic_export):
     _server_or_skip()
-    http, grpc, metrics = _free_ports()
+    http, grpc, metrics = astuple(Ports.free())
     command = [sys.executable, "-m", "adaret.cli", "serve", str(dynamic_export), "--port", str(http),
                "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--max-batch", str(MAX_BATCH),
                "--max-queue-delay-us", "2000"]
@@ -313,7 +302,7 @@ def test_standalone_tokenizer_and_label_models_run_in_the_bundled_server(dynamic
     facts = read_export(dynamic_export)
     repository = tmp_path / "repo"
     write_standalone_repository(facts, "m", Batching(MAX_BATCH, 100, 1), repository)
-    http, grpc, metrics = _free_ports()
+    http, grpc, metrics = astuple(Ports.free())
     extra = ["--model-control-mode=explicit", "--load-model=m_tokenizer", "--load-model=m_labels",
              "--exit-timeout-secs=5"]
     with backends_directory(bundled.find_bundled_server()) as backends:

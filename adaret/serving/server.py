@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +40,19 @@ class Ports:
     http: int = 8000
     grpc: int = 8001
     metrics: int = 8002
+
+    @classmethod
+    def free(cls) -> Ports:
+        """Three ports the system reports free now (for tests and benchmarks that start several servers); another
+        process may still take one before the server binds it."""
+        sockets = [socket.socket() for _ in range(3)]
+        try:
+            for s in sockets:
+                s.bind(("127.0.0.1", 0))
+            return cls(*(s.getsockname()[1] for s in sockets))
+        finally:
+            for s in sockets:
+                s.close()
 
 
 def server_command(server: BundledServer, repository: Path, backends: Path, ports: Ports,
