@@ -308,7 +308,7 @@ def load(path: str | Path, *, memory: str | None = None, threads: int | None = N
     """
     check_max_chars(max_chars)
     path = Path(path)
-    files = _model_files(path)
+    files = model_files(path)
     runners: dict[int | None, Runner] = {}
     for file in files:
         if file.suffix == ".plan":
@@ -324,7 +324,9 @@ def load(path: str | Path, *, memory: str | None = None, threads: int | None = N
                    max_chars=max_chars)
 
 
-def _model_files(path: Path) -> list[Path]:
+def model_files(path: Path) -> list[Path]:
+    """The files ``load(path)`` runs, in its order: an export directory's graphs (manifest checked), or the one
+    ``.onnx``/``.plan`` given."""
     if path.is_dir():
         graphs = _graphs_in(path)
         # An export directory is one set: a graph or tokenizer left by another (or an interrupted) export must not

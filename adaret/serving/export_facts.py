@@ -14,9 +14,7 @@ import numpy as np
 
 from adaret.core.errors import AdaretError
 from adaret.core.io_spec import CLASSIFICATION, LOGITS
-
-# _model_files: the files load() runs, so that a repository holds exactly what adaret serve would serve
-from adaret.runtime.session import Session, _model_files, load
+from adaret.runtime.session import Session, load, model_files
 
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 PLAN_NAME = re.compile(r"model_seq(\d+)\.plan")
@@ -55,7 +53,7 @@ def read_export(path: str | Path) -> ExportFacts:
     if fixed_batch is not None:
         raise AdaretError(f"{source} was exported for a fixed batch of {fixed_batch}; Triton's dynamic batching "
                           "needs a dynamic batch axis (re-export without --batch)")
-    files = _model_files(source)  # the same files load() picked, in the same order
+    files = model_files(source)  # the files load() ran, in its order: the repository holds exactly those
     graphs: dict[int | None, Path] = {}
     plans: dict[int, Path] = {}
     for file, (length, _runner) in zip(files, session.runners.items(), strict=True):
