@@ -20,9 +20,11 @@ One more setting is about memory, not correctness. The runtime allocates ONNX Ru
 (its arena is off), and in the stubs glibc kept the freed chunks of varied sizes spread over many malloc arenas:
 over 5,000 mixed-length requests (benchmarks/serve_load.py --soak 5000) the server's resident set grew by 8 MiB
 per 1,000 requests in the second half with no setting, and by 9 with ``MALLOC_ARENA_MAX=2`` alone. With
-``MALLOC_ARENA_MAX=2`` and ``MALLOC_TRIM_THRESHOLD_=131072`` it stayed flat (+0.1 +- 0.4 MiB per 1,000). The cost
-is speed: the trim threshold also fixes glibc's mmap threshold, so large tensors are mapped and unmapped on every
-request (the soak ran at 21 requests/s against 29 with the arena limit alone). A value the user set is kept.
+``MALLOC_ARENA_MAX=2`` and ``MALLOC_TRIM_THRESHOLD_=131072`` it stays flat (+0.5 +- 0.5 MiB per 1,000 after
+warm-up, benchmarks/results/serve_soak.md; the two runs without are in docs/results.md, their files not kept).
+The cost is speed: the trim threshold also fixes glibc's mmap threshold, so large tensors are mapped and unmapped
+on every request (the soak ran at 21 requests/s against 29 with the arena limit alone). A value the user set is
+kept.
 """
 
 from __future__ import annotations
