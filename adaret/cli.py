@@ -36,7 +36,13 @@ def _run_train(args: argparse.Namespace) -> int:
         return 0
     m = checkpoint.info.metrics
     print(f"wrote {args.out}")
-    if config.task == "question-answering":
+    if config.task == "summarization":
+        full, hard = m["rouge_full"], m["rouge_hard"]
+        ratio = m["rougeL_hard_over_full"]
+        share = f"ROUGE-L {100 * ratio:.1f}% of full" if ratio is not None else "full ROUGE-L is 0"
+        print(f"ROUGE-1/2/L  full {full['rouge1']:.2f}/{full['rouge2']:.2f}/{full['rougeL']:.2f}  "
+              f"hard@{args.budget} {hard['rouge1']:.2f}/{hard['rouge2']:.2f}/{hard['rougeL']:.2f} ({share})")
+    elif config.task == "question-answering":
         print(f"F1  full {m['f1_full']:.2f}  full (final weights) {m['f1_full_final_weights']:.2f}  "
               f"hard@{args.budget} {m['f1_hard']:.2f} ({100 * m['hard_over_full']:.1f}% of full); "
               f"EM hard {m['exact_match_hard']:.2f}")
@@ -100,7 +106,9 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 EXPORT_DESCRIPTION = """Export a retention checkpoint as an ONNX graph in which the stochastic gates are replaced by
 a deterministic top-M rule (score, TopK, Gather), check it against PyTorch with ONNX Runtime, and write model.onnx,
-export_report.json and the tokenizer."""
+export_report.json and the tokenizer. A summarization checkpoint (or --task summarization) exports as
+encoder_model.onnx, decoder_model.onnx and decoder_with_past_model.onnx with summarization.json, checked by greedy
+generation against PyTorch (dynamic graphs only; no graph passes)."""
 
 
 def _graph_optimizer() -> Callable[..., object]:
@@ -127,6 +135,8 @@ def run_export_command(args: argparse.Namespace) -> int:
 
     auto = settings_from_args(args)  # None for a numeric budget
     config = ExportConfig(**{**dataclass_values(ExportConfig, args), "budget": 1.0 if auto else args.budget})
+    if _is_summarization(config):
+        return _run_summarization_export(args, config, auto)
     optimizer = None if args.no_optimize else _graph_optimizer()
     # Re-running the same command replaces the previous export in the default directory: it holds nothing else.
     if args.out is None and holds_only_an_export(config.out_dir):
@@ -138,6 +148,34 @@ def run_export_command(args: argparse.Namespace) -> int:
     # fails at once, and a failed export leaves no empty directory behind.
     with output_dir(config.out_dir, overwrite=overwrite, what="export directory"):
         return _export_and_build(args, config, auto, optimizer)
+
+
+def _is_summarization(config) -> bool:
+    from adaret.export.seq2seq import is_summarization_config
+
+    return is_summarization_config(config)
+
+
+def _run_summarization_export(args: argparse.Namespace, config, auto) -> int:
+    """``--task summarization`` (or a summarization checkpoint): three graphs, no graph passes, no engines."""
+    from dataclasses import replace
+
+    from adaret.core.outputs import holds_only_an_export
+    from adaret.export.seq2seq import run_summarization_export, summary_lines
+
+    if auto or args.engine:
+        raise AdaretError(f"{'--budget auto' if auto else '--engine'} is not supported for summarization exports")
+    if args.out is None and holds_only_an_export(config.out_dir):
+        config = replace(config, overwrite=True)
+    try:
+        result = run_summarization_export(config)
+    except (AdaretError, ModuleNotFoundError):
+        raise
+    except Exception as exc:  # torch.onnx, onnx or ONNX Runtime: one line, as for the classification export
+        raise ExportError(f"exporting summarization checkpoint {config.checkpoint_dir} at budget {config.budget:g} "
+                          f"failed: {root_cause(exc)}") from exc
+    print("\n".join(summary_lines(result)))
+    return 0
 
 
 def _export_and_build(args: argparse.Namespace, config, auto, optimizer) -> int:

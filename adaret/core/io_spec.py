@@ -14,6 +14,7 @@ TOKEN_TYPE_IDS = "token_type_ids"
 INPUT_NAMES = (INPUT_IDS, ATTENTION_MASK, TOKEN_TYPE_IDS)
 LOGITS = "logits"
 START_LOGITS, END_LOGITS = "start_logits", "end_logits"
+ENCODER_HIDDEN_STATES, ENCODER_ATTENTION_MASK = "encoder_hidden_states", "encoder_attention_mask"
 BATCH_AXIS, SEQUENCE_AXIS = "batch", "sequence"
 
 
@@ -32,4 +33,19 @@ class TaskIOSpec:
 CLASSIFICATION = TaskIOSpec("sequence-classification", (LOGITS,))
 # Extractive QA: a start and an end logit for every original position [batch, sequence] (Optimum's names).
 QUESTION_ANSWERING = TaskIOSpec("question-answering", (START_LOGITS, END_LOGITS))
-TASKS = {spec.task: spec for spec in (CLASSIFICATION, QUESTION_ANSWERING)}
+# Summarization's encoder graph: the compact memory (the tokens that survive the last gated layer) and its mask,
+# the names Optimum's encoder-decoder export gives the decoder's inputs.
+SUMMARIZATION = TaskIOSpec("summarization", (ENCODER_HIDDEN_STATES, ENCODER_ATTENTION_MASK))
+TASKS = {spec.task: spec for spec in (CLASSIFICATION, QUESTION_ANSWERING, SUMMARIZATION)}
+
+
+def decoder_cache_names(num_layers: int, prefix: str, *, encoder: bool = True) -> list[str]:
+    """Optimum's KV-cache names, ``{prefix}.{i}.decoder.key`` ... ``{prefix}.{i}.encoder.value``, layer by layer.
+
+    ``prefix`` is ``past_key_values`` for a decoder step's inputs and ``present`` for its outputs; each tensor is
+    [batch, heads, length, head_size]. ``encoder=False`` leaves out the cross-attention cache (what
+    ``decoder_with_past_model.onnx`` returns: it reads that cache, it does not change it).
+    """
+    parts = ("decoder", "encoder") if encoder else ("decoder",)
+    return [f"{prefix}.{layer}.{part}.{kind}" for layer in range(num_layers) for part in parts
+            for kind in ("key", "value")]

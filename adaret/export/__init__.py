@@ -11,6 +11,7 @@ _EXPORTS = by_module({
     "adaret.export.config": ("ExportConfig",),
     "adaret.export.pipeline": ("ExportResult", "run_export"),
     "adaret.export.inference": ("TopMInference",),
+    "adaret.export.seq2seq": ("SummarizationExportResult", "run_summarization_export"),
 })
 
 __all__ = sorted(_EXPORTS)

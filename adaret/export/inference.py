@@ -27,7 +27,8 @@ def ranking_scores_name(layer: int) -> str:
 
 
 class TopMInference(nn.Module):
-    """``RetentionModel`` in hard top-M mode at a fixed schedule; returns logits (and kept positions)."""
+    """``RetentionModel`` in hard top-M mode at a fixed schedule; returns the task's outputs (logits, start and end
+    logits, or summarization's memory and its int64 mask) and, with ``with_positions``, the kept positions."""
 
     def __init__(self, model: RetentionModel, schedule: KeepSchedule, *, with_positions: bool = False,
                  keep_order: bool = True, scorer: TokenScorer | None = None, with_scores: bool = False):
@@ -40,7 +41,8 @@ class TopMInference(nn.Module):
         self.with_scores = with_scores and with_positions
         self.keep_order = keep_order
         self.scorer = scorer  # None: the learned gates; a baseline heuristic otherwise (same graph around it)
-        self.uses_token_type_ids = model.encoder.uses_token_type_ids
+        # a summarization chunk is one segment: training feeds no token types, so neither does the graph
+        self.uses_token_type_ids = model.encoder.uses_token_type_ids and not model.config.is_summarization
         self.io_spec: TaskIOSpec = TASKS[model.config.task]
 
     @property
@@ -63,9 +65,15 @@ class TopMInference(nn.Module):
                 token_type_ids: torch.Tensor | None = None):
         out = self.model.forward_hard(input_ids, attention_mask, token_type_ids, self.schedule, self.keep_order,
                                       self.scorer)
-        # question answering: [batch, seq, 2] -> start_logits, end_logits, each [batch, seq]
-        logits = out.logits.unbind(-1) if self.model.config.is_question_answering else (out.logits,)
+        logits = self._task_outputs(out)
         if not self.with_positions:
             return logits[0] if len(logits) == 1 else logits
         scores = tuple(out.ranking_scores.values()) if self.with_scores else ()
         return (*logits, *out.kept_positions.values(), *scores)  # a tuple even when no layer is pruned (budget 1.0)
+
+    def _task_outputs(self, out) -> tuple[torch.Tensor, ...]:
+        if self.model.config.is_summarization:  # the decoder's memory, and its mask as Optimum's int64
+            return out.hidden_states, out.memory_mask.to(torch.int64)
+        if self.model.config.is_question_answering:  # [batch, seq, 2] -> start_logits, end_logits, [batch, seq]
+            return out.logits.unbind(-1)
+        return (out.logits,)

@@ -33,6 +33,7 @@ from adaret.export.parity import ParityReport, check_parity, model_vocabulary
 from adaret.modeling import DENOMINATOR, MIN_KEEP, KeepSchedule
 from adaret.modeling.scorers import TokenScorer, make_scorer
 from adaret.training.checkpoint import RetentionCheckpoint
+from adaret.training.seq2seq_checkpoint import is_seq2seq_checkpoint
 
 REPORT_NAME = "export_report.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
@@ -95,6 +96,9 @@ def run_export(config: ExportConfig, optimizer: GraphOptimizer | None = None) ->
     removed, and ``manifest.json`` (each file's sha256) is written last; ``adaret.runtime.load`` checks it.
     """
     checkpoint_dir = config.checkpoint_dir
+    if is_seq2seq_checkpoint(checkpoint_dir):  # its config would fail to parse here, with a less useful message
+        raise AdaretError(f"checkpoint {checkpoint_dir} is a summarization checkpoint: export it with --task "
+                          "summarization (adaret.export.seq2seq.run_summarization_export)")
     checkpoint = RetentionCheckpoint.from_pretrained(checkpoint_dir, attn_implementation="eager")
     if config.task is not None and config.task != checkpoint.model.config.task:
         raise AdaretError(f"--task {config.task}: checkpoint {checkpoint_dir} was trained for "

@@ -9,12 +9,16 @@ unchanged (drop-and-restore), so every position still has a final state:
     key bias of layer l:  log(m[l, j] + tiny)         (a hard mask where m[l, j] == 0)
     h[l, i] = m[l, i] * Layer_l(h[l-1])[i] + (1 - m[l, i]) * h[l-1, i]
 
-Two heads:
+Three heads:
 - classification reads [h_cls ; mean_i h[L, i]] over the real tokens, so it is invariant to token order;
 - question answering reads every position's final state h[L, i] (a dropped token's is the state it had when it
   was dropped) and gives a start and an end logit per position. The question segment (token type 0: CLS, the
   question and its SEP) is forced like CLS, so the budget is spent on the context; the budget still counts
   every real token, question included, so a budget means the same compute in both tasks.
+- summarization has no head: the encoder's output is the decoder's memory (``adaret.modeling.seq2seq``). The
+  compact memory is what survives the last gated layer: in hard mode those tokens' states, gathered (K_L of
+  them), and in relaxed mode every position's state with the soft mask m[L] as its mask. ``memory="restored"``
+  is the alternative the decoder can read instead: every position, dropped ones with their restored state.
 
 Two modes share the same parameters:
 - relaxed: Hard-Concrete samples in training, deterministic gates in eval. A layer only computes the
@@ -32,7 +36,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from adaret.core.io_spec import CLASSIFICATION, QUESTION_ANSWERING, TASKS
+from adaret.core.io_spec import CLASSIFICATION, QUESTION_ANSWERING, SUMMARIZATION, TASKS
 from adaret.modeling.budget import geometric_keep_ratio
 from adaret.modeling.encoders import EncoderAdapter
 from adaret.modeling.gates import HardConcreteGate, HardConcreteParams, force_logits
@@ -42,6 +46,7 @@ from adaret.modeling.scorers import TokenScorer
 # Additive key bias for a masked key in hard mode; finite so the graph also runs in fp16.
 MASKED_KEY_BIAS = -1e4
 POOLINGS = ("cls_mean", "cls")
+MEMORIES = ("compact", "restored")
 
 
 @dataclass
@@ -55,11 +60,21 @@ class RetentionConfig:
     init_budget: float = 0.5
     mask_epsilon: float = 1e-9
     pooling: str = "cls_mean"  # "cls_mean": [h_cls ; mean of real tokens] (order-invariant); "cls": h_cls only
-    task: str = CLASSIFICATION.task  # or QUESTION_ANSWERING.task: a span head over every position
+    task: str = CLASSIFICATION.task  # or QUESTION_ANSWERING.task: a span head over every position, or SUMMARIZATION
+    memory: str = "compact"  # summarization: what the decoder reads ("compact" or "restored"; see the module doc)
 
     @property
     def is_question_answering(self) -> bool:
         return self.task == QUESTION_ANSWERING.task
+
+    @property
+    def is_summarization(self) -> bool:
+        return self.task == SUMMARIZATION.task
+
+    @property
+    def restores_states(self) -> bool:
+        """The hard rule writes each dropped token's state back at its position (QA, and a restored memory)."""
+        return self.is_question_answering or (self.is_summarization and self.memory == "restored")
 
     @property
     def num_labels(self) -> int:
@@ -72,7 +87,7 @@ class RetentionConfig:
 
 @dataclass
 class RetentionOutput:
-    logits: torch.Tensor  # classification [batch, labels]; question answering [batch, seq, 2] (start, end)
+    logits: torch.Tensor | None  # classification [batch, labels]; QA [batch, seq, 2] (start, end); None: summarization
     pooled: torch.Tensor | None = None  # [CLS ; mean] features the head reads
     expected_masks: list[torch.Tensor] = field(default_factory=list)  # relaxed: E[m[l]] per layer
     masks: list[torch.Tensor] = field(default_factory=list)  # relaxed: the (sampled) m[l] per layer
@@ -80,6 +95,9 @@ class RetentionOutput:
     # hard: what TopK ranked at each pruned layer (forced tokens and padding included), over that layer's
     # candidates in their current order; the parity check needs them to tell a near-tie from a bug
     ranking_scores: dict[int, torch.Tensor] = field(default_factory=dict)
+    # summarization: the decoder's memory [batch, memory, hidden] and its mask [batch, memory] (float; soft in relaxed)
+    hidden_states: torch.Tensor | None = None
+    memory_mask: torch.Tensor | None = None
 
 
 class RetentionModel(nn.Module):
@@ -100,7 +118,11 @@ class RetentionModel(nn.Module):
             raise ValueError(f"unknown task {config.task!r} (expected one of {', '.join(TASKS)})")
         if config.pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {config.pooling!r} (expected one of {', '.join(POOLINGS)})")
-        if config.is_question_answering:
+        if config.memory not in MEMORIES:
+            raise ValueError(f"unknown memory {config.memory!r} (expected one of {', '.join(MEMORIES)})")
+        if config.is_summarization:
+            self.head = nn.Identity()  # the decoder reads the states; it lives in the seq2seq model
+        elif config.is_question_answering:
             self.head = nn.Linear(hidden, 2)
         else:
             self.head = nn.Linear(hidden * (2 if config.pooling == "cls_mean" else 1), config.num_labels)
@@ -147,6 +169,10 @@ class RetentionModel(nn.Module):
             hidden = self._update_alive(layer, hidden, mask)
         if self.config.is_question_answering:  # h[L, i] is already the restored state of every position
             return RetentionOutput(self.head(hidden), expected_masks=expected_masks, masks=masks)
+        if self.config.is_summarization:
+            memory_mask = mask if self.config.memory == "compact" else real
+            return RetentionOutput(None, expected_masks=expected_masks, masks=masks, hidden_states=hidden,
+                                   memory_mask=memory_mask)
         pooled = self._pool(hidden[:, 0], lambda: _masked_sum(hidden, real), real)
         return RetentionOutput(self.head(pooled), pooled, expected_masks=expected_masks, masks=masks)
 
@@ -196,9 +222,10 @@ class RetentionModel(nn.Module):
         mask, positions = real, _positions(input_ids)
         forced = self._forced(attention_mask, token_type_ids)
         hidden = self.encoder.embed(input_ids, token_type_ids)
-        restored = hidden if forced is not None else None  # QA: each position's state when it was dropped
+        # QA and a restored memory: each position's state when it was dropped
+        restored = hidden if self.config.restores_states else None
         pooled_sum = torch.zeros_like(hidden[:, 0])
-        track_pool = restored is None and self.config.pooling == "cls_mean"
+        track_pool = restored is None and not self.config.is_summarization and self.config.pooling == "cls_mean"
         kept: dict[int, torch.Tensor] = {}
         ranked: dict[int, torch.Tensor] = {}
         attention = None
@@ -214,6 +241,7 @@ class RetentionModel(nn.Module):
                     pooled_sum = pooled_sum + _masked_sum(hidden, mask)
                 if restored is not None:
                     restored = _put(restored, positions, hidden)
+                if forced is not None:
                     forced = forced.gather(1, order)
                 hidden, mask, positions = _take(hidden, order), mask.gather(1, order), positions.gather(1, order)
                 if track_pool:
@@ -224,6 +252,10 @@ class RetentionModel(nn.Module):
                 hidden, attention = self.encoder.run_layer_with_attention(layer, hidden, key_bias)
             else:
                 hidden = self.encoder.run_layer(layer, hidden, key_bias)
+        if self.config.is_summarization:
+            memory, memory_mask = (hidden, mask) if restored is None else (_put(restored, positions, hidden), real)
+            return RetentionOutput(None, kept_positions=kept, ranking_scores=ranked, hidden_states=memory,
+                                   memory_mask=memory_mask)
         if restored is not None:
             return RetentionOutput(self.head(_put(restored, positions, hidden)), kept_positions=kept,
                                    ranking_scores=ranked)

@@ -1,5 +1,6 @@
-"""``adaret classify MODEL TEXT...``, ``adaret answer MODEL QUESTION --context-file F`` and ``adaret explain MODEL
-TEXT``: the runtime from the command line (torch-free, like the runtime)."""
+"""``adaret classify MODEL TEXT...``, ``adaret answer MODEL QUESTION --context-file F``, ``adaret summarize EXPORT
+(TEXT | --file F)`` and ``adaret explain MODEL TEXT``: the runtime from the command line (torch-free, like the
+runtime)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,11 @@ a warning."""
 ANSWER_DESCRIPTION = """Load a question-answering export with adaret.runtime and print the best answer span(s) of
 the context file for the question: the text, its score (start + end logit) and its character span in the file. A
 context longer than one model window is read in overlapping windows."""
+SUMMARIZE_DESCRIPTION = """Load a summarization export directory (encoder_model.onnx, decoder_model.onnx,
+decoder_with_past_model.onnx and summarization.json, as adaret export --task summarization writes it) with
+adaret.runtime and print a summary of one document: the text given, or the whole of --file. The document is cut
+into the chunks the model was trained on (tokens past the trained maximum are not read); the summary is greedy, or
+beam search with --num-beams."""
 EXPLAIN_DESCRIPTION = """Run a text through an exported graph and show, layer by layer, which of its tokens that
 layer processed, read from the graph's own TopK choices (its kept_positions outputs when exported --with-positions).
 The text is padded as classify pads it, since the kept counts follow the padded length; a text longer than the
@@ -42,6 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_run_classify)
     _parse_intermixed(p)
     _register_answer(sub)
+    _register_summarize(sub)
     _register_explain(sub)
 
 
@@ -76,6 +83,22 @@ def _register_answer(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-chars", type=positive_int, default=DEFAULT_MAX_CHARS, help=MAX_CHARS_HELP)
     p.add_argument("--json", action="store_true", help="print one JSON object with the question and its answers")
     p.set_defaults(run=_run_answer)
+
+
+def _register_summarize(sub: argparse._SubParsersAction) -> None:
+    p = add_command(sub, "summarize", "summarize a document with an exported summarization model",
+                    SUMMARIZE_DESCRIPTION)
+    p.add_argument("model", metavar="EXPORT", help="summarization export directory")
+    p.add_argument("text", nargs="?", default=None, help="the document to summarize (or use --file)")
+    p.add_argument("--file", default=None, metavar="FILE",
+                   help="UTF-8 file holding the document, read whole ('-' for stdin)")
+    p.add_argument("--max-new-tokens", type=positive_int, default=None, metavar="N",
+                   help="most summary tokens to generate (default: what the model was trained on, from the export)")
+    p.add_argument("--num-beams", type=positive_int, default=1, metavar="K",
+                   help="beam search with K beams, length-normalised (default: %(default)s, greedy)")
+    p.add_argument("--max-chars", type=positive_int, default=DEFAULT_MAX_CHARS, help=MAX_CHARS_HELP)
+    p.add_argument("--json", action="store_true", help="print one JSON object with the summary and its score")
+    p.set_defaults(run=_run_summarize)
 
 
 def _register_explain(sub: argparse._SubParsersAction) -> None:
@@ -158,7 +181,7 @@ def _read_bytes(file: str) -> tuple[str, bytes]:
     return source, data.removeprefix(codecs.BOM_UTF8)
 
 
-def _read_context(file: str, max_chars: int) -> str:
+def _read_context(file: str, max_chars: int, needs: str = "the context file must hold the text to search") -> str:
     source, data = _read_bytes(file)
     try:
         context = data.decode("utf-8")
@@ -166,7 +189,7 @@ def _read_context(file: str, max_chars: int) -> str:
         raise AdaretError(f"{source} is not valid UTF-8 (byte 0x{data[exc.start]:02x} at byte {exc.start + 1}); "
                           "save the file as UTF-8") from None
     if not context.strip():
-        raise AdaretError(f"{source} is empty: the context file must hold the text to search")
+        raise AdaretError(f"{source} is empty: {needs}")
     return check_text(context, max_chars, source)
 
 
@@ -183,6 +206,34 @@ def _run_answer(args: argparse.Namespace) -> int:
         return 0
     for span in spans:  # one line per answer, whatever line breaks the context has inside the span
         print(f"{' '.join(span.text.split())}\t{span.score:.3f}\t{span.start_char}:{span.end_char}")
+    return 0
+
+
+def _summarize_document(args: argparse.Namespace) -> str:
+    if (args.text is None) == (args.file is None):
+        raise AdaretError("give the document as TEXT or with --file, not both" if args.text is not None
+                          else "nothing to summarize: give the document as TEXT or with --file")
+    if args.file is not None:
+        document = _read_context(args.file, args.max_chars, "it must hold the document to summarize")
+    else:
+        document = check_text(_argv_text(args.text, "the text"), args.max_chars, "the text")
+    if not document.strip():
+        raise AdaretError("the text is empty")
+    return document
+
+
+def _run_summarize(args: argparse.Namespace) -> int:
+    from adaret.runtime.summarize import Summarizer
+
+    document = _summarize_document(args)  # before the model loads: a bad file is reported at once
+    summarizer = Summarizer(args.model, max_chars=args.max_chars)
+    hypothesis = summarizer.generate([document], max_new_tokens=args.max_new_tokens, num_beams=args.num_beams)[0]
+    summary = summarizer.decode(hypothesis)
+    if args.json:
+        print(json.dumps({"summary": summary, "score": hypothesis.score, "finished": hypothesis.finished,
+                          "num_beams": args.num_beams}))
+    else:
+        print(summary)
     return 0
 
 

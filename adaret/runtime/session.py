@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -17,10 +17,14 @@ from adaret.core.metadata import ExportMetadata
 from adaret.core.outputs import check_manifest
 from adaret.core.padding import PAD_MULTIPLE, PlannedBatch, bucket_widths, padded_batches, smallest_width
 from adaret.core.qa_windows import Span
+from adaret.core.seq2seq_graphs import is_summarization_export
 from adaret.runtime import qa
 from adaret.runtime.limits import DEFAULT_MAX_CHARS, check_max_chars, check_text
 from adaret.runtime.runners import OrtRunner, Runner, SessionFromOnnx, TrtRunner
 from adaret.runtime.text import DEFAULT_MAX_LENGTH, Encoded, TextEncoder
+
+if TYPE_CHECKING:
+    from adaret.runtime.summarize import Summarizer
 
 STATIC_GRAPH = re.compile(r"model_seq(\d+)(?:\.opt)?\.onnx")
 
@@ -294,11 +298,16 @@ def _check_texts(texts: Sequence[str], max_chars: int) -> list[str]:
 
 def load(path: str | Path, *, memory: str | None = None, threads: int | None = None,
          providers: list[str] | None = None, max_length: int | None = None,
-         pad_multiple: int = PAD_MULTIPLE, max_chars: int = DEFAULT_MAX_CHARS) -> Session:
+         pad_multiple: int = PAD_MULTIPLE, max_chars: int = DEFAULT_MAX_CHARS) -> Session | Summarizer:
     """Open an exported model: a ``.onnx`` graph (ONNX Runtime), a ``.plan`` (TensorRT), or an export directory
     (its dynamic graph, else all of its ``model_seq<N>`` buckets; the optimised ``.opt.onnx`` of each where
     export wrote one). The tokenizer next to it is used for ``classify``. A directory whose ``manifest.json``
     (written by export) does not match its files, or does not list the graph picked, is refused.
+
+    A summarization export directory (one with ``summarization.json``) opens as an
+    ``adaret.runtime.summarize.Summarizer`` instead, whose ``summarize(texts)`` runs its three graphs (``memory``,
+    ``threads``, ``providers`` and ``max_chars`` apply to it; ``max_length`` and ``pad_multiple`` do not: it cuts
+    documents into the chunks it was trained on).
 
     ``memory`` picks the CPU allocator (see ``adaret.runtime.options.MEMORY_MODES``; default: arena off),
     ``threads`` the intra-op threads, ``providers`` overrides the execution providers, ``max_length`` caps the
@@ -308,6 +317,10 @@ def load(path: str | Path, *, memory: str | None = None, threads: int | None = N
     """
     check_max_chars(max_chars)
     path = Path(path)
+    if path.is_dir() and is_summarization_export(path):
+        from adaret.runtime.summarize import Summarizer
+
+        return Summarizer(path, memory=memory, threads=threads, providers=providers, max_chars=max_chars)
     files = model_files(path)
     runners: dict[int | None, Runner] = {}
     for file in files:
@@ -351,6 +364,9 @@ def _graphs_in(directory: Path) -> list[Path]:
         return [dynamic]
     lengths = sorted({int(m[1]) for p in directory.glob("model_seq*.onnx") if (m := STATIC_GRAPH.fullmatch(p.name))})
     if not lengths:
+        if is_summarization_export(directory):
+            raise AdaretError(f"{directory} is a summarization export (encoder_model.onnx, decoder_model.onnx, "
+                              "decoder_with_past_model.onnx): open it with adaret.runtime.load, or adaret summarize")
         raise AdaretError(f"{directory} holds no model.onnx or model_seq<N>.onnx")
     return [p for n in lengths if (p := best(f"model_seq{n}")) is not None]
 

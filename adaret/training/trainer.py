@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from adaret.core.errors import AdaretError
-from adaret.core.io_spec import CLASSIFICATION, QUESTION_ANSWERING
+from adaret.core.io_spec import CLASSIFICATION, QUESTION_ANSWERING, SUMMARIZATION
 from adaret.core.outputs import output_dir
 from adaret.modeling import BudgetDuals, EncoderAdapter, KeepSchedule, RetentionConfig, RetentionModel, load_encoder
 from adaret.modeling.hf_loading import load_tokenizer
@@ -51,7 +51,7 @@ from adaret.training.data import TextDataset, load_splits
 from adaret.training.evaluate import RelaxedEval, accuracy, evaluate_relaxed
 from adaret.training.head import fit_head, pooled_features, refit_budgets, refit_head_on_retained
 from adaret.training.question_answering import WindowSettings, train_question_answering
-from adaret.training.sgda import ClassificationTask, SgdaResult, run_sgda
+from adaret.training.sgda import BUDGET_TOLERANCE, ClassificationTask, SgdaResult, run_sgda
 
 
 @dataclass
@@ -81,6 +81,8 @@ def _run_training(config: TrainConfig, command: str | None) -> TrainingRun:
     torch.manual_seed(config.seed)
     if config.task == QUESTION_ANSWERING.task:
         return _run_question_answering(config, command)
+    if config.task == SUMMARIZATION.task:
+        return _run_summarization(config, command)
     started = time.perf_counter()
     model_dir = resolve_model_source(config.model)
     # The data is read (and every row checked) before the model loads: a bad file fails in a second, not after it.
@@ -167,6 +169,99 @@ def _run_question_answering(config: TrainConfig, command: str | None) -> Trainin
     checkpoint = RetentionCheckpoint(model, tokenizer, info)
     distributed.from_main(partial(checkpoint.save_pretrained, config.out, overwrite=config.overwrite))
     return TrainingRun(checkpoint, None, None)
+
+
+def _run_summarization(config: TrainConfig, command: str | None) -> TrainingRun:
+    """Summarization (``adaret.training.summarization``): full model, gates by SGDA, decoder re-fit, ROUGE."""
+    from adaret.core.summaries import load_summary_splits
+    from adaret.modeling.seq2seq import RetentionSeq2Seq, warm_start_decoder
+    from adaret.training import summarization as s2s
+    from adaret.training.seq2seq_checkpoint import ChunkSettings, Seq2SeqCheckpoint, Seq2SeqInfo
+
+    if distributed.is_distributed():
+        raise AdaretError("summarization trains in one process (torchrun is not supported for it yet)")
+    started = time.perf_counter()
+    splits = load_summary_splits(config.data, seed=config.seed, text_column=config.text_column,
+                                 summary_column=config.summary_column)
+    model_dir = resolve_model_source(config.model)
+    encoder = load_encoder(model_dir)
+    if config.max_length > encoder.max_positions:
+        raise AdaretError(f"max length {config.max_length} exceeds the model's {encoder.max_positions} positions")
+    retention = RetentionConfig(label_names=[], task=SUMMARIZATION.task, gate_first_layer=config.gate_first_layer,
+                                scorer=config.scorer, init_budget=config.budget, memory=config.memory)
+    model = RetentionSeq2Seq(RetentionModel(encoder, retention), warm_start_decoder(str(model_dir)))
+    if config.freeze_backbone:
+        model.freeze_backbone()
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise AdaretError("--device cuda: no CUDA device (torch.cuda.is_available() is False)")
+    model.to(config.device)
+    tokenizer = load_tokenizer(model_dir)
+    settings = ChunkSettings(config.max_length, config.max_source_tokens, config.max_target_tokens)
+    special = s2s.SpecialTokens.of(tokenizer)
+
+    def data(pairs, limit):
+        return s2s.SummaryData(s2s.random_subset(pairs, limit, config.seed), tokenizer, settings, special,
+                               config.device)
+
+    train_set = data(splits.train, config.max_train_samples)
+    validation = data(splits.validation, config.max_validation)
+    eval_set = data(splits.test, config.max_eval_samples)
+    timer = StageTimer()
+    backbone_lr = None if config.freeze_backbone else config.lr_backbone
+    refit_epochs = config.refit_epochs if config.refit_head else 0.0
+    with timer("full model (decoder)"):
+        # the reference trains as long as the deployed decoder does in stages 1 and 3 together (see the module doc)
+        start = s2s.train_decoder(model, train_set, epochs=config.decoder_epochs + refit_epochs, lr=config.lr_finetune,
+                                  mode="full", batch_size=config.batch_size, seed=config.seed, encoder_lr=backbone_lr,
+                                  snapshot_epochs=config.decoder_epochs if refit_epochs else None, desc="full model")
+        reference = copy.deepcopy(model.decoder).requires_grad_(False)
+        if start is not None:
+            model.decoder = start.requires_grad_(True)
+    with timer("gate training (SGDA)"):
+        sgda = s2s.train_gates(model, train_set, validation, config)
+    measured = KeepSchedule.from_fractions(s2s.relaxed_keep_fractions(model, validation, config.batch_size))
+    deployed = measured.rescaled(config.budget)
+    if config.refit_head:
+        with timer("decoder re-fit"):
+            s2s.train_decoder(model, train_set, epochs=config.refit_epochs, lr=config.lr_finetune, mode="hard",
+                              schedule=deployed, batch_size=config.batch_size, seed=config.seed + 1,
+                              desc="decoder re-fit")
+    with timer("held-out evaluation"):
+        metrics = _summarization_metrics(model, reference, eval_set, tokenizer, deployed, config)
+    metrics |= _training_metrics(sgda, config, len(validation), len(train_set), started)
+    metrics["seconds_per_stage"] = timer.seconds
+    info = Seq2SeqInfo(
+        encoder_config=encoder.config.to_diff_dict() | {"model_type": encoder.config.model_type},
+        decoder_config=model.decoder.lm.config.to_diff_dict() | {"model_type": model.decoder.lm.config.model_type},
+        retention={}, chunks=asdict(settings), special_tokens=asdict(special),
+        schedule={"keep_fractions": measured.fractions, "measured_on": f"{config.data}:validation",
+                  "budget": measured.budget},
+        training=_recorded_training(config, command) | {"source_model": _model_name(config.model)},
+        metrics=metrics, versions=library_versions())
+    checkpoint = Seq2SeqCheckpoint(model.eval().cpu(), tokenizer, info, reference_decoder=reference.cpu())
+    checkpoint.save_pretrained(config.out, overwrite=config.overwrite)
+    return TrainingRun(checkpoint, None, None)
+
+
+def _summarization_metrics(model, reference, eval_set, tokenizer, deployed: KeepSchedule,
+                           config: TrainConfig) -> dict:
+    """ROUGE of greedy summaries on the held-out split: the full model (reference decoder, full memory) and the
+    deployed rule (re-fitted decoder, hard top-M memory at the budget)."""
+    from adaret.training import summarization as s2s
+
+    settings = {"batch_size": config.batch_size, "max_new_tokens": config.max_target_tokens - 1}
+    deployed_decoder, model.decoder = model.decoder, reference
+    try:
+        full = s2s.rouge_of(model, eval_set, tokenizer, mode="full", schedule=None, desc="ROUGE full", **settings)
+    finally:
+        model.decoder = deployed_decoder
+    hard = s2s.rouge_of(model, eval_set, tokenizer, mode="hard", schedule=deployed, desc="ROUGE hard", **settings)
+    fractions = s2s.relaxed_keep_fractions(model, eval_set, config.batch_size)
+    achieved = sum(fractions) / len(fractions)
+    return {"eval_examples": len(eval_set), "rouge_full": full, "rouge_hard": hard,
+            "achieved_budget": achieved, "budget_within_tolerance": abs(achieved - config.budget) <= BUDGET_TOLERANCE,
+            "rougeL_hard_over_full": hard["rougeL"] / full["rougeL"] if full["rougeL"] > 0 else None,
+            "deployed_schedule": deployed.fractions}
 
 
 def _base_model(config: TrainConfig, encoder: EncoderAdapter, model_dir: Path, *, stored: bool) -> dict:

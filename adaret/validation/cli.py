@@ -57,15 +57,24 @@ def register(sub: argparse._SubParsersAction) -> None:
                     VALIDATE_DESCRIPTION)
     _common(p)
     p.add_argument("target", nargs="?", default=None, metavar="EXPORT_OR_CHECKPOINT",
-                   help="question answering: the export to validate (with --checkpoint), or a checkpoint to export at "
-                        "--budgets (default: its training budget)")
-    p.add_argument("--task", choices=("sequence-classification", "question-answering"),
+                   help="question answering and summarization: the export to validate (with --checkpoint), or a "
+                        "checkpoint to export at --budgets (default: its training budget)")
+    p.add_argument("--task", choices=("sequence-classification", "question-answering", "summarization"),
                    default="sequence-classification",
                    help="question-answering: SQuAD EM/F1 of PyTorch full, PyTorch hard top-M and the export "
                         "through adaret.runtime, on a fixed random sample of --max-examples questions (default "
-                        "2000); --data squad-dev or a SQuAD-format file (default: %(default)s)")
+                        "2000); --data squad-dev or a SQuAD-format file. summarization: ROUGE-1/2/L of PyTorch full "
+                        "(the reference decoder), PyTorch hard top-M and the export's greedy summaries, on a fixed "
+                        "random sample of --max-examples test documents (default 300), and the export's encoder, "
+                        "decoder and end-to-end time, cross-attention cache and peak memory against the checkpoint "
+                        "exported at 1.0; --data bbc-headlines, aclsum or a .jsonl/.csv file (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0,
-                   help="question answering: the seed of the random sample of questions (default: %(default)s)")
+                   help="question answering and summarization: the seed of the random sample of questions or "
+                        "documents (default: %(default)s)")
+    p.add_argument("--summary-column", default="summary", help="summarization: summary column of a CSV/JSONL file")
+    p.add_argument("--full-export", default=None, metavar="EXPORT",
+                   help="summarization: the checkpoint exported at budget 1.0, the speed and memory baseline "
+                        "(default: exported into --out/exports/b1)")
     p.add_argument("--onnx", action="append", default=[], metavar="MODEL.onnx",
                    help="an exported graph (or export directory) to validate; may be repeated (default: export "
                         "one at each of --budgets)")
@@ -118,11 +127,13 @@ def _command() -> str:
 def _run_validate(args: argparse.Namespace) -> int:
     if args.task == "question-answering":
         return _run_validate_qa(args)
+    if args.task == "summarization":
+        return _run_validate_summarization(args)
     if args.target is not None:
         from adaret.core.errors import AdaretError
 
-        raise AdaretError("EXPORT_OR_CHECKPOINT is for --task question-answering; for classification give "
-                          "--checkpoint and --onnx")
+        raise AdaretError("EXPORT_OR_CHECKPOINT is for --task question-answering or summarization; for "
+                          "classification give --checkpoint and --onnx")
     from adaret.validation.report import ValidationConfig, run_validation
 
     config = ValidationConfig(
@@ -145,6 +156,18 @@ def _run_validate_qa(args: argparse.Namespace) -> int:
         memory=args.memory, overwrite=args.overwrite, onnx=args.onnx, plans=args.plan,
         command=getattr(args, "command_line", None) or _command())
     return _verdict(run_qa_validation(config), args.out)
+
+
+def _run_validate_summarization(args: argparse.Namespace) -> int:
+    from adaret.validation.summarization import SummarizationValidationConfig, run_summarization_validation
+
+    config = SummarizationValidationConfig(
+        target=args.target, checkpoint=args.checkpoint, data=args.data, budgets=args.budgets, out=args.out,
+        max_examples=args.max_examples, seed=args.seed, batch_size=args.batch_size, threads=args.threads,
+        device=args.device, accuracy_floor=args.accuracy_floor, memory=args.memory, overwrite=args.overwrite,
+        onnx=args.onnx, plans=args.plan, full_export=args.full_export, text_column=args.text_column,
+        summary_column=args.summary_column, command=getattr(args, "command_line", None) or _command())
+    return _verdict(run_summarization_validation(config), args.out)
 
 
 def _verdict(report: dict, out: str) -> int:
