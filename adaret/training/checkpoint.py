@@ -23,7 +23,7 @@ from transformers import PreTrainedTokenizerBase
 from adaret import __version__
 from adaret.core.errors import AdaretError, root_cause
 from adaret.core.fileio import atomic_file, sha256_file
-from adaret.core.io_spec import CLASSIFICATION, QUESTION_ANSWERING, TASKS
+from adaret.core.io_spec import CLASSIFICATION, QUESTION_ANSWERING, SUMMARIZATION, TASKS
 from adaret.core.metadata import QA_FIELDS
 from adaret.core.outputs import output_dir
 from adaret.core.text_files import parse_json, read_utf8
@@ -31,7 +31,7 @@ from adaret.modeling import KeepSchedule, RetentionConfig, RetentionModel, load_
 from adaret.modeling.encoders import ADAPTERS, check_backbone_config, encoder_from_config
 from adaret.modeling.gates import HardConcreteParams
 from adaret.modeling.hf_loading import load_tokenizer
-from adaret.modeling.retention import POOLINGS
+from adaret.modeling.retention import MEMORIES, POOLINGS
 
 FORMAT = "adaret-retention-checkpoint"
 CONFIG_NAME = "config.json"
@@ -312,8 +312,10 @@ def _retention_problem(retention: dict[str, Any]) -> str | None:
     if unknown:
         return f"retention has unknown field(s) {', '.join(map(repr, unknown))}"
     task = retention.get("task", CLASSIFICATION.task)
-    if task not in TASKS:
-        return f"retention.task must be one of {', '.join(TASKS)}, got {task!r}"
+    # summarization checkpoints have a format of their own (adaret.training.seq2seq_checkpoint)
+    tasks = [name for name in TASKS if name != SUMMARIZATION.task]
+    if not isinstance(task, str) or task not in tasks:
+        return f"retention.task must be one of {', '.join(tasks)}, got {task!r}"
     labels = retention.get("label_names")
     if task == QUESTION_ANSWERING.task:
         if labels != []:
@@ -321,7 +323,7 @@ def _retention_problem(retention: dict[str, Any]) -> str | None:
     elif not (isinstance(labels, list) and len(labels) >= 2 and all(isinstance(x, str) for x in labels)
             and len(set(labels)) == len(labels)):
         return f"retention.label_names must be a list of at least 2 distinct names, got {labels!r}"
-    choices = {"pooling": POOLINGS, "scorer": GATE_SCORERS}
+    choices = {"pooling": POOLINGS, "scorer": GATE_SCORERS, "memory": MEMORIES}
     for name, allowed in choices.items():
         if name in retention and retention[name] not in allowed:
             return f"retention.{name} must be one of {', '.join(allowed)}, got {retention[name]!r}"
@@ -397,7 +399,7 @@ def _build_model(info: CheckpointInfo, attn_implementation: str, path: Path) -> 
         check_backbone_config(backbone_config, where)  # with the model type's defaults filled in
         try:
             encoder = encoder_from_config(backbone_config, attn_implementation)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, KeyError) as exc:  # KeyError: an unknown name, e.g. hidden_act ""
             raise AdaretError(f"{where} does not describe a model transformers can build ({root_cause(exc)})") from None
     else:
         model_dir = resolve_model_source(base["source"])

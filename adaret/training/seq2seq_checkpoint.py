@@ -123,9 +123,13 @@ def is_seq2seq_checkpoint(path: str | Path) -> bool:
 
 def build_model(info: Seq2SeqInfo, attn_implementation: str = "sdpa") -> RetentionSeq2Seq:
     """The (randomly initialised) model a checkpoint's config describes."""
-    encoder = encoder_from_config(_config(info.encoder_config, "encoder_config"), attn_implementation)
-    decoder = decoder_from_config(_config(info.decoder_config, "decoder_config"))
-    return RetentionSeq2Seq(RetentionModel(encoder, RetentionConfig(**info.retention)), decoder)
+    try:
+        encoder = encoder_from_config(_config(info.encoder_config, "encoder_config"), attn_implementation)
+        decoder = decoder_from_config(_config(info.decoder_config, "decoder_config"))
+        return RetentionSeq2Seq(RetentionModel(encoder, RetentionConfig(**info.retention)), decoder)
+    except (TypeError, ValueError, KeyError) as exc:  # KeyError: an unknown name, e.g. hidden_act ""
+        raise AdaretError(f"the summarization config does not describe a model that can be built "
+                          f"({root_cause(exc)})") from None
 
 
 def _config(settings: dict[str, Any], where: str):
