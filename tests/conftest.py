@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -13,8 +17,10 @@ from transformers import AutoTokenizer, BertConfig
 
 from adaret.core.dummy_inputs import Vocabulary
 from adaret.modeling import RetentionConfig, RetentionModel, encoder_from_config
+from adaret.modeling.seq2seq import RetentionSeq2Seq, decoder_from_config
 from adaret.training.checkpoint import CheckpointInfo, RetentionCheckpoint, resolve_model_source
 from adaret.training.config import PACKAGED_MODEL
+from adaret.training.seq2seq_checkpoint import ChunkSettings, Seq2SeqCheckpoint, Seq2SeqInfo
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Under `make test` two pytest-xdist workers share the cores: one thread each, else they oversubscribe.
@@ -177,3 +183,77 @@ def write_squad(path: Path, paragraphs: list[tuple[str, list[tuple[str, str, str
         for qid, question, answer in qas]}]} for i, (context, qas) in enumerate(paragraphs)]
     path.write_text(json.dumps({"version": "1.1", "data": articles}))
     return path
+
+
+EDGE_BLOCKED = ("torch", "transformers", "onnx", "onnxscript", "onnx_ir")  # what the edge runtime must not need
+
+
+def run_with_imports_blocked(body: str, *args: str, blocked: tuple[str, ...] = EDGE_BLOCKED
+                             ) -> subprocess.CompletedProcess:
+    """``body`` in a fresh interpreter where importing any of ``blocked`` fails, then checked to have loaded none of
+    them; ``args`` are its ``sys.argv[1:]``. The caller asserts on the return code and the output."""
+    script = textwrap.dedent(f"""
+        import sys
+
+        class Block:
+            BLOCKED = {blocked!r}
+
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in self.BLOCKED:
+                    raise ImportError(f"{{name}} is blocked: the edge runtime must not need it")
+                return None
+
+        sys.meta_path.insert(0, Block())
+    """) + textwrap.dedent(body) + textwrap.dedent("""
+        heavy = sorted(m for m in sys.modules if m.split(".")[0] in Block.BLOCKED)
+        assert not heavy, heavy
+    """)
+    return subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).parent)
+
+
+# --- a tiny summarizer (random weights) and its export, for the summarization tests --------------------------
+
+FRACTIONS = [1.0, 0.6, 0.35, 0.2]
+CHUNKS = ChunkSettings(chunk_length=64, max_source_tokens=200, max_target_tokens=14)
+SPECIAL = {"start": 101, "end": 102, "pad": 0}
+
+
+def tiny_summarizer(seed: int = 0, end_bias: float = 1.2) -> RetentionSeq2Seq:
+    """Weights at std 0.1 (at BERT's 0.02 every document gets the same tokens), gates spread like
+    ``conftest.make_tiny_model``'s, and an end-token bias at which some documents end within a few steps."""
+    torch.manual_seed(seed)
+    encoder = encoder_from_config(tiny_bert_config(initializer_range=0.1), "eager")
+    retention = RetentionModel(encoder, RetentionConfig(label_names=[], task="summarization"))
+    model = RetentionSeq2Seq(retention, decoder_from_config(tiny_bert_config(initializer_range=0.1)))
+    for gate in model.gates.values():
+        torch.nn.init.normal_(gate.scorer.weight, std=1.0)
+    with torch.no_grad():
+        model.decoder.lm.cls.predictions.bias[SPECIAL["end"]] = end_bias
+    return model.eval()
+
+
+def save_tiny_summarizer(path: Path, tokenizer) -> Path:
+    model = tiny_summarizer()
+    info = Seq2SeqInfo(encoder_config=model.encoder.config.to_diff_dict() | {"model_type": "bert"},
+                       decoder_config=model.decoder.lm.config.to_diff_dict() | {"model_type": "bert"},
+                       retention={}, chunks=asdict(CHUNKS), special_tokens=dict(SPECIAL),
+                       schedule={"keep_fractions": FRACTIONS}, training={"budget": 0.4})
+    Seq2SeqCheckpoint(model, tokenizer, info).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def summarizer_checkpoint(tmp_path_factory, tokenizer) -> Path:
+    """``save_tiny_summarizer``'s checkpoint, shared by the summarization test files (read, never changed)."""
+    return save_tiny_summarizer(tmp_path_factory.mktemp("s2s") / "ckpt", tokenizer)
+
+
+@pytest.fixture(scope="session")
+def summarizer_export(summarizer_checkpoint, tmp_path_factory):
+    """That checkpoint exported at 0.4 (the ``run_summarization_export`` result), exported once per session."""
+    from adaret.export import ExportConfig
+    from adaret.export.seq2seq import run_summarization_export
+
+    out = tmp_path_factory.mktemp("s2s-export") / "b0.4"
+    return run_summarization_export(ExportConfig(budget=0.4, checkpoint=str(summarizer_checkpoint), out=str(out)))

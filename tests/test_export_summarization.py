@@ -14,8 +14,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-import torch
-from conftest import tiny_bert_config
+from conftest import FRACTIONS, SPECIAL
 
 from adaret.cli import main
 from adaret.core.errors import AdaretError, ParityError
@@ -34,50 +33,9 @@ from adaret.core.seq2seq_graphs import (
 )
 from adaret.export import ExportConfig, run_export
 from adaret.export import seq2seq as s2s
-from adaret.modeling import RetentionConfig, RetentionModel, encoder_from_config
-from adaret.modeling.seq2seq import RetentionSeq2Seq, decoder_from_config
-from adaret.training.seq2seq_checkpoint import ChunkSettings, Seq2SeqCheckpoint, Seq2SeqInfo
+from adaret.training.seq2seq_checkpoint import Seq2SeqCheckpoint
 
 LAYERS = 4
-FRACTIONS = [1.0, 0.6, 0.35, 0.2]
-CHUNKS = ChunkSettings(chunk_length=64, max_source_tokens=200, max_target_tokens=14)
-SPECIAL = {"start": 101, "end": 102, "pad": 0}
-
-
-def tiny_summarizer(seed: int = 0, end_bias: float = 1.2) -> RetentionSeq2Seq:
-    """Weights at std 0.1 (at BERT's 0.02 every document gets the same tokens), gates spread like
-    ``conftest.make_tiny_model``'s, and an end-token bias at which some documents end within a few steps."""
-    torch.manual_seed(seed)
-    encoder = encoder_from_config(tiny_bert_config(initializer_range=0.1), "eager")
-    retention = RetentionModel(encoder, RetentionConfig(label_names=[], task="summarization"))
-    model = RetentionSeq2Seq(retention, decoder_from_config(tiny_bert_config(initializer_range=0.1)))
-    for gate in model.gates.values():
-        torch.nn.init.normal_(gate.scorer.weight, std=1.0)
-    with torch.no_grad():
-        model.decoder.lm.cls.predictions.bias[SPECIAL["end"]] = end_bias
-    return model.eval()
-
-
-def save_tiny_summarizer(path: Path, tokenizer) -> Path:
-    model = tiny_summarizer()
-    info = Seq2SeqInfo(encoder_config=model.encoder.config.to_diff_dict() | {"model_type": "bert"},
-                       decoder_config=model.decoder.lm.config.to_diff_dict() | {"model_type": "bert"},
-                       retention={}, chunks=asdict(CHUNKS), special_tokens=dict(SPECIAL),
-                       schedule={"keep_fractions": FRACTIONS}, training={"budget": 0.4})
-    Seq2SeqCheckpoint(model, tokenizer, info).save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def checkpoint_dir(tmp_path_factory, tokenizer) -> Path:
-    return save_tiny_summarizer(tmp_path_factory.mktemp("s2s") / "ckpt", tokenizer)
-
-
-@pytest.fixture(scope="module")
-def export(checkpoint_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("s2s-export") / "b0.4"
-    return s2s.run_summarization_export(ExportConfig(budget=0.4, checkpoint=str(checkpoint_dir), out=str(out)))
-
 
 def dims(value: onnx.ValueInfoProto) -> list:
     return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
@@ -88,8 +46,8 @@ def io(path: Path) -> tuple[dict[str, onnx.ValueInfoProto], dict[str, onnx.Value
     return {v.name: v for v in graph.input}, {v.name: v for v in graph.output}
 
 
-def test_encoder_graph_names_types_and_dynamic_axes(export):
-    inputs, outputs = io(export.out_dir / ENCODER_GRAPH)
+def test_encoder_graph_names_types_and_dynamic_axes(summarizer_export):
+    inputs, outputs = io(summarizer_export.out_dir / ENCODER_GRAPH)
     assert list(inputs) == ["input_ids", "attention_mask"]  # no token types: a chunk is one segment
     assert all(dims(v)[0] and isinstance(dims(v)[0], str) and isinstance(dims(v)[1], str) for v in inputs.values())
     assert list(outputs) == ["encoder_hidden_states", "encoder_attention_mask"]
@@ -97,12 +55,12 @@ def test_encoder_graph_names_types_and_dynamic_axes(export):
     assert states.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     assert mask.type.tensor_type.elem_type == onnx.TensorProto.INT64
     assert isinstance(dims(states)[0], str) and isinstance(dims(states)[1], str) and dims(states)[2] == 32
-    ops = {node.op_type for node in onnx.load(export.out_dir / ENCODER_GRAPH).graph.node}
+    ops = {node.op_type for node in onnx.load(summarizer_export.out_dir / ENCODER_GRAPH).graph.node}
     assert "TopK" in ops
 
 
-def test_decoder_graphs_have_optimum_cache_names_and_dynamic_axes(export):
-    inputs, outputs = io(export.out_dir / DECODER_GRAPH)
+def test_decoder_graphs_have_optimum_cache_names_and_dynamic_axes(summarizer_export):
+    inputs, outputs = io(summarizer_export.out_dir / DECODER_GRAPH)
     assert list(inputs) == ["input_ids", "encoder_attention_mask", "encoder_hidden_states"]
     assert list(outputs) == ["logits", *decoder_cache_names(LAYERS, "present")]
     assert dims(inputs["input_ids"]) == ["batch", "steps"]
@@ -111,7 +69,7 @@ def test_decoder_graphs_have_optimum_cache_names_and_dynamic_axes(export):
     assert dims(outputs["present.0.encoder.key"]) == ["batch", 4, "memory", 8]
     assert inputs["encoder_attention_mask"].type.tensor_type.elem_type == onnx.TensorProto.INT64
 
-    inputs, outputs = io(export.out_dir / DECODER_WITH_PAST_GRAPH)
+    inputs, outputs = io(summarizer_export.out_dir / DECODER_WITH_PAST_GRAPH)
     assert list(inputs) == ["input_ids", "encoder_attention_mask",
                             *decoder_cache_names(LAYERS, "past_key_values")]
     assert list(outputs) == ["logits", *decoder_cache_names(LAYERS, "present", encoder=False)]
@@ -120,11 +78,11 @@ def test_decoder_graphs_have_optimum_cache_names_and_dynamic_axes(export):
     assert dims(outputs["present.3.decoder.value"])[2] != "past"  # the past grows by the steps
 
 
-def test_metadata_settings_report_and_manifest(export, checkpoint_dir):
-    out = export.out_dir
+def test_metadata_settings_report_and_manifest(summarizer_export, summarizer_checkpoint):
+    out = summarizer_export.out_dir
     meta = ExportMetadata.from_model(onnx.load(out / ENCODER_GRAPH, load_external_data=False))
     assert (meta.task, meta.budget, meta.form) == ("summarization", 0.4, "dynamic")
-    assert meta.checkpoint_sha256 == Seq2SeqCheckpoint.from_pretrained(checkpoint_dir, "eager").sha256
+    assert meta.checkpoint_sha256 == Seq2SeqCheckpoint.from_pretrained(summarizer_checkpoint, "eager").sha256
     assert meta.schedule["measured"] == FRACTIONS and meta.keep_counts["64"] == [64, 26, 10, 4]
     settings = SummarizationSettings.read(out)
     assert json.loads(meta.extra["summarization"]) == asdict(settings)
@@ -138,8 +96,8 @@ def test_metadata_settings_report_and_manifest(export, checkpoint_dir):
     assert set(read_manifest(out)) >= {*GRAPH_NAMES, SETTINGS_NAME, "tokenizer.json", "export_report.json"}
 
 
-def test_parity_covers_batches_lengths_padding_and_chunks(export):
-    parity = export.parity
+def test_parity_covers_batches_lengths_padding_and_chunks(summarizer_export):
+    parity = summarizer_export.parity
     assert parity.passed and parity.tokens_equal and parity.masks_equal
     assert parity.logits_max_abs_diff <= 1e-4 and parity.encoder_max_abs_diff <= 1e-4
     cases = {case.name: case for case in parity.cases}
@@ -154,45 +112,47 @@ def open_graphs(directory: Path) -> Seq2SeqGraphs:
     return Seq2SeqGraphs(*(make_session(directory / name) for name in GRAPH_NAMES), num_layers=LAYERS)
 
 
-def gate(checkpoint_dir: Path, graphs: Seq2SeqGraphs, tolerance: float = 1e-4):
-    checkpoint = Seq2SeqCheckpoint.from_pretrained(checkpoint_dir, "eager")
+def gate(summarizer_checkpoint: Path, graphs: Seq2SeqGraphs, tolerance: float = 1e-4):
+    checkpoint = Seq2SeqCheckpoint.from_pretrained(summarizer_checkpoint, "eager")
     schedule = checkpoint.info.keep_schedule.rescaled(0.4)
     return s2s.check_summarization_parity(checkpoint.model, schedule, graphs, s2s.parity_documents(checkpoint),
                                           SPECIAL, max_new_tokens=8, tolerance=tolerance)
 
 
-def test_a_broken_decoder_fails_the_gate(export, checkpoint_dir, tmp_path):
+def test_a_broken_decoder_fails_the_gate(summarizer_export, summarizer_checkpoint, tmp_path):
     """A cache step with one weight matrix off by noise of 1e-2 gives the same first step and wrong later ones
     (noise, not a constant: a LayerNorm after the embeddings would remove a constant shift)."""
-    model = onnx.load(export.out_dir / DECODER_WITH_PAST_GRAPH)
+    model = onnx.load(summarizer_export.out_dir / DECODER_WITH_PAST_GRAPH)
     weight = next(t for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT and len(t.dims) == 2)
     noise = np.random.default_rng(0).normal(0, 1e-2, size=tuple(weight.dims)).astype(np.float32)
     values = onnx.numpy_helper.to_array(weight) + noise
     weight.CopyFrom(onnx.numpy_helper.from_array(values, weight.name))
     onnx.save(model, tmp_path / DECODER_WITH_PAST_GRAPH)
     for name in (ENCODER_GRAPH, DECODER_GRAPH):
-        (tmp_path / name).write_bytes((export.out_dir / name).read_bytes())
-    assert gate(checkpoint_dir, open_graphs(export.out_dir)).passed  # the check itself passes on the real graphs
-    broken = gate(checkpoint_dir, open_graphs(tmp_path))
+        (tmp_path / name).write_bytes((summarizer_export.out_dir / name).read_bytes())
+    real = open_graphs(summarizer_export.out_dir)
+    assert gate(summarizer_checkpoint, real).passed  # the check itself passes on the real graphs
+    broken = gate(summarizer_checkpoint, open_graphs(tmp_path))
     assert not broken.passed and broken.logits_max_abs_diff > 1e-4
 
 
-def test_a_tolerance_below_the_noise_fails_the_gate_and_writes_nothing(export, checkpoint_dir, tmp_path,
-                                                                       monkeypatch):
-    assert not gate(checkpoint_dir, open_graphs(export.out_dir), tolerance=1e-9).passed
-    exported = {name: onnx.load(export.out_dir / name) for name in GRAPH_NAMES}  # skip the exporter: its time
+def test_a_tolerance_below_the_noise_fails_the_gate_and_writes_nothing(summarizer_export, summarizer_checkpoint,
+                                                                       tmp_path, monkeypatch):
+    assert not gate(summarizer_checkpoint, open_graphs(summarizer_export.out_dir), tolerance=1e-9).passed
+    # skip the exporter: its time
+    exported = {name: onnx.load(summarizer_export.out_dir / name) for name in GRAPH_NAMES}
     monkeypatch.setattr(s2s, "_export_graphs", lambda *args: exported)
     out = tmp_path / "refused"
     with pytest.raises(ParityError, match=r"ONNX Runtime disagrees with PyTorch \(max \|logit diff\|") as raised:
-        s2s.run_summarization_export(ExportConfig(budget=0.4, checkpoint=str(checkpoint_dir), out=str(out),
+        s2s.run_summarization_export(ExportConfig(budget=0.4, checkpoint=str(summarizer_checkpoint), out=str(out),
                                                   tolerance=1e-9))
     assert "\n" not in str(raised.value)
     assert not out.exists()
 
 
-def test_cli_exports_a_summarization_checkpoint_without_task_at_budget_one(checkpoint_dir, tmp_path, capsys):
+def test_cli_exports_a_summarization_checkpoint_without_task_at_budget_one(summarizer_checkpoint, tmp_path, capsys):
     out = tmp_path / "b1"
-    assert main(["export", "--budget", "1.0", "--checkpoint", str(checkpoint_dir), "--out", str(out)]) == 0
+    assert main(["export", "--budget", "1.0", "--checkpoint", str(summarizer_checkpoint), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "summarization, budget 1" in printed and "greedy tokens identical" in printed
     assert "TopK" not in {node.op_type for node in onnx.load(out / ENCODER_GRAPH).graph.node}
@@ -206,17 +166,17 @@ def test_cli_exports_a_summarization_checkpoint_without_task_at_budget_one(check
     (["--with-positions"], "--with-positions is not supported"),
     (["--scorer", "random"], "--scorer random is not supported"),
 ])
-def test_unsupported_flags_are_one_line(checkpoint_dir, tmp_path, capsys, flags, message):
-    assert main(["export", "--budget", "0.4", "--checkpoint", str(checkpoint_dir), "--out", str(tmp_path / "x"),
+def test_unsupported_flags_are_one_line(summarizer_checkpoint, tmp_path, capsys, flags, message):
+    assert main(["export", "--budget", "0.4", "--checkpoint", str(summarizer_checkpoint), "--out", str(tmp_path / "x"),
                  *flags]) == 1
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
     assert not (tmp_path / "x").exists()
 
 
-def test_task_and_checkpoint_must_agree(checkpoint_dir, tiny_checkpoint, tmp_path):
+def test_task_and_checkpoint_must_agree(summarizer_checkpoint, tiny_checkpoint, tmp_path):
     with pytest.raises(AdaretError, match="not a summarization checkpoint"):
         s2s.run_summarization_export(ExportConfig(budget=0.4, checkpoint=str(tiny_checkpoint), task="summarization",
                                                   out=str(tmp_path / "a")))
     with pytest.raises(AdaretError, match="is a summarization checkpoint: export it with --task summarization"):
-        run_export(ExportConfig(budget=0.4, checkpoint=str(checkpoint_dir), out=str(tmp_path / "b")))
+        run_export(ExportConfig(budget=0.4, checkpoint=str(summarizer_checkpoint), out=str(tmp_path / "b")))

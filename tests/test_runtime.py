@@ -15,6 +15,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import run_with_imports_blocked
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -296,29 +297,14 @@ def test_plan_path_goes_through_the_engines_plan_runner(dynamic_export, monkeypa
     assert session.classify(TEXTS[:2])[0].label in session.label_names
 
 
-RUNTIME_WITHOUT_TORCH = textwrap.dedent("""
-    import sys
-
-    class Block:
-        BLOCKED = ("torch", "transformers", "onnx", "onnxscript", "onnx_ir")
-
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in self.BLOCKED:
-                raise ImportError(f"{name} is blocked: the edge runtime must not need it")
-            return None
-
-    sys.meta_path.insert(0, Block())
+RUNTIME_WITHOUT_TORCH = """
     import adaret.runtime
     session = adaret.runtime.load(sys.argv[1])
     print(session.classify(["Shares fell on the stock market."])[0].label)
-    heavy = sorted(m for m in sys.modules if m.split(".")[0] in Block.BLOCKED)
-    assert not heavy, heavy
-""")
-
+"""
 
 def test_runtime_imports_and_runs_with_torch_unimportable(dynamic_export):
-    done = subprocess.run([sys.executable, "-c", RUNTIME_WITHOUT_TORCH, str(dynamic_export.dir)],
-                          capture_output=True, text=True, timeout=120, cwd=Path(__file__).parent)
+    done = run_with_imports_blocked(RUNTIME_WITHOUT_TORCH, str(dynamic_export.dir))
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() in {"business", "entertainment", "politics", "sports", "tech"}
 

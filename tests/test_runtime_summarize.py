@@ -6,21 +6,17 @@ checked against ``RetentionSeq2Seq.generate`` on each text alone (chunked by the
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
-from test_export_summarization import CHUNKS, SPECIAL, save_tiny_summarizer
+from conftest import CHUNKS, SPECIAL, run_with_imports_blocked
 
 import adaret.runtime as rt
 from adaret.cli import main
 from adaret.core.chunks import document_chunks, pad_chunks, plain_tokenizer
 from adaret.core.errors import AdaretError
-from adaret.export import ExportConfig
-from adaret.export.seq2seq import PARITY_TEXT, run_summarization_export
+from adaret.export.seq2seq import PARITY_TEXT
 from adaret.runtime.session import model_files
 from adaret.runtime.summarize import Summarizer, beam_search, greedy_hypotheses
 from adaret.training.seq2seq_checkpoint import Seq2SeqCheckpoint
@@ -36,15 +32,8 @@ TEXTS = [
 
 
 @pytest.fixture(scope="module")
-def checkpoint_dir(tmp_path_factory, tokenizer) -> Path:
-    return save_tiny_summarizer(tmp_path_factory.mktemp("rt-s2s") / "ckpt", tokenizer)
-
-
-@pytest.fixture(scope="module")
-def export_dir(checkpoint_dir, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("rt-s2s-export") / "b0.4"
-    run_summarization_export(ExportConfig(budget=BUDGET, checkpoint=str(checkpoint_dir), out=str(out)))
-    return out
+def export_dir(summarizer_export) -> Path:
+    return summarizer_export.out_dir
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +44,9 @@ def summarizer(export_dir) -> Summarizer:
 
 
 @pytest.fixture(scope="module")
-def reference_tokens(checkpoint_dir) -> list[list[int]]:
+def reference_tokens(summarizer_checkpoint) -> list[list[int]]:
     """PyTorch greedy tokens of each text alone, before the end token."""
-    checkpoint = Seq2SeqCheckpoint.from_pretrained(checkpoint_dir, "eager")
+    checkpoint = Seq2SeqCheckpoint.from_pretrained(summarizer_checkpoint, "eager")
     schedule = checkpoint.info.keep_schedule.rescaled(BUDGET)
     plain = plain_tokenizer(checkpoint.tokenizer.backend_tokenizer)
     found = []
@@ -133,29 +122,14 @@ def test_a_summarization_directory_is_named_as_such(export_dir, tmp_path):
         Summarizer(tmp_path)
 
 
-RUNTIME_WITHOUT_TORCH = textwrap.dedent("""
-    import sys
-
-    class Block:
-        BLOCKED = ("torch", "transformers", "onnx", "onnxscript", "onnx_ir")
-
-        def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in self.BLOCKED:
-                raise ImportError(f"{name} is blocked: the edge runtime must not need it")
-            return None
-
-    sys.meta_path.insert(0, Block())
+RUNTIME_WITHOUT_TORCH = """
     import adaret.runtime
     summarizer = adaret.runtime.load(sys.argv[1])
     print(summarizer.generate(["Shares fell on the stock market."], num_beams=2)[0].tokens)
-    heavy = sorted(m for m in sys.modules if m.split(".")[0] in Block.BLOCKED)
-    assert not heavy, heavy
-""")
-
+"""
 
 def test_runtime_imports_no_torch(export_dir, summarizer):
-    done = subprocess.run([sys.executable, "-c", RUNTIME_WITHOUT_TORCH, str(export_dir)], capture_output=True,
-                          text=True, timeout=120, cwd=Path(__file__).parent)
+    done = run_with_imports_blocked(RUNTIME_WITHOUT_TORCH, str(export_dir))
     assert done.returncode == 0, done.stderr[-2000:]
     want = summarizer.generate(["Shares fell on the stock market."], num_beams=2)[0].tokens
     assert done.stdout.strip() == str(want)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_export_summarization import CHUNKS, FRACTIONS, SPECIAL, tiny_summarizer
+from conftest import CHUNKS, FRACTIONS, SPECIAL, tiny_summarizer
 
 from adaret.cli import main
 from adaret.core.chunks import document_chunks, pad_chunks, plain_tokenizer

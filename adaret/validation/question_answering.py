@@ -48,6 +48,7 @@ from adaret.training.checkpoint import CONFIG_NAME, WEIGHTS_NAME, RetentionCheck
 from adaret.training.question_answering import load_qa_splits, sample
 from adaret.validation.defaults import ReportSettings
 from adaret.validation.evaluate import latency_summary, machine, ort_memory, versions
+from adaret.validation.markdown import check_lines, table
 from adaret.validation.reference import device_for, load_checkpoint, schedule_at
 
 DEFAULT_QUESTIONS = 2000
@@ -530,21 +531,8 @@ def _write(report: dict, out: Path) -> None:
         tmp.write_text(markdown(report))
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.2e}" if 0 < abs(value) < 1e-3 else f"{value:.4g}"
-    return str(value)
-
-
 def _settings(settings: dict) -> str:
     return ", ".join(f"{name} {value}" for name, value in settings.items())
-
-
-def _table(rows: Sequence[dict], columns: Sequence[str]) -> list[str]:
-    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
-    return lines + ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
 
 
 def markdown(report: dict) -> str:
@@ -558,19 +546,18 @@ def markdown(report: dict) -> str:
              f"{report['questions']} questions (random sample, seed {report['seed']}), {report['windows']} windows "
              f"({_settings(report['window_settings'])}); batch {report['batch_size']}, device {report['device']}, "
              f"{report['threads']} threads.", "", f"**{'PASSED' if report['passed'] else 'FAILED'}**", "",
-             "## SQuAD exact match and F1", "", *_table(report["rows"], accuracy), "",
+             "## SQuAD exact match and F1", "", *table(report["rows"], accuracy), "",
              "EM and F1 in percent, official v1.1 normalisation. Agreement: the same answer span (characters) as "
              "pytorch-full, or as the reference (pytorch-hard at the graph's schedule and scorer). Every row sees "
              "the runtime's windows in the runtime's buckets; onnxruntime is `Session.answer_batch`, timed end to "
              "end (windowing and decoding included), the PyTorch rows the model calls only.", "",
-             "## ONNX Runtime speed and memory", "", *_table(report["speed"], speed), "",
+             "## ONNX Runtime speed and memory", "", *table(report["speed"], speed), "",
              "Latency: median and p95 over interleaved rounds on synthetic full-length windows (question segment "
              "included). Peak memory: MiB of peak RSS above the loaded model, one fresh process per configuration; "
              "the runtime's default options (CPU arena off) and, in `peak_memory_mib_arena`, ONNX Runtime's arena. "
              "Speed-up and memory change are against onnxruntime-full (budget 1.0, same graph passes).", "",
              "## Checks", ""]
-    lines += [f"- {'ok  ' if c['passed'] else 'FAIL'} {c['check']} {c['target']}: {c['detail']}"
-              for c in report["checks"]]
+    lines += check_lines(report["checks"])
     if report["disagreements"]:
         lines += ["", "## Questions where onnxruntime and pytorch-hard differ (first few)", ""]
         lines += [f"- b{d['budget']:g} {d['id']}: onnxruntime {d['onnxruntime']!r}, pytorch-hard "

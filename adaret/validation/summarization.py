@@ -35,7 +35,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -59,6 +58,7 @@ from adaret.training.summarization import SpecialTokens, SummaryData
 from adaret.validation import plots
 from adaret.validation.defaults import ReportSettings
 from adaret.validation.evaluate import machine, memory_mib, versions
+from adaret.validation.markdown import check_lines, table
 from adaret.validation.question_answering import interleaved_seconds
 from adaret.validation.reference import device_for
 
@@ -547,21 +547,6 @@ def _write(report: dict, out: Path) -> None:
         tmp.write_text(markdown(report))
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.2e}" if 0 < abs(value) < 1e-3 else f"{value:.4g}"
-    if isinstance(value, list):
-        return "[" + ", ".join(_cell(v) for v in value) + "]"
-    return str(value)
-
-
-def _table(rows: Sequence[dict], columns: Sequence[str]) -> list[str]:
-    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
-    return lines + ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
-
-
 ACCURACY_COLUMNS = ("backend", "budget", "rouge1", "rouge2", "rougeL", "rougeL_ci95", "rougeL_vs_full",
                     "token_agreement_with_reference", "mean_summary_tokens", "documents_per_s")
 SPEED_COLUMNS = ("config", "budget", "encoder_rows", "memory_tokens", "cross_cache_mib", "cross_cache_reduction",
@@ -579,13 +564,13 @@ def markdown(report: dict) -> str:
              f"{report['max_new_tokens']} new tokens; batch {report['batch_size']}, device {report['device']}, "
              f"{report['threads']} threads. pytorch-full: {report['full_reference']}.", "",
              f"**{'PASSED' if report['passed'] else 'FAILED'}**", "",
-             "## ROUGE", "", *_table(report["rows"], ACCURACY_COLUMNS), "",
+             "## ROUGE", "", *table(report["rows"], ACCURACY_COLUMNS), "",
              "ROUGE F-measures in percent (rouge-score, Porter stemmer); `rougeL_ci95`: 95% bootstrap interval "
              "of the mean over documents; `rougeL_vs_full`: ROUGE-L over pytorch-full's. Token agreement: the "
              "fraction of documents whose greedy tokens equal pytorch-hard's at the export's schedule (documents "
              "batched at the runtime's row widths). onnxruntime is `Summarizer.generate`, timed end to end "
              "(chunking included); the PyTorch rows time `generate` only.", "",
-             "## ONNX Runtime speed and memory", "", *_table(report["speed"], SPEED_COLUMNS), "",
+             "## ONNX Runtime speed and memory", "", *table(report["speed"], SPEED_COLUMNS), "",
              f"One batch of {timing['documents']} evaluated documents; medians of {timing['rounds']} interleaved "
              "rounds. encoder: `Summarizer.memory` (every chunk row). decoder_step: one `decoder_with_past` call, "
              f"one token for each document, over {timing['decoder_steps']} steps that ignore the end token. "
@@ -595,8 +580,7 @@ def markdown(report: dict) -> str:
              "MiB of peak RSS above the loaded export, a fresh process summarizing the batch; runtime defaults (CPU "
              "arena off) and ONNX Runtime's arena. Speed-ups and changes are against onnxruntime-full (budget 1.0).",
              "", "## Checks", ""]
-    lines += [f"- {'ok  ' if c['passed'] else 'FAIL'} {c['check']} {c['target']}: {c['detail']}"
-              for c in report["checks"]]
+    lines += check_lines(report["checks"])
     if report["disagreements"]:
         lines += ["", "## Documents where onnxruntime and pytorch-hard differ (first few)", ""]
         lines += [f"- b{d['budget']:g} {d['id']} (from step {d['first_different_step']}): onnxruntime "
