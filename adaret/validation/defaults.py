@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from adaret.core.errors import AdaretError
 
@@ -49,3 +51,35 @@ class ReportSettings:
         return {"check": f"{metric.lower()}_floor", "target": target, "passed": value >= floor,
                 "detail": f"{metric} {value:.{digits}f} vs floor {floor:.{digits}f} ({self.accuracy_floor:.0%} of "
                           f"full {full:.{digits}f})"}
+
+
+
+def resolve_target(settings: ReportSettings, target: str | None, *, task: str, is_checkpoint: Callable[[Path], bool],
+                   check_export: Callable[[Path], None] | None = None) -> tuple[Path, Path | None]:
+    """(checkpoint directory, export or None when the export is to be made here) for a task validated from
+    EXPORT_OR_CHECKPOINT (question answering, summarization); every refusal is one cheap line.
+
+    ``task`` names the task in messages; ``is_checkpoint`` tells its checkpoints; ``check_export`` refuses a path
+    that is neither such a checkpoint nor the task's export.
+    """
+    if settings.onnx or settings.plans:
+        raise AdaretError(f"--onnx and --plan are for classification; give the {task} export as "
+                          "EXPORT_OR_CHECKPOINT (and its --checkpoint)")
+    given = target or settings.checkpoint
+    if given is None:
+        raise AdaretError(f"give EXPORT_OR_CHECKPOINT: a {task} export (with --checkpoint) or checkpoint")
+    path = Path(given)
+    if not path.exists():
+        raise AdaretError(f"{path} does not exist")
+    if is_checkpoint(path):
+        if settings.checkpoint and target and Path(settings.checkpoint).resolve() != path.resolve():
+            raise AdaretError(f"{path} is a checkpoint; give it as EXPORT_OR_CHECKPOINT or --checkpoint, not both")
+        return path, None
+    if check_export is not None:
+        check_export(path)
+    if settings.budgets:
+        raise AdaretError(f"{path} is an export at its own budget; --budgets applies to a checkpoint, not both")
+    if not settings.checkpoint:
+        raise AdaretError(f"{path} is an export: give --checkpoint, the {task} checkpoint it was exported from (the "
+                          "PyTorch rows run it)")
+    return Path(settings.checkpoint), path

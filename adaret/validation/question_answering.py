@@ -46,7 +46,7 @@ from adaret.modeling import KeepSchedule
 from adaret.runtime import Session, load
 from adaret.training.checkpoint import CONFIG_NAME, WEIGHTS_NAME, RetentionCheckpoint
 from adaret.training.question_answering import load_qa_splits, sample
-from adaret.validation.defaults import ReportSettings
+from adaret.validation.defaults import ReportSettings, resolve_target
 from adaret.validation.evaluate import latency_summary, machine, ort_memory, versions
 from adaret.validation.markdown import check_lines, table
 from adaret.validation.reference import device_for, load_checkpoint, schedule_at
@@ -131,26 +131,8 @@ def _validate(config: QaValidationConfig, checkpoint_dir: Path, export: Path | N
 
 def _resolve_target(config: QaValidationConfig) -> tuple[Path, Path | None]:
     """(checkpoint directory, export or None when the export is to be made here); every refusal is cheap."""
-    if config.onnx or config.plans:
-        raise AdaretError("--onnx and --plan are for classification; give the question-answering export as "
-                          "EXPORT_OR_CHECKPOINT (and its --checkpoint)")
     _check_numbers(config)
-    target = config.target or config.checkpoint
-    if target is None:
-        raise AdaretError("give EXPORT_OR_CHECKPOINT: a question-answering export (with --checkpoint) or checkpoint")
-    path = Path(target)
-    if not path.exists():
-        raise AdaretError(f"{path} does not exist")
-    if is_checkpoint(path):
-        if config.checkpoint and config.target and Path(config.checkpoint).resolve() != path.resolve():
-            raise AdaretError(f"{path} is a checkpoint; give it as EXPORT_OR_CHECKPOINT or --checkpoint, not both")
-        return path, None
-    if config.budgets:
-        raise AdaretError(f"{path} is an export at its own budget; --budgets applies to a checkpoint, not both")
-    if not config.checkpoint:
-        raise AdaretError(f"{path} is an export: give --checkpoint, the checkpoint it was exported from (the "
-                          "PyTorch rows run it)")
-    return Path(config.checkpoint), path
+    return resolve_target(config, config.target, task="question-answering", is_checkpoint=is_checkpoint)
 
 
 def _check_numbers(config: QaValidationConfig) -> None:

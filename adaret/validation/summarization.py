@@ -56,7 +56,7 @@ from adaret.runtime.summarize import Summarizer
 from adaret.training.seq2seq_checkpoint import CONFIG_NAME, FORMAT, Seq2SeqCheckpoint, is_seq2seq_checkpoint
 from adaret.training.summarization import SpecialTokens, SummaryData
 from adaret.validation import plots
-from adaret.validation.defaults import ReportSettings
+from adaret.validation.defaults import ReportSettings, resolve_target
 from adaret.validation.evaluate import machine, memory_mib, versions
 from adaret.validation.markdown import check_lines, table
 from adaret.validation.question_answering import interleaved_seconds
@@ -153,31 +153,17 @@ def _validate(config: SummarizationValidationConfig, checkpoint_dir: Path, expor
 
 def _resolve_target(config: SummarizationValidationConfig) -> tuple[Path, Path | None]:
     """(checkpoint directory, export or None when the export is to be made here); every refusal is cheap."""
-    if config.onnx or config.plans:
-        raise AdaretError("--onnx and --plan are for classification; give the summarization export as "
-                          "EXPORT_OR_CHECKPOINT (and its --checkpoint)")
     _check_numbers(config)
-    target = config.target or config.checkpoint
-    if target is None:
-        raise AdaretError("give EXPORT_OR_CHECKPOINT: a summarization export (with --checkpoint) or a summarization "
-                          "checkpoint")
-    path = Path(target)
-    if not path.exists():
-        raise AdaretError(f"{path} does not exist")
-    if is_seq2seq_checkpoint(path):
-        if config.checkpoint and config.target and Path(config.checkpoint).resolve() != path.resolve():
-            raise AdaretError(f"{path} is a checkpoint; give it as EXPORT_OR_CHECKPOINT or --checkpoint, not both")
-        return path, None
+    checkpoint, export = resolve_target(config, config.target, task="summarization",
+                                        is_checkpoint=is_seq2seq_checkpoint, check_export=_check_export)
+    if export is not None and not is_seq2seq_checkpoint(checkpoint):
+        raise AdaretError(f"--checkpoint {checkpoint}: {_not_summarization(checkpoint)}")
+    return checkpoint, export
+
+
+def _check_export(path: Path) -> None:
     if not is_summarization_export(path):
         raise AdaretError(_not_summarization(path))
-    if config.budgets:
-        raise AdaretError(f"{path} is an export at its own budget; --budgets applies to a checkpoint, not both")
-    if not config.checkpoint:
-        raise AdaretError(f"{path} is an export: give --checkpoint, the summarization checkpoint it was exported "
-                          "from (the PyTorch rows run it)")
-    if not is_seq2seq_checkpoint(Path(config.checkpoint)):
-        raise AdaretError(f"--checkpoint {config.checkpoint}: {_not_summarization(Path(config.checkpoint))}")
-    return Path(config.checkpoint), path
 
 
 def _not_summarization(path: Path) -> str:
