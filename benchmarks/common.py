@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
+import shutil
 import statistics
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -40,6 +43,23 @@ def describe(m: dict) -> str:
     """One line for a results file: CPU, cores and the ISA extensions that matter for ONNX Runtime."""
     isa = ", ".join(m.get("isa", [])) or "ISA not recorded"
     return f"{m['cpu']}, {m['cores']} cores ({isa})"
+
+
+@contextlib.contextmanager
+def scratch_directory(prefix: str, keep: str | os.PathLike | None = None) -> Iterator[Path]:
+    """A work folder for exports and checkpoints, removed on exit unless the user named one to keep.
+
+    The benchmarks write gigabytes of ONNX files and checkpoints; a leaked folder per run fills a disk within a day.
+    """
+    if keep is not None:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        yield Path(keep)
+        return
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def write_results(name: str, payload: dict, markdown: str) -> tuple[Path, Path]:

@@ -34,7 +34,6 @@ import json
 import random
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -45,7 +44,7 @@ import torch
 from onnx import numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, describe, interleaved_medians, machine, write_results
+from common import RESULTS, describe, interleaved_medians, machine, scratch_directory, write_results
 from generalisation import retention_cost
 
 from adaret.export import ExportConfig, run_export
@@ -381,10 +380,10 @@ def main() -> None:
         write_results(args.name, payload, render(payload))
         return
     args.budgets = sorted({float(b) for b in args.budgets.split(",")} | {1.0})
-    work = Path(tempfile.mkdtemp(prefix="adaret-frontier-"))
-    checkpoint_dir = args.checkpoint or _train_default(args.dataset, work)
+    with scratch_directory("adaret-frontier-") as work:
+        checkpoint_dir = args.checkpoint or _train_default(args.dataset, work)
+        run = run_dataset(args, checkpoint_dir, work)
     path = RESULTS / f"{args.name}.json"
-    run = run_dataset(args, checkpoint_dir, work)
     run["plot"] = plot(run, RESULTS / f"{args.name}_{run['dataset'].replace('.', '_')}.png").name
     run["command"] = COMMAND + " --checkpoint CK " + " ".join(a for a in sys.argv[1:] if a != checkpoint_dir
                                                                and a != "--checkpoint")

@@ -26,7 +26,6 @@ import json
 import math
 import statistics
 import sys
-import tempfile
 import time
 from functools import partial
 from pathlib import Path
@@ -34,7 +33,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, describe, machine, write_results
+from common import RESULTS, describe, machine, scratch_directory, write_results
 
 from adaret.modeling import KeepSchedule
 from adaret.training.batching import Encoded
@@ -57,8 +56,12 @@ def truncation_cost(budget: float, lengths: list[int]) -> float:
 
 
 def run_one(dataset: str, seed: int, budget: float, eval_budgets: list[float]) -> dict:
+    with scratch_directory("adaret-generalisation-") as work:
+        return _run_one(dataset, seed, budget, eval_budgets, work / "ckpt")
+
+
+def _run_one(dataset: str, seed: int, budget: float, eval_budgets: list[float], out: Path) -> dict:
     started = time.perf_counter()
-    out = Path(tempfile.mkdtemp(prefix="gen-")) / "ckpt"
     config = TrainConfig(out=str(out), data=dataset, budget=budget, seed=seed)
     run = run_training(config, command=f"adaret train --data {dataset} --budget {budget} --seed {seed} --out CK")
     checkpoint, train_set, teacher = run.checkpoint, run.train_set, run.teacher

@@ -17,13 +17,12 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import describe, interleaved_medians, machine, write_results
+from common import describe, interleaved_medians, machine, scratch_directory, write_results
 
 from adaret.calibration.checkpoint import QuantizeConfig, quantize
 from adaret.calibration.int8.quantize import DEFAULT_METHODS
@@ -133,9 +132,10 @@ def main() -> None:
     held_out = load_splits("bbc-news", seed=0).eval
     order = np.random.default_rng(0).permutation(len(held_out))[: args.max_examples or len(held_out)]
     texts, labels = [held_out.texts[i] for i in order], [held_out.labels[i] for i in order]
-    paths, searches = build(args, Path(tempfile.mkdtemp(prefix="adaret-int8-")))
-    acc = accuracy(paths, texts, labels, tokenizer, args.seq_len)
-    speed = throughput(paths, texts, tokenizer, args.batch, args.seq_len, args.rounds)
+    with scratch_directory("adaret-int8-") as work:
+        paths, searches = build(args, work)
+        acc = accuracy(paths, texts, labels, tokenizer, args.seq_len)
+        speed = throughput(paths, texts, tokenizer, args.batch, args.seq_len, args.rounds)
     base = speed["fp32 opt"]["seconds_per_batch"]
     payload = {
         "command": "python benchmarks/int8.py " + shlex.join(sys.argv[1:]), "machine": machine(),

@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import describe, machine, write_results
+from common import describe, machine, scratch_directory, write_results
 
 from adaret.calibration.checkpoint import QuantizeConfig, quantize
 from adaret.calibration.int8.reader import encode_batches
@@ -91,15 +90,16 @@ def main() -> None:
     held_out = load_splits("bbc-news", seed=0).eval
     order = np.random.default_rng(0).permutation(len(held_out))[: args.max_examples]
     texts, labels = [held_out.texts[i] for i in order], [held_out.labels[i] for i in order]
-    work = Path(tempfile.mkdtemp(prefix="adaret-int8-sensitivity-"))
-    raw = run_export(ExportConfig(budget=args.budget, checkpoint=args.checkpoint, out=str(work),
-                                  with_positions=True, parity_batches=(1,), parity_lengths=(37,))).graphs[0].path
-    source = optimize(raw, work / "model.int8src.onnx", target="ort-cpu-int8").output
-    alphas, plain = alpha_sweep(args, source, work, texts, labels, tokenizer)
     batches = list(encode_batches(texts, tokenizer, batch_size=8, max_length=args.seq_len))
+    with scratch_directory("adaret-int8-sensitivity-") as work:
+        raw = run_export(ExportConfig(budget=args.budget, checkpoint=args.checkpoint, out=str(work),
+                                      with_positions=True, parity_batches=(1,), parity_lengths=(37,))).graphs[0].path
+        source = optimize(raw, work / "model.int8src.onnx", target="ort-cpu-int8").output
+        alphas, plain = alpha_sweep(args, source, work, texts, labels, tokenizer)
+        flip_rate = single_matmuls(source, plain, batches)
     payload = {"command": "python benchmarks/int8_sensitivity.py " + shlex.join(sys.argv[1:]), "machine": machine(),
                "budget": args.budget, "seq_len": args.seq_len, "samples": args.samples, "examples": len(texts),
-               "alphas": alphas, "single_matmul_flip_rate": single_matmuls(source, plain, batches)}
+               "alphas": alphas, "single_matmul_flip_rate": flip_rate}
     write_results(args.name, payload, markdown(payload))
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -30,7 +29,7 @@ import onnxruntime as ort
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import describe, interleaved_medians, machine, write_results
+from common import describe, interleaved_medians, machine, scratch_directory, write_results
 
 from adaret.export import ExportConfig, run_export
 from adaret.export.pipeline import DEFAULT_CHECKPOINT
@@ -90,12 +89,21 @@ def main() -> None:
     parser.add_argument("--name", default="ort_speed")
     args = parser.parse_args()
     budgets = sorted({float(b) for b in args.budgets.split(",")} | {1.0})
-    paths, export_seconds, parity = build_graphs(args.checkpoint, budgets,
-                                                 Path(tempfile.mkdtemp(prefix="adaret-bench-")))
-    options = ort.SessionOptions()
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if args.spinning == "on" else "0")
-    sessions = {key: ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"])
-                for key, p in paths.items()}
+    with scratch_directory("adaret-ort-speed-") as work:
+        paths, export_seconds, parity = build_graphs(args.checkpoint, budgets, work)
+        options = ort.SessionOptions()
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if args.spinning == "on" else "0")
+        sessions = {key: ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"])
+                    for key, p in paths.items()}
+        rows = time_batches(sessions, args)
+    payload = {"command": "python " + " ".join(sys.argv), "seq_len": args.seq_len, "machine": machine(),
+               "spinning": args.spinning, "rounds": args.rounds,
+               "export_plus_parity_seconds": export_seconds, "parity": parity, "rows": rows}
+    write_results(args.name, payload, render(payload))
+
+
+def time_batches(sessions: dict, args: argparse.Namespace) -> list[dict]:
+    """Median latency of every graph and of PyTorch eager at each batch size, interleaved within a batch size."""
     rows = []
     for batch in [int(b) for b in args.batches.split(",")]:
         ids = np.random.default_rng(0).integers(1000, 30000, size=(batch, args.seq_len), dtype=np.int64)
@@ -110,10 +118,7 @@ def main() -> None:
             rows.append({"batch": batch, "variant": variant, "budget": budget, "median_ms": round(1000 * seconds, 1),
                          "sequences_per_s": round(batch / seconds, 2), "speedup_vs_same_variant_1.0":
                          round(full / seconds, 2), "speedup_vs_pytorch_eager_full": round(eager / seconds, 2)})
-    payload = {"command": "python " + " ".join(sys.argv), "seq_len": args.seq_len, "machine": machine(),
-               "spinning": args.spinning, "rounds": args.rounds,
-               "export_plus_parity_seconds": export_seconds, "parity": parity, "rows": rows}
-    write_results(args.name, payload, render(payload))
+    return rows
 
 
 def render(payload: dict) -> str:

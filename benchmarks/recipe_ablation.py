@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, write_results
+from common import machine, scratch_directory, write_results
 
 from adaret.training.batching import Encoded
 from adaret.training.data import load_splits
@@ -33,8 +32,8 @@ VARIANTS = {
 
 
 def run_variant(dataset: str, seed: int, overrides: dict) -> dict:
-    out = Path(tempfile.mkdtemp(prefix="ablation-")) / "ckpt"
-    checkpoint = train(TrainConfig(out=str(out), data=dataset, seed=seed, **overrides))
+    with scratch_directory("adaret-ablation-") as work:
+        checkpoint = train(TrainConfig(out=str(work / "ckpt"), data=dataset, seed=seed, **overrides))
     metrics = checkpoint.info.metrics
     eval_set = Encoded(load_splits(dataset, seed=seed).eval, checkpoint.tokenizer, 512)
     row = {"steps": metrics["sgda_steps"], "accuracy_full": metrics["accuracy_full"],

@@ -15,14 +15,13 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, write_results
+from common import machine, scratch_directory, write_results
 
 from adaret.export.pipeline import DEFAULT_CHECKPOINT
 from adaret.training.batching import Encoded
@@ -73,9 +72,10 @@ def main() -> None:
     bundled = RetentionCheckpoint.from_pretrained(args.checkpoint)
     results = {"bundled": evaluate_checkpoint(bundled, [float(b) for b in args.budgets.split(",")])}
     for budget in [float(b) for b in args.train_budgets.split(",") if b]:
-        config = TrainConfig(out=str(Path(tempfile.mkdtemp()) / f"b{budget}"), budget=budget,
-                             freeze_backbone=True, seed=bundled.info.training["seed"])
-        results[f"trained_at_{budget}"] = evaluate_checkpoint(train(config), [budget])
+        with scratch_directory("adaret-retention-accuracy-") as work:
+            config = TrainConfig(out=str(work / f"b{budget}"), budget=budget,
+                                 freeze_backbone=True, seed=bundled.info.training["seed"])
+            results[f"trained_at_{budget}"] = evaluate_checkpoint(train(config), [budget])
     payload = {"command": "python " + " ".join(sys.argv), "machine": machine(), "results": results,
                "seconds": round(time.perf_counter() - started, 1)}
     lines = ["# Hard top-M accuracy vs the full model (BBC News eval split, seq <= 512, frozen MiniLM-L6)", "",

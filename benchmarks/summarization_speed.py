@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -38,7 +37,7 @@ import torch
 from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, describe, machine, write_results
+from common import RESULTS, describe, machine, scratch_directory, write_results
 
 from adaret.core.chunks import chunk_ids
 from adaret.core.summaries import load_summary_splits
@@ -212,8 +211,7 @@ def markdown(payload: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    with tempfile.TemporaryDirectory(prefix="adaret-s2s-speed-") as scratch:
-        work = Path(args.work or scratch)
+    with scratch_directory("adaret-s2s-speed-", keep=args.work) as work:
         checkpoint = Path(args.checkpoint) if args.checkpoint else None
         if checkpoint is None:
             print("building an UNTRAINED MiniLM-L6 encoder-decoder (random gates, stated schedule "

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -119,10 +118,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"not run: {missing}; no results written (nothing is measured without TensorRT and a GPU)")
         return 0
     sys.path.insert(0, str(ROOT))
-    from common import machine, write_results
+    from common import machine, scratch_directory, write_results
 
-    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="adaret-trt-check-"))
-    rows = [_one_budget(float(b), args, work) for b in args.budgets.split(",")]
+    with scratch_directory("adaret-trt-check-", keep=args.work) as work:
+        rows = [_one_budget(float(b), args, work) for b in args.budgets.split(",")]
     payload = {"command": "python " + " ".join(sys.argv), "seq_len": args.seq_len, "batch": args.batch,
                "machine": machine(), "rows": rows, "targets": _targets(rows)}
     write_results(args.name, payload, _markdown(payload))
