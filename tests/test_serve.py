@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from serving_helpers import adaret_serve, server_or_skip
 
 from adaret.cli import main
 from adaret.core.errors import AdaretError
@@ -35,16 +36,6 @@ from tritonclient.utils import InferenceServerException  # noqa: E402
 MAX_BATCH = 4
 TEXTS = ["Shares in the bank fell sharply after the results.", "The striker scored twice in the final.",
          "A new phone with a faster chip", "Parliament voted on the budget late on Tuesday night, " * 12]
-
-
-def _server_or_skip():
-    """The bundled server and the stub's environment: installed by `make install`; missing is a failure under CI."""
-    try:
-        return bundled.find_bundled_server(), bundled.stub_environment()
-    except AdaretError as exc:
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"no bundled Triton: {exc}")
 
 
 def _copy(result, tmp_path_factory, name: str) -> Path:
@@ -174,7 +165,7 @@ def test_a_numpy_2_environment_is_refused_for_the_stub():
 
 
 def test_serve_errors_are_one_line(tmp_path, capsys):
-    _server_or_skip()
+    server_or_skip()
     assert main(["serve", str(tmp_path / "missing")]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("adaret serve: error:") and "\n" not in err
@@ -185,21 +176,8 @@ def test_serve_errors_are_one_line(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def served(dynamic_export):
-    _server_or_skip()
-    http, grpc, metrics = astuple(Ports.free())
-    command = [sys.executable, "-m", "adaret.cli", "serve", str(dynamic_export), "--port", str(http),
-               "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--max-batch", str(MAX_BATCH),
-               "--max-queue-delay-us", "2000"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        if not wait_ready(process, http, timeout=90):
-            process.kill()
-            pytest.fail(f"adaret serve did not become ready:\n{process.communicate()[0][-3000:]}")
-        yield process, httpclient.InferenceServerClient(f"127.0.0.1:{http}", concurrency=8), metrics
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.communicate()
+    with adaret_serve(dynamic_export, MAX_BATCH) as running:
+        yield running
 
 
 def _token_inputs(ids: np.ndarray, mask: np.ndarray, dtype: str = "INT64") -> list:
@@ -298,7 +276,7 @@ def test_sigterm_drains_and_exits_0(served):
 
 
 def test_standalone_tokenizer_and_label_models_run_in_the_bundled_server(dynamic_export, tmp_path):
-    _server_or_skip()
+    server_or_skip()
     facts = read_export(dynamic_export)
     repository = tmp_path / "repo"
     write_standalone_repository(facts, "m", Batching(MAX_BATCH, 100, 1), repository)

@@ -20,10 +20,9 @@ from typing import Any
 import numpy as np
 
 from adaret.core.errors import AdaretError
-from adaret.core.io_spec import LOGITS
 from adaret.runtime.session import Session, load
 from adaret.runtime.text import TruncationWarning
-from adaret.serving.configs import LABEL, PROBABILITIES, TEXT
+from adaret.serving.configs import ANSWER, CONTEXT, END, LABEL, PROBABILITIES, QUESTION, SCORE, START, TEXT
 from adaret.serving.standalone import tokenizer_model as standalone_tokenizer
 
 THREADS_VARIABLE = "ADARET_SERVE_THREADS"
@@ -75,7 +74,8 @@ def _failure(run: Callable[[Sequence[Any]], list[Any]], item: Any) -> Any:
 
 
 class LogitsModel(_SessionModel):
-    """``<name>``: ``input_ids`` and ``attention_mask`` (and ``token_type_ids``) [batch, sequence] -> ``logits``.
+    """``<name>``: ``input_ids`` and ``attention_mask`` (and ``token_type_ids``) [batch, sequence] -> the graph's
+    outputs: ``logits``, or a question-answering graph's ``start_logits`` and ``end_logits`` [batch, sequence].
 
     Requests of the same sequence length run as one Session batch: the dynamic graph's K follows the padded
     length, so rows of one length get exactly the logits each would alone. A static export's Session pads each
@@ -96,9 +96,12 @@ class LogitsModel(_SessionModel):
 
     def _logits(self, batch: Sequence[dict[str, np.ndarray]]) -> list[Any]:
         joined = {name: np.concatenate([feeds[name] for feeds in batch]) for name in batch[0]}
-        logits = self.session.run(**joined)[LOGITS].astype(np.float32, copy=False)
+        outputs = self.session.run(**joined)
         bounds = np.cumsum([len(feeds["input_ids"]) for feeds in batch])[:-1]
-        return [[self.pb.Tensor(LOGITS, np.ascontiguousarray(part))] for part in np.split(logits, bounds)]
+        parts = {name: np.split(outputs[name].astype(np.float32, copy=False), bounds)
+                 for name in self.session.output_names}
+        return [[self.pb.Tensor(name, np.ascontiguousarray(parts[name][row])) for name in parts]
+                for row in range(len(batch))]
 
 
 class TextModel(_SessionModel):
@@ -129,6 +132,49 @@ class TextModel(_SessionModel):
             labels = np.array([[p.label.encode("utf-8")] for p in chosen], dtype=np.object_)
             probabilities = np.stack([p.probabilities for p in chosen]).astype(np.float32, copy=False)
             answers.append([self.pb.Tensor(LABEL, labels), self.pb.Tensor(PROBABILITIES, probabilities)])
+        return answers
+
+
+class AnswerModel(_SessionModel):
+    """``<name>_text`` of a question-answering export: UTF-8 ``question`` and ``context`` [batch, 1] -> the best
+    ``answer`` [batch, 1] with its ``score``, ``start`` and ``end`` (characters of the context), by
+    ``Session.answer_batch``: long contexts in overlapping windows, the best span over all of them. Each pair is
+    windowed and decoded on its own, so its answer does not depend on the pairs batched with it."""
+
+    def run(self, requests: Sequence[Any]) -> list[Any]:
+        outcomes: list[Any] = [None] * len(requests)
+        pairs: list[tuple[int, tuple[list[str], list[str]]]] = []
+        for index, request in enumerate(requests):
+            try:
+                pairs.append((index, self._pairs(request)))
+            except AdaretError as exc:
+                outcomes[index] = exc
+        results = run_together([pair for _, pair in pairs], self._answer) if pairs else []
+        for (index, _), result in zip(pairs, results, strict=True):
+            outcomes[index] = result
+        return outcomes
+
+    def _pairs(self, request: Any) -> tuple[list[str], list[str]]:
+        questions = decode_texts(self.pb.get_input_tensor_by_name(request, QUESTION).as_numpy())
+        contexts = decode_texts(self.pb.get_input_tensor_by_name(request, CONTEXT).as_numpy())
+        if len(questions) != len(contexts):
+            raise AdaretError(f"{len(questions)} question(s) for {len(contexts)} context(s): send one of each per row")
+        return questions, contexts
+
+    def _answer(self, requests: Sequence[tuple[list[str], list[str]]]) -> list[Any]:
+        questions = [q for request_questions, _ in requests for q in request_questions]
+        contexts = [c for _, request_contexts in requests for c in request_contexts]
+        spans = [found[0] for found in self.session.answer_batch(
+            questions, contexts, batch_size=int(self.settings.get("max_batch", 16)))]
+        answers, start = [], 0
+        for request_questions, _ in requests:
+            chosen = spans[start:start + len(request_questions)]
+            start += len(request_questions)
+            answers.append([
+                self.pb.Tensor(ANSWER, np.array([[s.text.encode("utf-8")] for s in chosen], dtype=np.object_)),
+                self.pb.Tensor(SCORE, np.array([[s.score] for s in chosen], dtype=np.float32)),
+                self.pb.Tensor(START, np.array([[s.start_char] for s in chosen], dtype=np.int64)),
+                self.pb.Tensor(END, np.array([[s.end_char] for s in chosen], dtype=np.int64))])
         return answers
 
 

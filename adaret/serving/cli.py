@@ -13,14 +13,18 @@ SERVE_DESCRIPTION = """Serve an export (an export directory, a .onnx graph, or a
 with the Triton Inference Server bundled in the nvidia-pytriton wheel. Two models: NAME takes input_ids and
 attention_mask (and token_type_ids where the export has it; INT64 [batch, sequence]) and returns logits (FP32);
 NAME_text takes UTF-8 texts (BYTES [batch, 1]) and returns label (BYTES) and probabilities (FP32), tokenised with
-the export's own tokenizer. Both run adaret.runtime inside Triton's Python backend. Health is at /v2/health/ready,
+the export's own tokenizer. A question-answering export's NAME returns start_logits and end_logits (FP32 [batch,
+sequence]); its NAME_text takes question and context (BYTES [batch, 1]) and returns the best answer (BYTES), score
+(FP32), start and end (INT64: characters of the context), reading long contexts in overlapping windows. Both run
+adaret.runtime inside Triton's Python backend. Health is at /v2/health/ready,
 Prometheus metrics at :METRICS_PORT/metrics. SIGTERM or Ctrl-C stops the server after the requests in flight; the
 command then exits 0."""
 REPO_DESCRIPTION = """Write a Triton model repository for a datacenter Triton server: the graph on the ONNX Runtime
 backend (platform onnxruntime_onnx: NAME, or NAME_seq<N> per static bucket), a TensorRT model (tensorrt_plan,
 NAME_seq<N>_trt) per model_seq<N>.plan next to a static export or given as EXPORT, a Python-backend tokenizer
 (NAME_tokenizer; needs numpy and tokenizers in the server's Python), a Python-backend label model (NAME_labels) and
-NAME_text, an ensemble text -> label. Dims, data types and labels come from the graph and its metadata. The bundled
+NAME_text, an ensemble text -> label (for a question-answering export, the graph models only: its windows and span
+decoding are served by `adaret serve`). Dims, data types and labels come from the graph and its metadata. The bundled
 server of `adaret serve` has neither the ONNX Runtime nor the TensorRT backend: serve this repository with NVIDIA's
 Triton container."""
 
@@ -114,5 +118,8 @@ def _run_triton_repo(args: argparse.Namespace) -> int:
     models = write_standalone_repository(facts, name, _batching(args), Path(args.out), overwrite=args.overwrite,
                                          gpu=not args.cpu)
     print(f"wrote {args.out}: {', '.join(models)}")
+    if facts.task != "classification":
+        print(f"{facts.task}: the graph models only; answers from text (windows, span decoding) are served by "
+              "`adaret serve`")
     print(f"serve it with: tritonserver --model-repository={Path(args.out).resolve()}")
     return 0

@@ -12,11 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from adaret.core.io_spec import LOGITS, TOKEN_TYPE_IDS
+from adaret.core.io_spec import CLASSIFICATION, LOGITS, TOKEN_TYPE_IDS
 from adaret.serving.export_facts import ExportFacts
 from adaret.serving.pbtxt import Enum, parameters
 
 TEXT, LABEL, PROBABILITIES = "text", "label", "probabilities"
+# A question-answering text model's tensors: the names (and meanings) of the Hugging Face question-answering
+# pipeline's fields, the answer text, its score (start + end logit) and its characters context[start:end]
+QUESTION, CONTEXT, ANSWER, SCORE, START, END = "question", "context", "answer", "score", "start", "end"
 TRITON_DTYPES = {np.dtype(np.int64): "TYPE_INT64", np.dtype(np.int32): "TYPE_INT32",
                  np.dtype(np.float32): "TYPE_FP32", np.dtype(np.float16): "TYPE_FP16"}
 KIND_CPU, KIND_GPU = Enum("KIND_CPU"), Enum("KIND_GPU")
@@ -54,6 +57,14 @@ def logits_output(facts: ExportFacts) -> dict[str, Any]:
     return {"name": LOGITS, "data_type": Enum("TYPE_FP32"), "dims": [facts.num_labels]}
 
 
+def graph_outputs(facts: ExportFacts, width: int = -1) -> list[dict[str, Any]]:
+    """The graph's outputs: ``logits`` [batch, labels], or a question-answering graph's ``start_logits`` and
+    ``end_logits`` [batch, width] (a logit per token)."""
+    if facts.task == CLASSIFICATION.task:
+        return [logits_output(facts)]
+    return [{"name": name, "data_type": Enum("TYPE_FP32"), "dims": [width]} for name in facts.output_names]
+
+
 def label_outputs(facts: ExportFacts) -> list[dict[str, Any]]:
     return [{"name": LABEL, "data_type": Enum("TYPE_STRING"), "dims": [1]},
             {"name": PROBABILITIES, "data_type": Enum("TYPE_FP32"), "dims": [facts.num_labels]}]
@@ -70,14 +81,21 @@ def served_logits_config(name: str, facts: ExportFacts, batching: Batching, expo
     """``<name>``: token arrays in, logits out, run by ``adaret.serving.backend.LogitsModel``. A static export takes
     any length up to its largest bucket: the Session pads each batch to its bucket."""
     return {"name": name, "backend": "python", **batching.fields(),
-            "input": token_inputs(facts, optional_types=True), "output": [logits_output(facts)],
+            "input": token_inputs(facts, optional_types=True), "output": graph_outputs(facts),
             "parameters": parameters({"export": export})}
 
 
 def served_text_config(name: str, facts: ExportFacts, batching: Batching, export: str) -> dict[str, Any]:
-    """``<name>_text``: UTF-8 texts in, label and probabilities out (``Session.classify``, the export's tokenizer)."""
-    return {"name": name, "backend": "python", **batching.fields(), "input": [text_input()],
-            "output": label_outputs(facts),
+    """``<name>_text``: UTF-8 texts in, label and probabilities out (``Session.classify``, the export's tokenizer);
+    for a question-answering export, a question and a context in, the best answer out (``Session.answer_batch``)."""
+    if facts.task == CLASSIFICATION.task:
+        inputs, outputs = [text_input()], label_outputs(facts)
+    else:
+        inputs = [{"name": n, "data_type": Enum("TYPE_STRING"), "dims": [1]} for n in (QUESTION, CONTEXT)]
+        outputs = [{"name": n, "data_type": Enum(t), "dims": [1]}
+                   for n, t in ((ANSWER, "TYPE_STRING"), (SCORE, "TYPE_FP32"), (START, "TYPE_INT64"),
+                                (END, "TYPE_INT64"))]
+    return {"name": name, "backend": "python", **batching.fields(), "input": inputs, "output": outputs,
             "parameters": parameters({"export": export, "max_batch": batching.max_batch})}
 
 
@@ -87,13 +105,13 @@ def served_text_config(name: str, facts: ExportFacts, batching: Batching, export
 def onnx_config(name: str, facts: ExportFacts, batching: Batching, width: int, kind: Enum) -> dict[str, Any]:
     """An ONNX Runtime backend model over one graph (``width`` -1 for the dynamic graph, else its bucket)."""
     return {"name": name, "platform": "onnxruntime_onnx", **batching.fields(kind),
-            "input": token_inputs(facts, width), "output": [logits_output(facts)]}
+            "input": token_inputs(facts, width), "output": graph_outputs(facts, width)}
 
 
 def plan_config(name: str, facts: ExportFacts, batching: Batching, width: int) -> dict[str, Any]:
     """A TensorRT backend model over one bucket's plan (always on a GPU)."""
     return {"name": name, "platform": "tensorrt_plan", **batching.fields(KIND_GPU),
-            "input": token_inputs(facts, width), "output": [logits_output(facts)]}
+            "input": token_inputs(facts, width), "output": graph_outputs(facts, width)}
 
 
 def tokenizer_config(name: str, facts: ExportFacts, batching: Batching, width: int | None) -> dict[str, Any]:

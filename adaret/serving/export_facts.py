@@ -13,19 +13,22 @@ from pathlib import Path
 import numpy as np
 
 from adaret.core.errors import AdaretError
-from adaret.core.io_spec import CLASSIFICATION, LOGITS
+from adaret.core.io_spec import CLASSIFICATION, LOGITS, QUESTION_ANSWERING
 from adaret.runtime.session import Session, load, model_files
 
+SERVED_TASKS = (CLASSIFICATION.task, QUESTION_ANSWERING.task)
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 PLAN_NAME = re.compile(r"model_seq(\d+)\.plan")
 
 
 @dataclass(frozen=True)
 class ExportFacts:
-    """One classification export, as Triton sees it."""
+    """One classification or question-answering export, as Triton sees it."""
 
     source: Path
     session: Session
+    task: str  # adaret.core.io_spec's task name
+    output_names: list[str]  # the graph's outputs: logits, or start_logits and end_logits
     graphs: dict[int | None, Path]  # bucket length (None: the dynamic graph) -> the file the Session runs
     plans: dict[int, Path]  # bucket length -> TensorRT plan (an export directory's model_seq<N>.plan, or a .plan)
     input_names: list[str]
@@ -46,9 +49,9 @@ def read_export(path: str | Path) -> ExportFacts:
     source = Path(path)
     session = load(source)  # checks the manifest, the metadata and the label count
     task = session.metadata.task
-    if task != CLASSIFICATION.task:
-        raise AdaretError(f"{source} is a {task} export; serving supports {CLASSIFICATION.task} exports only "
-                          "(answer questions with adaret.runtime's Session.answer)")
+    if task not in SERVED_TASKS:
+        raise AdaretError(f"{source} is a {task} export; serving supports {' and '.join(SERVED_TASKS)} exports "
+                          "(summarize with adaret.runtime or `adaret summarize`)")
     fixed_batch = session.input_specs["input_ids"].shape[0]
     if fixed_batch is not None:
         raise AdaretError(f"{source} was exported for a fixed batch of {fixed_batch}; Triton's dynamic batching "
@@ -65,7 +68,8 @@ def read_export(path: str | Path) -> ExportFacts:
     width = (next(iter(session.runners.values())).output_shapes.get(LOGITS) or (None,))[-1]  # None for a plan
     labels = session.label_names
     return ExportFacts(
-        source=source, session=session, graphs=graphs, plans=plans, input_names=session.input_names,
+        source=source, session=session, task=task, output_names=list(session.output_names), graphs=graphs,
+        plans=plans, input_names=session.input_names,
         input_dtypes={name: spec.dtype for name, spec in session.input_specs.items()},
         num_labels=int(width or len(labels) or -1), label_names=labels, max_length=session.max_length,
         pad_id=session.encoder.pad_id if session.encoder else 0, has_tokenizer=session.encoder is not None)

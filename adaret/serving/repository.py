@@ -2,13 +2,15 @@
 ``<model>/1/`` holding what the backend loads.
 
 - ``write_served_repository`` (``adaret serve``, into a fresh temporary directory): ``<name>`` (token arrays ->
-  logits) and ``<name>_text`` (texts -> label, probabilities), both Python-backend models over an
-  ``adaret.runtime`` Session.
+  logits, or start and end logits) and ``<name>_text`` (texts -> label, probabilities; or question and context ->
+  answer, score, start, end), both Python-backend models over an ``adaret.runtime`` Session.
 - ``write_standalone_repository`` (``adaret triton-repo``): the graph on ONNX Runtime's backend (``<name>``, or
   ``<name>_seq<N>`` per static bucket), ``<name>_seq<N>_trt`` per TensorRT plan, a Python-backend tokenizer and
   label models that need only numpy and tokenizers, and ``<name>_text``, the ensemble text -> label. The directory
   is claimed like every adaret output (``adaret.core.outputs``) and each model directory is renamed into place
-  complete.
+  complete. For a question-answering export it holds the graph models only: its text side (overlapping windows
+  over a long context, the best span over all of them) is not a fixed pipeline of tensors that an ensemble can
+  route, and is served by ``adaret serve``'s ``AnswerModel``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 
 from adaret.core.errors import AdaretError
 from adaret.core.fileio import STAGING_SUFFIX, fsync_path
+from adaret.core.io_spec import CLASSIFICATION
 from adaret.core.outputs import output_dir
 from adaret.runtime.text import TOKENIZER_FILE
 from adaret.serving import configs
@@ -42,8 +45,9 @@ def write_served_repository(facts: ExportFacts, name: str, batching: Batching, d
         raise AdaretError(f"no {TOKENIZER_FILE} beside {facts.source}: {name}_text needs the tokenizer that export "
                           "writes next to the graph")
     export = str(facts.source.resolve())
+    text_model = "TextModel" if facts.task == CLASSIFICATION.task else "AnswerModel"
     models = {name: (configs.served_logits_config(name, facts, batching, export), "LogitsModel"),
-              f"{name}_text": (configs.served_text_config(f"{name}_text", facts, batching, export), "TextModel")}
+              f"{name}_text": (configs.served_text_config(f"{name}_text", facts, batching, export), text_model)}
     for model, (config, cls) in models.items():
         version = _model_dir(directory, model, config)
         (version / "model.py").write_text(SERVED_MODEL_PY.format(cls=cls))
@@ -78,6 +82,8 @@ def _stage_standalone(facts: ExportFacts, name: str, batching: Batching, staged:
         version = _model_dir(staged, model, configs.plan_config(model, facts, batching, length))
         shutil.copyfile(plan, version / "model.plan")
         models.append(model)
+    if facts.task != CLASSIFICATION.task:
+        return models  # the text side (windows, span decoding) is adaret serve's AnswerModel: see the docstring
     # The ensemble's graph: the dynamic one, else the largest bucket (every text fits it), on TensorRT where a plan
     # for it was given. Its tokenizer pads to that bucket.
     width = max(facts.static_lengths) if facts.static_lengths else (
