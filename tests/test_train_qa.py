@@ -81,3 +81,28 @@ def test_a_squad_file_is_split_by_context(tmp_path):
 def test_a_classification_set_is_refused_for_question_answering():
     with pytest.raises(AdaretError, match="classification set"):
         load_qa_splits("bbc-news", seed=0)
+
+
+def test_stage_three_trains_backbone_and_head_through_hard_top_m_and_keeps_the_gates(qa_checkpoint, tmp_path):
+    import torch
+
+    from adaret.training.question_answering import SpanData, WindowSettings, fine_tune_hard, window_logits
+
+    checkpoint = RetentionCheckpoint.from_pretrained(qa_checkpoint)
+    model, tokenizer = checkpoint.model, checkpoint.tokenizer
+    examples, _, _ = load_qa_splits(str(squad_file(tmp_path / "s.json")), seed=0)
+    data = SpanData(examples, tokenizer, WindowSettings(48, 16, 12, 30))
+    teacher = window_logits(model, data, 8, mode="full")
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    config = TrainConfig(out=str(tmp_path / "unused"), batch_size=8, refit_epochs=1.0, lr_backbone=1e-3)
+    schedule = checkpoint.info.keep_schedule.rescaled(0.5)
+    steps = fine_tune_hard(model, data, config, schedule, teacher)
+    assert steps == -(-len(data) // 8)  # one pass over the windows
+    changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
+    assert any(name.startswith("encoder.") for name in changed) and any(name.startswith("head.") for name in changed)
+    assert not any(name.startswith("gates.") for name in changed)  # top-M passes no gradient to the gates
+
+
+def test_the_recipe_records_stage_three(qa_checkpoint):
+    metrics = RetentionCheckpoint.from_pretrained(qa_checkpoint).info.metrics
+    assert metrics["hard_finetune_steps"] > 0 and 0.0 <= metrics["f1_hard_before_stage3"] <= 100.0

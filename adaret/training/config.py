@@ -80,8 +80,9 @@ class TrainConfig:
         "summarization: passes over the training split when fitting the full model's decoder (stage 1)",
         type=positive_float))
     refit_epochs: float = field(default=1.0, metadata=flag(
-        "summarization: passes when re-fitting the decoder on the deployed memory (stage 3; 0 with "
-        "--no-refit-head)", type=positive_float))
+        "summarization: passes when re-fitting the decoder on the deployed memory; question answering: passes of "
+        "fine-tuning through the deployed hard top-M rule (stage 3 of both; skipped with --no-refit-head)",
+        type=positive_float))
     doc_stride: int = field(default=128, metadata=flag(
         "question answering: tokens shared by consecutive windows of a long context", type=positive_int))
     max_query_length: int = field(default=64, metadata=flag(

@@ -1,6 +1,6 @@
 """Training a retention model for extractive question answering (SQuAD v1.1 format).
 
-Question answering needs the backbone fine-tuned, so the recipe has two stages, both on the same windows
+Question answering needs the backbone fine-tuned, so the recipe has three stages, all on the same windows
 (``adaret.core.qa_windows``: max length, doc stride and question cut as the runtime will use them):
 
 1. Full fine-tuning: backbone and span head, no retention. This is the reference "the full model trained the
@@ -9,6 +9,8 @@ Question answering needs the backbone fine-tuned, so the recipe has two stages, 
    rate. The task loss is the span cross-entropy plus ``distill_weight`` times KL(teacher || retained) on the
    start and on the end distribution. Checkpoint selection scores the deployed hard top-M rule by F1 on a
    validation slice of the training questions.
+3. Hard fine-tuning (``refit_epochs``; off with ``--no-refit-head``): backbone and head trained through the
+   deployed hard top-M rule at the budget, gates fixed, with the same loss (``fine_tune_hard``).
 
 The held-out metrics are SQuAD EM and F1 (the official v1.1 normalisation) of the stage-1 model, of the final
 weights without retention, and of the deployed rule at the budget.
@@ -19,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -123,31 +125,56 @@ def span_loss(logits: torch.Tensor, batch: SpanBatch, teacher: torch.Tensor | No
 def fine_tune_full(model: RetentionModel, data: SpanData, config) -> int:
     """Fine-tune backbone and head without retention (AdamW, linear warm-up and decay); returns the steps."""
     steps = total_steps(len(data), config.batch_size, config.epochs, config.min_steps, config.max_steps)
+    return _fine_tune(model, data, config, steps=steps, lr=config.lr_finetune, desc="fine-tune (full model)",
+                      loss=lambda batch: span_loss(model(**batch.inputs, mode="full").logits, batch))
+
+
+def fine_tune_hard(model: RetentionModel, data: SpanData, config, schedule: KeepSchedule,
+                   teacher: torch.Tensor) -> int:
+    """Stage 3: backbone and head fine-tuned through the deployed hard top-M rule at ``schedule`` (the gates stay
+    fixed: top-M passes no gradient to them), with the span loss and the distillation from the full model, for
+    ``refit_epochs`` epochs; returns the steps. Stage 2 trained the weights under the relaxed masks; the exported
+    graph drops tokens outright, and a token dropped before layer l reaches the span head with its layer l-1
+    state. This stage trains the head and backbone on exactly that, as LTP's final stage does."""
+    steps = total_steps(len(data), config.batch_size, config.refit_epochs, 1, None)
+
+    def loss(batch: SpanBatch) -> torch.Tensor:
+        logits = model(**batch.inputs, mode="hard", schedule=schedule).logits
+        return span_loss(logits, batch, teacher[batch.indices], config.distill_weight)
+
+    return _fine_tune(model, data, config, steps=steps, lr=config.lr_backbone, desc="fine-tune (hard top-M)",
+                      loss=loss)
+
+
+def _fine_tune(model: RetentionModel, data: SpanData, config, *, steps: int, lr: float, desc: str,
+               loss: Callable[[SpanBatch], torch.Tensor]) -> int:
+    """AdamW on backbone and head for ``steps`` steps (linear warm-up over a tenth, then linear decay)."""
     parameters = [*model.encoder.parameters(), *model.head.parameters()]
     model.encoder.requires_grad_(True)
     model.head.requires_grad_(True)
-    optimizer = torch.optim.AdamW(parameters, lr=config.lr_finetune, weight_decay=0.01)
+    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.01)
     warmup = max(1, steps // 10)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup))))
-    bar = tqdm(total=steps, desc="fine-tune (full model)", dynamic_ncols=True)
+    bar = tqdm(total=steps, desc=desc, dynamic_ncols=True)
     model.train()
     step, epoch = 0, 0
     while step < steps:
         for batch in data.batches(config.batch_size, shuffle=True, seed=config.seed * 100_003 + epoch):
-            loss = span_loss(model(**batch.inputs, mode="full").logits, batch)
+            value = loss(batch)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            value.backward()
             torch.nn.utils.clip_grad_norm_(parameters, 1.0)
             optimizer.step()
             scheduler.step()
             step += 1
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", refresh=False)
+            bar.set_postfix(loss=f"{float(value.detach()):.3f}", refresh=False)
             bar.update()
             if step >= steps:
                 break
         epoch += 1
     bar.close()
+    model.eval()
     return steps
 
 
@@ -275,12 +302,20 @@ def train_question_answering(model: RetentionModel, tokenizer, config, settings:
     sgda = run_sgda(model, train_set, gate_config, QuestionAnsweringTask(config, teacher, validation,
                                                                           validation_answers))
     schedule = KeepSchedule.from_fractions(relaxed_keep_fractions(model, validation, config.batch_size))
+    deployed = schedule.rescaled(config.budget)
     seconds["gate training (SGDA)"] = round(time.perf_counter() - clock, 1)
+
+    hard_steps, before_refit = 0, None
+    if config.refit_head and config.refit_epochs > 0:
+        clock = time.perf_counter()
+        before_refit, _ = span_scores(model, eval_set, config.batch_size, mode="hard", schedule=deployed,
+                                      desc="eval hard top-M (before stage 3)")
+        hard_steps = fine_tune_hard(model, train_set, config, deployed, teacher)
+        seconds["fine-tune (hard top-M)"] = round(time.perf_counter() - clock, 1)
 
     clock = time.perf_counter()
     final_full, _ = span_scores(model, eval_set, config.batch_size, mode="full", desc="eval full (final weights)")
-    hard, _ = span_scores(model, eval_set, config.batch_size, mode="hard", schedule=schedule.rescaled(config.budget),
-                          desc="eval hard top-M")
+    hard, _ = span_scores(model, eval_set, config.batch_size, mode="hard", schedule=deployed, desc="eval hard top-M")
     achieved = sum(relaxed_keep_fractions(model, eval_set, config.batch_size)) / model.num_layers
     seconds["held-out evaluation"] = round(time.perf_counter() - clock, 1)
     metrics = {
@@ -292,7 +327,8 @@ def train_question_answering(model: RetentionModel, tokenizer, config, settings:
         "f1_hard": hard["f1"], "exact_match_hard": hard["exact_match"],
         "hard_over_full": hard["f1"] / max(full_scores["f1"], 1e-12),
         "achieved_budget": achieved, "budget_within_tolerance": abs(achieved - config.budget) <= BUDGET_TOLERANCE,
-        "finetune_steps": finetune_steps, "sgda_steps": sgda.steps,
+        "f1_hard_before_stage3": None if before_refit is None else before_refit["f1"],
+        "finetune_steps": finetune_steps, "sgda_steps": sgda.steps, "hard_finetune_steps": hard_steps,
         "selected_step": sgda.best.step if sgda.best else None,
         "validation_history": [vars(point) for point in sgda.history],
         "convergence_notes": sgda.convergence_notes(config.budget, len(validation.examples)),
