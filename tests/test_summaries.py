@@ -302,3 +302,18 @@ def test_bootstrap_refuses_bad_arguments():
         rouge_bootstrap_interval(["a"], ["a"], metric="rougeLsum")
     with pytest.raises(ValueError, match="samples must be at least 1"):
         rouge_bootstrap_interval(["a"], ["a"], samples=0)
+
+
+@pytest.mark.parametrize("text", ["blair's plan isn't working, he said.", "we're sure they've won!",
+                                  "i'm here? yes, it's 5 per cent."])
+def test_decoded_summaries_have_the_spacing_a_reader_expects(text):
+    from tokenizers import Tokenizer
+
+    from adaret.core.detokenize import clean_spacing
+    from adaret.training.checkpoint import resolve_model_source
+    from adaret.training.config import PACKAGED_MODEL
+
+    tokenizer = Tokenizer.from_file(str(resolve_model_source(PACKAGED_MODEL) / "tokenizer.json"))
+    ids = tokenizer.encode(text, add_special_tokens=False).ids
+    assert " ' " in tokenizer.decode(ids) or " ," in tokenizer.decode(ids) or " ?" in tokenizer.decode(ids)
+    assert clean_spacing(tokenizer.decode(ids)) == text

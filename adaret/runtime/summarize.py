@@ -32,6 +32,7 @@ from typing import NoReturn
 import numpy as np
 
 from adaret.core.chunks import document_chunks, pad_chunks, plain_tokenizer
+from adaret.core.detokenize import clean_spacing
 from adaret.core.errors import AdaretError
 from adaret.core.io_spec import SUMMARIZATION
 from adaret.core.metadata import ExportMetadata
@@ -93,7 +94,7 @@ class Summarizer:
         return [self.decode(h) for h in hypotheses]
 
     def decode(self, hypothesis: Hypothesis) -> str:
-        return self.tokenizer.decode(hypothesis.tokens, skip_special_tokens=True)
+        return clean_spacing(self.tokenizer.decode(hypothesis.tokens, skip_special_tokens=True))
 
     def generate(self, texts: Sequence[str], *, max_new_tokens: int | None = None, num_beams: int = 1,
                  batch_size: int = 8, length_penalty: float = DEFAULT_LENGTH_PENALTY) -> list[Hypothesis]:

@@ -31,8 +31,10 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from adaret.core.chunks import document_chunks, pad_chunks, plain_tokenizer
+from adaret.core.detokenize import clean_spacing
 from adaret.core.summaries import SummaryPair, rouge_scores
 from adaret.modeling import KeepSchedule, layer_keep_fractions
+from adaret.modeling.scorers import TokenScorer
 from adaret.modeling.seq2seq import Memory, RetentionSeq2Seq
 from adaret.training.batching import length_grouped
 from adaret.training.seq2seq_checkpoint import ChunkSettings
@@ -135,9 +137,11 @@ def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def train_decoder(model: RetentionSeq2Seq, data: SummaryData, *, epochs: float, lr: float, batch_size: int, seed: int,
                   mode: str, schedule: KeepSchedule | None = None, encoder_lr: float | None = None,
-                  snapshot_epochs: float | None = None, desc: str = "decoder") -> nn.Module | None:
+                  snapshot_epochs: float | None = None, desc: str = "decoder",
+                  scorer: TokenScorer | None = None) -> nn.Module | None:
     """Teacher forcing on ``mode``'s memory ("full", or "hard" at ``schedule``); the gates stay fixed. The encoder
     backbone learns too when ``encoder_lr`` is given (only on the full memory: hard top-M has no gradient to it).
+    ``scorer``: what ranks the tokens in hard mode instead of the gates (the baselines of a benchmark).
 
     ``snapshot_epochs``: also return a copy of the decoder as it was after that many epochs (None: return None).
     """
@@ -147,7 +151,7 @@ def train_decoder(model: RetentionSeq2Seq, data: SummaryData, *, epochs: float, 
         params.append({"params": list(model.encoder.parameters()), "lr": encoder_lr})
     model.decoder.requires_grad_(True)
     # A fixed encoder gives every document the same memory in every epoch: encode each once.
-    memories = None if train_encoder else MemoryCache(model, data, batch_size, mode, schedule)
+    memories = None if train_encoder else MemoryCache(model, data, batch_size, mode, schedule, scorer)
     optimizer = torch.optim.AdamW(params, weight_decay=0.01)
     per_epoch = math.ceil(len(data) / batch_size)
     steps = max(1, math.ceil(epochs * per_epoch))
@@ -162,7 +166,7 @@ def train_decoder(model: RetentionSeq2Seq, data: SummaryData, *, epochs: float, 
             if not train_encoder:
                 model.retention.eval()
             if memories is None:
-                memory = model.encode(batch.input_ids, batch.chunk_mask, mode=mode, schedule=schedule)
+                memory = model.encode(batch.input_ids, batch.chunk_mask, mode=mode, schedule=schedule, scorer=scorer)
             else:
                 memory = memories.batch(batch.indices.tolist())
             logits = model.decode_memory(batch.decoder_input_ids, memory)
@@ -188,14 +192,14 @@ class MemoryCache:
     then differs from the float32 memory by the rounding of a half, far below what teacher forcing notices)."""
 
     def __init__(self, model: RetentionSeq2Seq, data: SummaryData, batch_size: int, mode: str,
-                 schedule: KeepSchedule | None):
+                 schedule: KeepSchedule | None, scorer: TokenScorer | None = None):
         self.states: dict[int, torch.Tensor] = {}
         self.device = data.device
         model.eval()
         with torch.no_grad():
             batches = data.deployed_batches(batch_size) if mode == "hard" else data.batches(batch_size)
             for batch in tqdm(list(batches), desc="encode memory", dynamic_ncols=True, leave=False):
-                memory = model.encode(batch.input_ids, batch.chunk_mask, mode=mode, schedule=schedule)
+                memory = model.encode(batch.input_ids, batch.chunk_mask, mode=mode, schedule=schedule, scorer=scorer)
                 for row, index in enumerate(batch.indices.tolist()):
                     kept = memory.mask[row] > 0
                     self.states[index] = memory.states[row][kept].to("cpu", torch.float16)
@@ -273,7 +277,8 @@ def train_gates(model: RetentionSeq2Seq, train: SummaryData, validation: Summary
 
 @torch.no_grad()
 def generate_summaries(model: RetentionSeq2Seq, data: SummaryData, tokenizer, *, batch_size: int, mode: str,
-                       schedule: KeepSchedule | None, max_new_tokens: int, desc: str = "generate") -> list[str]:
+                       schedule: KeepSchedule | None, max_new_tokens: int, desc: str = "generate",
+                       scorer: TokenScorer | None = None) -> list[str]:
     """Greedy summaries of every document, in data order."""
     model.eval()
     summaries: dict[int, str] = {}
@@ -281,9 +286,10 @@ def generate_summaries(model: RetentionSeq2Seq, data: SummaryData, tokenizer, *,
     batches = data.deployed_batches(batch_size) if mode == "hard" else data.batches(batch_size)
     for batch in tqdm(list(batches), desc=desc, dynamic_ncols=True, leave=False):
         tokens = model.generate(batch.input_ids, batch.chunk_mask, start_id=special.start, end_id=special.end,
-                                max_new_tokens=max_new_tokens, mode=mode, schedule=schedule)
+                                max_new_tokens=max_new_tokens, mode=mode, schedule=schedule, scorer=scorer)
         for index, row in zip(batch.indices.tolist(), tokens.tolist(), strict=True):
-            summaries[index] = tokenizer.decode(_until_end(row, special.end), skip_special_tokens=True)
+            summaries[index] = clean_spacing(tokenizer.decode(_until_end(row, special.end),
+                                                              skip_special_tokens=True))
     return [summaries[i] for i in range(len(data))]
 
 
@@ -292,9 +298,10 @@ def _until_end(tokens: list[int], end: int) -> list[int]:
 
 
 def rouge_of(model: RetentionSeq2Seq, data: SummaryData, tokenizer, *, batch_size: int, mode: str,
-             schedule: KeepSchedule | None, max_new_tokens: int, desc: str) -> dict[str, float]:
+             schedule: KeepSchedule | None, max_new_tokens: int, desc: str,
+             scorer: TokenScorer | None = None) -> dict[str, float]:
     predictions = generate_summaries(model, data, tokenizer, batch_size=batch_size, mode=mode, schedule=schedule,
-                                     max_new_tokens=max_new_tokens, desc=desc)
+                                     max_new_tokens=max_new_tokens, desc=desc, scorer=scorer)
     return rouge_scores(predictions, [p.summary for p in data.pairs]) | {"examples": len(data)}
 
 

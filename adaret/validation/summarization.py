@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 
 from adaret import __version__
 from adaret.core.chunks import document_chunks
+from adaret.core.detokenize import clean_spacing
 from adaret.core.errors import AdaretError
 from adaret.core.fileio import atomic_file
 from adaret.core.io_spec import SUMMARIZATION
@@ -338,7 +339,7 @@ def accuracy_rows(config: SummarizationValidationConfig, checkpoint: Seq2SeqChec
 
 def _decoded(generation: Generation, tokenizer) -> Generation:
     """The runtime's decoding for every row, so that summaries differ only where tokens do."""
-    generation.summaries = [tokenizer.decode(t, skip_special_tokens=True) for t in generation.tokens]
+    generation.summaries = [clean_spacing(tokenizer.decode(t, skip_special_tokens=True)) for t in generation.tokens]
     return generation
 
 
