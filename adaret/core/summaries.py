@@ -229,7 +229,7 @@ def _field(path: Path, line: int, row: dict[str, Any], column: str) -> str:
 def rouge_scores(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
     """Mean ROUGE-1, ROUGE-2 and ROUGE-L F-measures, in percent (Porter-stemmed, as the rouge-score package
     computes them), and the number of examples: ``{"rouge1": ..., "rouge2": ..., "rougeL": ..., "examples": n}``."""
-    scores = _per_example(predictions, references)
+    scores = rouge_per_example(predictions, references)
     means: dict[str, float] = {metric: float(values.mean()) for metric, values in scores.items()}
     return {**means, "examples": len(predictions)}
 
@@ -242,13 +242,14 @@ def rouge_bootstrap_interval(predictions: Sequence[str], references: Sequence[st
         raise ValueError(f"metric must be one of {', '.join(ROUGE_METRICS)}, not {metric!r}")
     if samples < 1:
         raise ValueError(f"samples must be at least 1, not {samples}")
-    values = _per_example(predictions, references)[metric]
+    values = rouge_per_example(predictions, references)[metric]
     draws = np.random.default_rng(seed).integers(0, len(values), size=(samples, len(values)))
     low, high = np.percentile(values[draws].mean(axis=1), [2.5, 97.5])
     return float(low), float(high)
 
 
-def _per_example(predictions: Sequence[str], references: Sequence[str]) -> dict[str, np.ndarray]:
+def rouge_per_example(predictions: Sequence[str], references: Sequence[str]) -> dict[str, np.ndarray]:
+    """Each example's ROUGE-1/2/L F-measure (percent), per metric: what paired comparisons of two systems need."""
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} prediction(s) for {len(references)} reference(s)")
     if not predictions:

@@ -41,6 +41,7 @@ from torch import nn
 
 from adaret.modeling.retention import MASKED_KEY_BIAS, RetentionModel
 from adaret.modeling.schedule import KeepSchedule
+from adaret.modeling.scorers import TokenScorer
 
 LayerCache = tuple[torch.Tensor, torch.Tensor]  # key, value: [batch, heads, length, head_size]
 
@@ -181,13 +182,15 @@ class RetentionSeq2Seq(nn.Module):
         return self
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, mode: str = "relaxed",
-               schedule: KeepSchedule | None = None) -> Memory:
-        """``input_ids`` and ``attention_mask`` [batch, chunks, chunk_length] (or [batch, length]: one chunk)."""
+               schedule: KeepSchedule | None = None, scorer: TokenScorer | None = None) -> Memory:
+        """``input_ids`` and ``attention_mask`` [batch, chunks, chunk_length] (or [batch, length]: one chunk).
+        ``scorer``: what ranks the tokens in hard mode (default: the gates; baselines in ``adaret.modeling.scorers``).
+        """
         if input_ids.dim() == 2:
             input_ids, attention_mask = input_ids.unsqueeze(1), attention_mask.unsqueeze(1)
         batch, chunks, length = input_ids.shape
         out = self.retention(input_ids.reshape(-1, length), attention_mask.reshape(-1, length), mode=mode,
-                             schedule=schedule)
+                             schedule=schedule, scorer=scorer)
         states = out.hidden_states.reshape(batch, -1, out.hidden_states.shape[-1])
         return Memory(states, out.memory_mask.reshape(batch, -1),
                       [e.reshape(batch, chunks * length) for e in out.expected_masks], out.kept_positions)
@@ -205,10 +208,11 @@ class RetentionSeq2Seq(nn.Module):
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, start_id: int, end_id: int,
-                 max_new_tokens: int, mode: str = "hard", schedule: KeepSchedule | None = None) -> torch.Tensor:
+                 max_new_tokens: int, mode: str = "hard", schedule: KeepSchedule | None = None,
+                 scorer: TokenScorer | None = None) -> torch.Tensor:
         """Greedy decoding with the KV cache: [batch, steps] token ids after ``start_id`` (``end_id`` included;
         a finished row repeats ``end_id``). The reference the exported graphs are checked against."""
-        memory = self.encode(input_ids, attention_mask, mode=mode, schedule=schedule)
+        memory = self.encode(input_ids, attention_mask, mode=mode, schedule=schedule, scorer=scorer)
         bias, cross = memory_bias(memory.mask), self.decoder.cross_cache(memory.states)
         tokens = torch.full((memory.states.shape[0], 1), start_id, dtype=torch.long, device=memory.states.device)
         finished = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
