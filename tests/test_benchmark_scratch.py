@@ -1,4 +1,5 @@
-"""The benchmarks' work folders: removed when the run ends (also on error) unless the user named one to keep."""
+"""Benchmark helpers: work folders removed when the run ends (also on error) unless the user named one to keep;
+the hand-made keep schedules of the shapes study."""
 
 import importlib.util
 from pathlib import Path
@@ -42,3 +43,19 @@ def test_no_benchmark_leaks_a_temporary_folder():
     offenders = [p.name for p in (ROOT / "benchmarks").glob("*.py")
                  if "mkdtemp(" in p.read_text() and p.name != "common.py"]
     assert offenders == []
+
+
+def test_the_hand_made_schedule_shapes_spend_the_same_budget():
+    spec = importlib.util.spec_from_file_location("qa_schedule_shapes", ROOT / "benchmarks" / "qa_schedule_shapes.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from adaret.modeling import KeepSchedule
+
+    learned = KeepSchedule.from_fractions([1.0, 0.58, 0.52, 0.47, 0.12, 0.08])
+    for budget in (0.5, 0.4, 0.3):
+        found = module.shapes(learned, budget, 6)
+        # two full layers already spend 2/6 of the budget: below 1/3 that shape does not exist
+        assert set(found) == {"learned", "flat", "linear"} | ({"two full layers"} if budget > 1 / 3 else set())
+        assert found["learned"] == learned.rescaled(budget)
+        for schedule in found.values():
+            assert schedule.budget == pytest.approx(budget, abs=1e-3)

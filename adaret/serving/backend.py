@@ -104,25 +104,39 @@ class LogitsModel(_SessionModel):
                 for row in range(len(batch))]
 
 
-class TextModel(_SessionModel):
+class _TextRequestsModel(_SessionModel):
+    """A model whose requests carry UTF-8 texts: each request is read on its own (a bad one gets its error and
+    leaves the batch), then the good ones are answered together by ``respond``, one answer per request."""
+
+    def run(self, requests: Sequence[Any]) -> list[Any]:
+        outcomes: list[Any] = [None] * len(requests)
+        read: list[tuple[int, Any]] = []
+        for index, request in enumerate(requests):
+            try:
+                read.append((index, self.read(request)))
+            except AdaretError as exc:
+                outcomes[index] = exc
+        results = run_together([item for _, item in read], self.respond) if read else []
+        for (index, _), result in zip(read, results, strict=True):
+            outcomes[index] = result
+        return outcomes
+
+    def read(self, request: Any) -> Any:
+        raise NotImplementedError
+
+    def respond(self, items: Sequence[Any]) -> list[Any]:
+        raise NotImplementedError
+
+
+class TextModel(_TextRequestsModel):
     """``<name>_text``: UTF-8 ``text`` [batch, 1] -> ``label`` [batch, 1] and ``probabilities`` [batch, labels],
     by ``Session.classify`` with the export's tokenizer. classify pads each text to its own bucket, so a text's
     answer does not depend on the texts batched with it."""
 
-    def run(self, requests: Sequence[Any]) -> list[Any]:
-        outcomes: list[Any] = [None] * len(requests)
-        batches: list[tuple[int, list[str]]] = []
-        for index, request in enumerate(requests):
-            try:
-                batches.append((index, decode_texts(self.pb.get_input_tensor_by_name(request, TEXT).as_numpy())))
-            except AdaretError as exc:
-                outcomes[index] = exc
-        results = run_together([texts for _, texts in batches], self._classify) if batches else []
-        for (index, _), result in zip(batches, results, strict=True):
-            outcomes[index] = result
-        return outcomes
+    def read(self, request: Any) -> list[str]:
+        return decode_texts(self.pb.get_input_tensor_by_name(request, TEXT).as_numpy())
 
-    def _classify(self, batches: Sequence[list[str]]) -> list[Any]:
+    def respond(self, batches: Sequence[list[str]]) -> list[Any]:
         texts = [text for batch in batches for text in batch]
         predictions = self.session.classify(texts, batch_size=int(self.settings.get("max_batch", 16)))
         answers, start = [], 0
@@ -135,33 +149,20 @@ class TextModel(_SessionModel):
         return answers
 
 
-class AnswerModel(_SessionModel):
+class AnswerModel(_TextRequestsModel):
     """``<name>_text`` of a question-answering export: UTF-8 ``question`` and ``context`` [batch, 1] -> the best
     ``answer`` [batch, 1] with its ``score``, ``start`` and ``end`` (characters of the context), by
     ``Session.answer_batch``: long contexts in overlapping windows, the best span over all of them. Each pair is
     windowed and decoded on its own, so its answer does not depend on the pairs batched with it."""
 
-    def run(self, requests: Sequence[Any]) -> list[Any]:
-        outcomes: list[Any] = [None] * len(requests)
-        pairs: list[tuple[int, tuple[list[str], list[str]]]] = []
-        for index, request in enumerate(requests):
-            try:
-                pairs.append((index, self._pairs(request)))
-            except AdaretError as exc:
-                outcomes[index] = exc
-        results = run_together([pair for _, pair in pairs], self._answer) if pairs else []
-        for (index, _), result in zip(pairs, results, strict=True):
-            outcomes[index] = result
-        return outcomes
-
-    def _pairs(self, request: Any) -> tuple[list[str], list[str]]:
+    def read(self, request: Any) -> tuple[list[str], list[str]]:
         questions = decode_texts(self.pb.get_input_tensor_by_name(request, QUESTION).as_numpy())
         contexts = decode_texts(self.pb.get_input_tensor_by_name(request, CONTEXT).as_numpy())
         if len(questions) != len(contexts):
             raise AdaretError(f"{len(questions)} question(s) for {len(contexts)} context(s): send one of each per row")
         return questions, contexts
 
-    def _answer(self, requests: Sequence[tuple[list[str], list[str]]]) -> list[Any]:
+    def respond(self, requests: Sequence[tuple[list[str], list[str]]]) -> list[Any]:
         questions = [q for request_questions, _ in requests for q in request_questions]
         contexts = [c for _, request_contexts in requests for c in request_contexts]
         spans = [found[0] for found in self.session.answer_batch(
