@@ -85,8 +85,9 @@ def render(payload: dict) -> str:
     lines = ["# Question answering: the learned keep schedule against hand-made shapes of the same budget", "",
              f"Command: `{payload['command']}`", "",
              f"Machine: {describe(payload['machine'])}. {payload['data']}, {payload['questions']} dev questions; "
-             f"full model: EM {full['exact_match']:.2f}, F1 {full['f1']:.2f}. The same weights and gates in every "
-             "row; only the per-layer keep fractions change.", "",
+             f"the checkpoint's weights without retention (its final weights, not the stage-1 full model): EM "
+             f"{full['exact_match']:.2f}, F1 {full['f1']:.2f}. The same weights and gates in every row; only the "
+             "per-layer keep fractions change.", "",
              "| budget | shape | keep fractions (layers 1-6) | EM | F1 | % of full F1 |",
              "| --- | --- | --- | --- | --- | --- |"]
     for r in payload["rows"]:
