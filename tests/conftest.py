@@ -233,13 +233,16 @@ def tiny_summarizer(seed: int = 0, end_bias: float = 1.2) -> RetentionSeq2Seq:
     return model.eval()
 
 
-def save_tiny_summarizer(path: Path, tokenizer) -> Path:
+def save_tiny_summarizer(path: Path, tokenizer, training: dict | None = None, with_reference: bool = False) -> Path:
+    """``training``: the training record (default: only the budget, 0.4); ``with_reference``: store the decoder as
+    the reference decoder too, as ``adaret train`` stores its full model's."""
     model = tiny_summarizer()
     info = Seq2SeqInfo(encoder_config=model.encoder.config.to_diff_dict() | {"model_type": "bert"},
                        decoder_config=model.decoder.lm.config.to_diff_dict() | {"model_type": "bert"},
                        retention={}, chunks=asdict(CHUNKS), special_tokens=dict(SPECIAL),
-                       schedule={"keep_fractions": FRACTIONS}, training={"budget": 0.4})
-    Seq2SeqCheckpoint(model, tokenizer, info).save_pretrained(path)
+                       schedule={"keep_fractions": FRACTIONS}, training=training or {"budget": 0.4})
+    reference = model.decoder if with_reference else None
+    Seq2SeqCheckpoint(model, tokenizer, info, reference_decoder=reference).save_pretrained(path)
     return path
 
 

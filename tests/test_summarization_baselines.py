@@ -4,14 +4,12 @@ summarizer (the numbers are noise; the test checks that each method runs through
 import importlib.util
 import json
 import math
-from dataclasses import asdict
 from pathlib import Path
 
 import pytest
-from conftest import CHUNKS, SPECIAL, tiny_summarizer
+from conftest import save_tiny_summarizer
 
 from adaret.modeling import KeepSchedule
-from adaret.training.seq2seq_checkpoint import Seq2SeqCheckpoint, Seq2SeqInfo
 
 ROOT = Path(__file__).resolve().parents[1]
 CLS, SEP = 101, 102
@@ -79,15 +77,9 @@ def tiny_checkpoint(tmp_path_factory, tokenizer):
         for n in range(60):
             text = " ".join(words[(n + k) % len(words)] for k in range(20 + 7 * (n % 9)))
             handle.write(json.dumps({"text": f"document {n}: {text}", "summary": f"{words[n % 10]} summary"}) + "\n")
-    model = tiny_summarizer()
     training = {"budget": 0.4, "data": str(work / "pairs.jsonl"), "seed": 0, "batch_size": 8, "refit_epochs": 0.5,
                 "lr_finetune": 1e-4, "max_train_samples": None, "max_eval_samples": None}
-    info = Seq2SeqInfo(encoder_config=model.encoder.config.to_diff_dict() | {"model_type": "bert"},
-                       decoder_config=model.decoder.lm.config.to_diff_dict() | {"model_type": "bert"},
-                       retention={}, chunks=asdict(CHUNKS), special_tokens=dict(SPECIAL),
-                       schedule={"keep_fractions": [1.0, 0.6, 0.35, 0.2]}, training=training)
-    checkpoint = Seq2SeqCheckpoint(model, tokenizer, info, reference_decoder=model.decoder)
-    return checkpoint.save_pretrained(work / "ckpt")
+    return save_tiny_summarizer(work / "ckpt", tokenizer, training, with_reference=True)
 
 
 def test_every_method_runs_and_reports_its_costs(bench, tiny_checkpoint):
