@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import platform
 import shutil
 import statistics
 import tempfile
@@ -13,36 +12,20 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from adaret.core import machine as core_machine
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-# CPU features that decide which ONNX Runtime kernels run: INT8 speed-ups in particular need VNNI or AMX
-# (on AVX2 alone the int8 GEMMs gain far less), so every recorded result names them.
-ISA_FLAGS = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_vnni": "AVX512-VNNI", "avx_vnni": "AVX-VNNI",
-             "amx_tile": "AMX", "amx_int8": "AMX-INT8"}
-
-
 def machine() -> dict:
+    """The core machine description (CPU, cores, ISA extensions) with the torch and ONNX Runtime versions."""
     import onnxruntime
     import torch
 
-    fields: dict[str, str] = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            fields.setdefault(key.strip(), value.strip())  # the first core's entry
-    except OSError:
-        pass
-    cpu = fields.get("model name") or platform.processor() or platform.machine()
-    flags = set(fields.get("flags", "").split())
-    return {"cpu": cpu, "cores": os.cpu_count(), "isa": [name for flag, name in ISA_FLAGS.items() if flag in flags],
-            "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
+    return {**core_machine.machine(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__}
 
 
-def describe(m: dict) -> str:
-    """One line for a results file: CPU, cores and the ISA extensions that matter for ONNX Runtime."""
-    isa = ", ".join(m.get("isa", [])) or "ISA not recorded"
-    return f"{m['cpu']}, {m['cores']} cores ({isa})"
+describe = core_machine.describe
 
 
 @contextlib.contextmanager

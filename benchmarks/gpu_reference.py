@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from adaret.core.errors import AdaretError
-from adaret.validation.evaluate import machine, versions
+from adaret.core.machine import machine, versions
 from adaret.validation.reference import load_checkpoint, resolve_checkpoint, schedule_at
 
 RESULTS = Path(__file__).resolve().parent / "results"

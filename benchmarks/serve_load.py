@@ -56,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 from common import describe, machine, write_results
 
+from adaret.serving.cli import DEFAULT_MAX_BATCH_TOKENS
 from adaret.serving.server import Ports
 
 REPO = Path(__file__).resolve().parent.parent
@@ -145,7 +146,8 @@ class Server:
                     else ["--no-dynamic-batching"])
         command = [str(Path(sys.executable).with_name("adaret")), "serve", self.export, "--port", str(http),
                    "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--max-batch", str(self.args.max_batch),
-                   *batching, "--instances", str(self.args.instances), "--exit-timeout-secs", "10"]
+                   *batching, "--instances", str(self.args.instances), "--exit-timeout-secs", "10",
+                   "--max-batch-tokens", str(self.args.max_batch_tokens)]
         env = {**os.environ, THREADS_VARIABLE: str(self.args.threads)}
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -209,6 +211,7 @@ class Outcome:
     latencies: list[float] = field(default_factory=list)  # seconds, successful requests
     failures: list[str] = field(default_factory=list)
     seconds: float = 0.0  # wall time of the timed slices
+    slice_rps: list[float] = field(default_factory=list)  # answered requests per second of each timed slice
 
     @property
     def requests(self) -> int:
@@ -301,7 +304,8 @@ def latency_stats(outcome: Outcome) -> dict:
     return {"requests": outcome.requests, "failed": len(outcome.failures),
             "seconds": round(outcome.seconds, 1),
             "rps": round(len(outcome.latencies) / outcome.seconds, 2) if outcome.seconds else None,
-            "p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99), "first_failures": outcome.failures[:5]}
+            "p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99), "rps_per_round": outcome.slice_rps,
+            "first_failures": outcome.failures[:5]}
 
 
 def memory_summary(samples: list[dict]) -> dict:
@@ -418,14 +422,16 @@ async def load_run(servers: list[Server], args: argparse.Namespace, texts: list[
                 sampler.active = s
                 await send(clients[s.label], s, streams[s.label], clients=args.clients, count=args.settle,
                            outcome=warm[s.label])
-                started = time.perf_counter()
+                started, answered = time.perf_counter(), len(timed[s.label].latencies)
                 if args.requests:
                     await send(clients[s.label], s, streams[s.label], clients=args.clients,
                                count=args.requests // args.rounds, outcome=timed[s.label])
                 else:
                     await send(clients[s.label], s, streams[s.label], clients=args.clients,
                                until=started + args.seconds / args.rounds, outcome=timed[s.label])
-                timed[s.label].seconds += time.perf_counter() - started
+                elapsed = time.perf_counter() - started
+                timed[s.label].seconds += elapsed
+                timed[s.label].slice_rps.append(round((len(timed[s.label].latencies) - answered) / elapsed, 3))
                 sampler.active = None
                 sampler.record(s, "load")
             print(f"round {round_index + 1}/{args.rounds}: "
@@ -458,19 +464,25 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 2) if a and b else None
 
 
+def round_ratios(on: dict, off: dict) -> list[float]:
+    return [round(a / b, 3) for a, b in zip(on["rps_per_round"], off["rps_per_round"], strict=True) if b]
+
+
 def targets(results: dict, args: argparse.Namespace) -> dict:
     on04, off04, on10, off10 = (results[label] for label, _, _ in CONFIGS)
     total = sum(r["requests"] for r in results.values())
     failed = sum(r["failed"] + r["untimed_failed"] for r in results.values())
     speed, p95 = ratio(on04["rps"], on10["rps"]), ratio(on04["p95_ms"], on10["p95_ms"])
     batching = {"b0.4": ratio(on04["rps"], off04["rps"]), "b1.0": ratio(on10["rps"], off10["rps"])}
+    # on/off in each round: the two slices ran minutes apart at most, so a round's ratio sees the same machine state
+    per_round = {"b0.4": round_ratios(on04, off04), "b1.0": round_ratios(on10, off10)}
     flat = {label: flatness(r["rss_slope_mib_per_1000_requests"], r["rss_slope_stderr"], args.flat_mib_per_1000)
             for label, r in results.items()}
     overall = "missed" if "missed" in flat.values() else "met" if set(flat.values()) == {"met"} else "not shown"
     return {
         "timed_requests": total, "failed_requests": failed,
         "rps_ratio_b0.4_over_b1.0_dynamic": speed, "p95_ratio_b0.4_over_b1.0_dynamic": p95,
-        "rps_ratio_dynamic_over_no_batching": batching,
+        "rps_ratio_dynamic_over_no_batching": batching, "rps_ratio_dynamic_over_no_batching_per_round": per_round,
         "met": {
             "no_failures_over_5000": total >= 5000 and failed == 0,
             "b0.4_2x_rps_of_b1.0_at_p95_no_worse": bool(speed and speed >= 2.0 and p95 is not None and p95 <= 1.0),
@@ -522,6 +534,7 @@ async def soak_run(server: Server, args: argparse.Namespace, texts: list[str]) -
 
 def settings(args: argparse.Namespace) -> dict:
     return {"clients": args.clients, "max_batch": args.max_batch, "max_queue_delay_us": args.max_queue_delay_us,
+            "max_batch_tokens": args.max_batch_tokens,
             "instances_per_model": args.instances, "ort_threads_per_instance": args.threads,
             "warmup_requests": args.warmup, "settle_requests": args.settle, "sample_every_s": args.sample_every,
             "seed": args.seed}
@@ -551,6 +564,8 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=16, help="adaret serve --max-batch (default: %(default)s)")
     parser.add_argument("--max-queue-delay-us", type=int, default=1000,
                         help="adaret serve --max-queue-delay-us with dynamic batching (default: %(default)s)")
+    parser.add_argument("--max-batch-tokens", type=int, default=DEFAULT_MAX_BATCH_TOKENS,
+                        help="adaret serve --max-batch-tokens, every configuration (default: %(default)s)")
     parser.add_argument("--instances", type=int, default=2,
                         help="adaret serve --instances: model instances per model (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=1,
@@ -605,6 +620,8 @@ def main() -> None:
 def _setup(p: dict) -> str:
     s = p["settings"]
     batching = f"dynamic batching: max_queue_delay {s['max_queue_delay_us']} us"
+    if s.get("max_batch_tokens") is not None:
+        batching += f", Session runs of at most {s['max_batch_tokens'] or 'any number of'} padded tokens"
     return (f"Machine: {describe(p['machine'])}; onnxruntime {p['machine']['onnxruntime']}. Server: `adaret serve` "
             f"(bundled Triton, Python backend), max batch {s['max_batch']}, {batching} (or none), "
             f"{s['instances_per_model']} instance(s) per model x {s['ort_threads_per_instance']} ONNX Runtime "
@@ -622,6 +639,13 @@ def _slope(r: dict, key: str = "rss_slope_mib_per_1000_requests", err: str = "rs
 
 FLATNESS = ("RSS flat: met where the slope is at most the threshold; not shown where it is above but within two "
             "standard errors of 0 (no growth detected, but too few requests to bound it); missed otherwise.")
+
+
+def _round_spread(t: dict) -> str:
+    rounds = t.get("rps_ratio_dynamic_over_no_batching_per_round")
+    if not rounds:
+        return ""
+    return " (per round: " + "; ".join(f"{label} {min(r):.2f}-{max(r):.2f}" for label, r in rounds.items() if r) + ")"
 
 
 def render_load(p: dict) -> str:
@@ -658,7 +682,7 @@ def render_load(p: dict) -> str:
               f"{_fmt(t['p95_ratio_b0.4_over_b1.0_dynamic'])} | "
               f"{verdict[met['b0.4_2x_rps_of_b1.0_at_p95_no_worse']]} |",
               f"| dynamic batching beats none at {p['settings']['clients']} clients | req/s on/off: 0.4 "
-              f"{_fmt(batching['b0.4'], 'x')}, 1.0 {_fmt(batching['b1.0'], 'x')} | "
+              f"{_fmt(batching['b0.4'], 'x')}, 1.0 {_fmt(batching['b1.0'], 'x')}{_round_spread(t)} | "
               f"{verdict[met['dynamic_beats_no_batching']]} |",
               f"| RSS flat after warm-up (slope at most {p['flat_threshold_mib_per_1000']} MiB per 1,000 requests) | "
               + ", ".join(f"{label} {_slope(r)} ({t['rss_flat_per_configuration'][label]})"

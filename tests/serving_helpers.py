@@ -28,15 +28,18 @@ def server_or_skip():
 
 
 @contextlib.contextmanager
-def adaret_serve(export: Path, max_batch: int) -> Iterator[tuple[subprocess.Popen, object, int]]:
-    """``adaret serve EXPORT`` on free ports, ready: (the process, an HTTP client, the metrics port)."""
+def adaret_serve(export: Path, max_batch: int,
+                 max_batch_tokens: int | None = None) -> Iterator[tuple[subprocess.Popen, object, int]]:
+    """``adaret serve EXPORT`` on free ports, ready: (the process, an HTTP client, the metrics port).
+    ``max_batch_tokens``: ``--max-batch-tokens`` (None: the default)."""
     import tritonclient.http as httpclient
 
     server_or_skip()
     http, grpc, metrics = astuple(Ports.free())
     command = [sys.executable, "-m", "adaret.cli", "serve", str(export), "--port", str(http),
                "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--max-batch", str(max_batch),
-               "--max-queue-delay-us", "2000"]
+               "--max-queue-delay-us", "2000",
+               *([] if max_batch_tokens is None else ["--max-batch-tokens", str(max_batch_tokens)])]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         if not wait_ready(process, http, timeout=90):

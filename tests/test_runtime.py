@@ -142,6 +142,34 @@ def test_plan_batches_covers_every_text_once_in_the_smallest_bucket(lengths, bat
     assert widths[-1] == 512 and bucket_widths(100, (64, 32)) == [32, 64]
 
 
+@settings(max_examples=50, deadline=None)
+@given(lengths=st.lists(st.integers(1, 512), min_size=1, max_size=40), batch_size=st.integers(1, 9),
+       max_tokens=st.integers(1, 2048))
+def test_a_token_cap_bounds_each_batch_but_keeps_the_plan(lengths, batch_size, max_tokens):
+    widths = bucket_widths(512)
+    capped, uncapped = plan_batches(lengths, widths, batch_size, max_tokens), plan_batches(lengths, widths, batch_size)
+    assert sorted(i for b in capped for i in b.indices) == list(range(len(lengths)))
+    for batch in capped:
+        assert len(batch.indices) == 1 or len(batch.indices) * batch.width <= max_tokens
+        assert len(batch.indices) <= batch_size
+    # The same texts in the same buckets, in the same order: only the cuts between runs move.
+    assert [(i, b.width) for b in capped for i in b.indices] == [(i, b.width) for b in uncapped for i in b.indices]
+
+
+@pytest.mark.parametrize("bad", [0, -5])
+def test_a_token_cap_below_one_is_refused(bad):
+    with pytest.raises(AdaretError, match="max tokens per batch"):
+        plan_batches([3], [32], 4, bad)
+
+
+def test_a_token_cap_does_not_change_answers(session):
+    plain = session.classify(TEXTS, batch_size=8)
+    for cap in (1, 40, 100):
+        capped = session.classify(TEXTS, batch_size=8, max_tokens=cap)
+        for a, b in zip(plain, capped, strict=True):
+            assert a.label == b.label and np.abs(a.probabilities - b.probabilities).max() < 1e-5
+
+
 def test_pad_batch_layout():
     feeds = pad_batch([[101, 7, 102], [101, 102]], 4, pad_id=0)
     assert feeds["input_ids"].tolist() == [[101, 7, 102, 0], [101, 102, 0, 0]]

@@ -115,6 +115,11 @@ def test_served_repository_configs_parse(dynamic_export, tmp_path):
     assert logits.backend == "python" and logits.parameters["export"].string_value == str(dynamic_export.resolve())
     assert [i.optional for i in logits.input] == [False, False, True]  # token_type_ids defaults to zeros
     assert text.dynamic_batching.max_queue_delay_microseconds == 0
+    assert text.parameters["max_batch"].string_value == "4" and text.parameters["max_batch_tokens"].string_value == ""
+    capped = write_served_repository(read_export(dynamic_export), "c", Batching(4, 0, 1, max_batch_tokens=96),
+                                     tmp_path / "capped")
+    assert all(_parse(tmp_path / "capped" / m / "config.pbtxt").parameters["max_batch_tokens"].string_value == "96"
+               for m in capped)
     assert [(o.name, o.data_type) for o in text.output] == [("label", model_config_pb2.TYPE_STRING),
                                                              ("probabilities", model_config_pb2.TYPE_FP32)]
 
@@ -176,7 +181,9 @@ def test_serve_errors_are_one_line(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def served(dynamic_export):
-    with adaret_serve(dynamic_export, MAX_BATCH) as running:
+    # A cap this small splits every batch the server is handed into several Session runs (3 rows of width 32, 2 of
+    # width 40, 1 of width 128), so the answers below are checked across that split too.
+    with adaret_serve(dynamic_export, MAX_BATCH, max_batch_tokens=96) as running:
         yield running
 
 

@@ -73,7 +73,7 @@ def test_a_summarization_export_is_refused_in_one_line(summarizer_export, capsys
 
 @pytest.fixture(scope="module")
 def served(qa_export):
-    with adaret_serve(qa_export, MAX_BATCH) as running:
+    with adaret_serve(qa_export, MAX_BATCH, max_batch_tokens=64) as running:  # splits batches into runs
         yield running
 
 

@@ -14,6 +14,7 @@ import torch
 from onnx import numpy_helper
 
 from adaret.cli import main
+from adaret.core.machine import describe
 from adaret.core.metadata import ExportMetadata
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,7 +54,9 @@ def test_validate_writes_every_file_with_the_required_fields(validated, capsys):
     assert {c["check"] for c in report["checks"]} == {"parity", "accuracy_floor"}
     assert report["keep_counts_at_max_length"]["0.5"][0] == report["max_length"] == 128
     assert {"torch", "onnxruntime", "tokenizers"} <= set(report["versions"]) and report["machine"]["cores"]
+    assert report["task"] == "sequence-classification" and isinstance(report["machine"]["isa"], list)
     markdown = (out / "report.md").read_text()
+    assert f"Machine: {describe(report['machine'])}." in markdown
     assert "PASSED" in markdown and "| onnxruntime | 0.5 |" in markdown and "![accuracy]" in markdown
 
 

@@ -41,22 +41,40 @@ def smallest_width(widths: Sequence[int], length: int) -> int:
     return width
 
 
-def plan_batches(lengths: Sequence[int], widths: Sequence[int], batch_size: int) -> list[PlannedBatch]:
-    """Group texts by the smallest width that holds them, then cut each group into batches of ``batch_size``."""
+def rows_per_batch(width: int, batch_size: int, max_tokens: int | None = None) -> int:
+    """How many rows of ``width`` tokens one run takes: ``batch_size``, or fewer where ``max_tokens`` caps the
+    padded tokens per run (never fewer than one row).
+
+    Why a token cap: on a CPU, a batch of long rows runs slower per row than the rows one at a time, because the
+    attention scores of the whole batch ([rows, heads, width, width]) fall out of the caches; short rows still gain
+    from batching. ``benchmarks/results/batch_tokens.md`` records the measurement behind ``adaret serve``'s default."""
     if batch_size < 1:
         raise AdaretError(f"batch size must be >= 1, got {batch_size}")
+    if max_tokens is None:
+        return batch_size
+    if max_tokens < 1:
+        raise AdaretError(f"max tokens per batch must be >= 1, got {max_tokens}")
+    return max(1, min(batch_size, max_tokens // width))
+
+
+def plan_batches(lengths: Sequence[int], widths: Sequence[int], batch_size: int,
+                 max_tokens: int | None = None) -> list[PlannedBatch]:
+    """Group texts by the smallest width that holds them, then cut each group into batches of ``batch_size`` rows
+    (fewer where ``max_tokens`` caps the padded tokens of one batch)."""
+    rows_per_batch(1, batch_size, max_tokens)  # check the arguments even when there is nothing to plan
     groups: dict[int, list[int]] = {}
     for index, length in enumerate(lengths):
         groups.setdefault(smallest_width(widths, length), []).append(index)
-    return [PlannedBatch(members[start:start + batch_size], width)
+    return [PlannedBatch(members[start:start + rows], width)
             for width, members in sorted(groups.items())
-            for start in range(0, len(members), batch_size)]
+            for rows in [rows_per_batch(width, batch_size, max_tokens)]
+            for start in range(0, len(members), rows)]
 
 
-def padded_batches(ids: Sequence[Sequence[int]], widths: Sequence[int], batch_size: int,
-                   pad_id: int) -> Iterator[tuple[PlannedBatch, dict[str, np.ndarray]]]:
+def padded_batches(ids: Sequence[Sequence[int]], widths: Sequence[int], batch_size: int, pad_id: int,
+                   max_tokens: int | None = None) -> Iterator[tuple[PlannedBatch, dict[str, np.ndarray]]]:
     """Bucketed and padded feeds for every text, batch by batch."""
-    for batch in plan_batches([len(row) for row in ids], widths, batch_size):
+    for batch in plan_batches([len(row) for row in ids], widths, batch_size, max_tokens):
         yield batch, pad_batch([ids[i] for i in batch.indices], batch.width, pad_id)
 
 

@@ -33,12 +33,12 @@ def check_task(session: Session, task: str, method: str) -> None:
 
 
 def answer_batch(session: Session, questions: Sequence[str], contexts: Sequence[str], *, top_k: int = 1,
-                 batch_size: int = 8) -> list[list[Span]]:
+                 batch_size: int = 8, max_tokens: int | None = None) -> list[list[Span]]:
     """The ``top_k`` best spans of each context for its question, best first, in input order."""
     check_task(session, QUESTION_ANSWERING.task, "answer()")
     questions = _checked(questions, "questions", session.max_chars)
     contexts = _checked(contexts, "contexts", session.max_chars)
-    return _answer(session, questions, contexts, top_k, batch_size)
+    return _answer(session, questions, contexts, top_k, batch_size, max_tokens)
 
 
 def answer_one(session: Session, question: str, context: str, *, top_k: int = 1) -> list[Span]:
@@ -50,7 +50,7 @@ def answer_one(session: Session, question: str, context: str, *, top_k: int = 1)
 
 
 def _answer(session: Session, questions: list[str], contexts: list[str], top_k: int,
-            batch_size: int) -> list[list[Span]]:
+            batch_size: int, max_tokens: int | None = None) -> list[list[Span]]:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
         raise AdaretError(f"batch_size must be a positive integer, got {batch_size!r}")
     if isinstance(top_k, bool) or not isinstance(top_k, int | np.integer) or top_k < 1:
@@ -65,15 +65,16 @@ def _answer(session: Session, questions: list[str], contexts: list[str], top_k: 
                            max_length=min(settings["max_length"], session.max_length),
                            doc_stride=settings["doc_stride"], max_query_length=settings["max_query_length"],
                            pad_id=session.encoder.pad_id)
-    start, end = _logits(session, windows, batch_size)
+    start, end = _logits(session, windows, batch_size, max_tokens)
     return best_spans(start, end, windows, contexts, max_answer_length=settings["max_answer_length"], top_k=top_k)
 
 
-def _logits(session: Session, windows: QaWindows, batch_size: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def _logits(session: Session, windows: QaWindows, batch_size: int,
+            max_tokens: int | None) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Each window's start and end logits, run in batches of windows that share a bucket."""
     start: list[np.ndarray] = [np.empty(0)] * len(windows)
     end: list[np.ndarray] = [np.empty(0)] * len(windows)
-    for batch in plan_batches(windows.lengths, session.widths, batch_size):
+    for batch in plan_batches(windows.lengths, session.widths, batch_size, max_tokens):
         feeds = windows.pad(batch.width, batch.indices)
         outputs = session.run(**{name: feeds[name] for name in session.input_names if name in feeds})
         missing = [name for name in (START_LOGITS, END_LOGITS) if name not in outputs]

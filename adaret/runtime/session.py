@@ -217,24 +217,36 @@ class Session:
                               "that export writes beside the graph")
         return self.encoder.encode(texts, self.max_length)
 
-    def batches(self, encoded: Encoded, batch_size: int = 8) -> Iterator[tuple[PlannedBatch, dict[str, np.ndarray]]]:
+    def batches(self, encoded: Encoded, batch_size: int = 8,
+                max_tokens: int | None = None) -> Iterator[tuple[PlannedBatch, dict[str, np.ndarray]]]:
         """Bucketed, padded feeds: exactly what ``classify`` runs, for comparisons that must see the same inputs."""
         _check_batch_size(batch_size)
         pad_id = self.encoder.pad_id if self.encoder else 0
-        for batch, feeds in padded_batches(encoded.ids, self.widths, batch_size, pad_id):
+        for batch, feeds in padded_batches(encoded.ids, self.widths, batch_size, pad_id, max_tokens):
             yield batch, {name: feeds[name] for name in self.input_names if name in feeds}
 
-    def classify(self, texts: Sequence[str], batch_size: int = 8) -> list[Prediction]:
-        """Labels and probabilities for each text, in input order."""
+    def classify(self, texts: Sequence[str], batch_size: int = 8, max_tokens: int | None = None) -> list[Prediction]:
+        """Labels and probabilities for each text, in input order. A run holds at most ``batch_size`` texts and,
+        where ``max_tokens`` is given, at most that many padded tokens (but always one text). Each text is padded
+        to its own bucket, so neither setting changes an answer."""
+        predictions: list[Prediction | None] = [None] * len(texts)
+        for indices, found in self.classify_runs(texts, batch_size, max_tokens):
+            for index, prediction in zip(indices, found, strict=True):
+                predictions[index] = prediction
+        return predictions  # type: ignore[return-value]  # every position is filled by exactly one run
+
+    def classify_runs(self, texts: Sequence[str], batch_size: int = 8,
+                      max_tokens: int | None = None) -> Iterator[tuple[list[int], list[Prediction]]]:
+        """``classify``, one model run at a time: the positions of the run's texts in ``texts`` and their
+        predictions, as soon as the run is done (shortest bucket first). A server answers early requests with it
+        while later ones still run."""
         qa.check_task(self, CLASSIFICATION.task, "classify()")
         _check_batch_size(batch_size)
         encoded = self.encode(texts)
-        logits: list[np.ndarray] = [np.empty(0)] * len(encoded.ids)
-        for batch, feeds in self.batches(encoded, batch_size):
+        for batch, feeds in self.batches(encoded, batch_size, max_tokens):
             out = self.run(**feeds)["logits"]
-            for row, index in enumerate(batch.indices):
-                logits[index] = out[row]
-        return [self._prediction(row, cut) for row, cut in zip(logits, encoded.truncated, strict=True)]
+            yield batch.indices, [self._prediction(out[row], encoded.truncated[index])
+                                  for row, index in enumerate(batch.indices)]
 
     def answer(self, question: str, context: str, top_k: int = 1) -> list[Span]:
         """A question-answering export's ``top_k`` best answers in ``context``, best first: each a ``Span`` with
@@ -244,9 +256,10 @@ class Session:
         return qa.answer_one(self, question, context, top_k=top_k)
 
     def answer_batch(self, questions: Sequence[str], contexts: Sequence[str], top_k: int = 1,
-                     batch_size: int = 8) -> list[list[Span]]:
-        """``answer`` for each (question, context) pair, in input order; ``batch_size`` counts windows."""
-        return qa.answer_batch(self, questions, contexts, top_k=top_k, batch_size=batch_size)
+                     batch_size: int = 8, max_tokens: int | None = None) -> list[list[Span]]:
+        """``answer`` for each (question, context) pair, in input order; ``batch_size`` counts windows, and
+        ``max_tokens`` (if given) caps the padded tokens of one run."""
+        return qa.answer_batch(self, questions, contexts, top_k=top_k, batch_size=batch_size, max_tokens=max_tokens)
 
     def _prediction(self, logits: np.ndarray, truncated: bool) -> Prediction:
         shifted = np.exp(logits.astype(np.float64) - logits.max())

@@ -9,6 +9,10 @@ import argparse
 
 from adaret.core.cli_args import add_command, positive_int
 
+# Padded tokens per Session run inside `adaret serve`: the CPU optimum measured for MiniLM-L6 exports (rows x width
+# of at most 1024 ran fastest per text, at 0.4 and 1.0; benchmarks/results/batch_tokens.md)
+DEFAULT_MAX_BATCH_TOKENS = 1024
+
 SERVE_DESCRIPTION = """Serve an export (an export directory, a .onnx graph, or a TensorRT .plan with its sidecar)
 with the Triton Inference Server bundled in the nvidia-pytriton wheel. Two models: NAME takes input_ids and
 attention_mask (and token_type_ids where the export has it; INT64 [batch, sequence]) and returns logits (FP32);
@@ -39,6 +43,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Prometheus metrics port (default: %(default)s)")
     _add_batching(p, instances_help="model instances (each a Python-backend process with its own Session) per "
                                     "model (default: %(default)s)")
+    p.add_argument("--max-batch-tokens", type=_non_negative_int, default=DEFAULT_MAX_BATCH_TOKENS, metavar="N",
+                   help="run a batch Triton hands over in Session runs of at most N padded tokens (rows x bucket "
+                        "width; always at least one text), 0 for no cap. On a CPU, long texts run slower per text "
+                        "in a large batch than a few at a time (benchmarks/results/batch_tokens.md); raise it on a GPU "
+                        "(default: %(default)s)")
     p.add_argument("--exit-timeout-secs", type=_non_negative_int, default=30, metavar="S",
                    help="after SIGTERM, wait at most S seconds for in-flight requests and open client connections "
                         "(Triton waits for keep-alive connections to close too); past it the server stops at once "
@@ -95,7 +104,8 @@ def _batching(args: argparse.Namespace):
     from adaret.serving.configs import Batching
 
     delay = None if args.no_dynamic_batching else args.max_queue_delay_us
-    return Batching(max_batch=args.max_batch, max_queue_delay_us=delay, instances=args.instances)
+    return Batching(max_batch=args.max_batch, max_queue_delay_us=delay, instances=args.instances,
+                    max_batch_tokens=getattr(args, "max_batch_tokens", None) or None)
 
 
 def _run_serve(args: argparse.Namespace) -> int:

@@ -28,11 +28,18 @@ KIND_CPU, KIND_GPU = Enum("KIND_CPU"), Enum("KIND_GPU")
 @dataclass(frozen=True)
 class Batching:
     """How Triton batches and places a model: ``max_batch_size``, the dynamic batcher's delay (None: no dynamic
-    batching, each request runs alone) and the instances per model."""
+    batching, each request runs alone) and the instances per model. ``max_batch_tokens`` is ours, not Triton's:
+    the most padded tokens one Session run of a served model takes (None: no cap); a batch Triton hands over is
+    run in pieces that fit it."""
 
     max_batch: int = 16
     max_queue_delay_us: int | None = 1000
     instances: int = 1
+    max_batch_tokens: int | None = None
+
+    def served_settings(self) -> dict[str, Any]:
+        """What a served model's backend reads from its ``parameters``."""
+        return {"max_batch": self.max_batch, "max_batch_tokens": self.max_batch_tokens or ""}
 
     def fields(self, kind: Enum = KIND_CPU) -> dict[str, Any]:
         batcher = None if self.max_queue_delay_us is None else {
@@ -82,7 +89,7 @@ def served_logits_config(name: str, facts: ExportFacts, batching: Batching, expo
     any length up to its largest bucket: the Session pads each batch to its bucket."""
     return {"name": name, "backend": "python", **batching.fields(),
             "input": token_inputs(facts, optional_types=True), "output": graph_outputs(facts),
-            "parameters": parameters({"export": export})}
+            "parameters": parameters({"export": export, **batching.served_settings()})}
 
 
 def served_text_config(name: str, facts: ExportFacts, batching: Batching, export: str) -> dict[str, Any]:
@@ -96,7 +103,7 @@ def served_text_config(name: str, facts: ExportFacts, batching: Batching, export
                    for n, t in ((ANSWER, "TYPE_STRING"), (SCORE, "TYPE_FP32"), (START, "TYPE_INT64"),
                                 (END, "TYPE_INT64"))]
     return {"name": name, "backend": "python", **batching.fields(), "input": inputs, "output": outputs,
-            "parameters": parameters({"export": export, "max_batch": batching.max_batch})}
+            "parameters": parameters({"export": export, **batching.served_settings()})}
 
 
 # --- adaret triton-repo: a repository for a datacenter Triton -------------------------------------------------

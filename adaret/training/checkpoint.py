@@ -11,6 +11,7 @@ import hashlib
 import importlib.util
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -85,13 +86,11 @@ def backbone_weights_sha256(model_dir: Path) -> str:
     return digest.hexdigest()
 
 
-@dataclass
-class CheckpointInfo:
-    """The JSON half of a checkpoint."""
+@dataclass(kw_only=True)
+class CheckpointRecord:
+    """What the JSON half of every checkpoint holds besides its model's own settings: the keep schedule it was
+    measured with, its metrics, the library versions, and the format it is written in."""
 
-    base_model: dict[str, Any]
-    retention: dict[str, Any]
-    training: dict[str, Any]
     schedule: dict[str, Any]
     metrics: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
@@ -100,12 +99,21 @@ class CheckpointInfo:
     weights_sha256: str = ""
 
     @property
-    def label_names(self) -> list[str]:
-        return list(self.retention["label_names"])
-
-    @property
     def keep_schedule(self) -> KeepSchedule:
         return KeepSchedule.from_fractions(self.schedule["keep_fractions"])
+
+
+@dataclass(kw_only=True)
+class CheckpointInfo(CheckpointRecord):
+    """The JSON half of a classification or question-answering checkpoint."""
+
+    base_model: dict[str, Any]
+    retention: dict[str, Any]
+    training: dict[str, Any]
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self.retention["label_names"])
 
 
 @dataclass
@@ -153,20 +161,30 @@ def save_checkpoint(checkpoint: RetentionCheckpoint, path: Path, overwrite: bool
         raise AdaretError(f"cannot save checkpoint {path}: base_model.weights_sha256 is missing, so the backbone it "
                           "references could not be verified when it is loaded")
     info.retention = asdict(model.config)
-    with output_dir(path, overwrite=overwrite, what="checkpoint directory") as out:
-        tmp = out.staging("checkpoint")
-        tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()
-                   if info.base_model.get("in_checkpoint") or not k.startswith("encoder.")}
-        if checkpoint.reference_head is not None:
-            tensors |= {f"{REFERENCE_HEAD}.{k}": v.detach().contiguous()
-                        for k, v in checkpoint.reference_head.state_dict().items()}
-        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": FORMAT})
-        info.weights_sha256 = sha256_file(tmp / WEIGHTS_NAME)
-        (tmp / CONFIG_NAME).write_text(json.dumps(asdict(info), indent=2) + "\n")
-        checkpoint.tokenizer.save_pretrained(str(tmp))
-        out.publish(tmp, last=(CONFIG_NAME,), supersedes=TOKENIZER_FILES.__contains__)
+    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()
+               if info.base_model.get("in_checkpoint") or not k.startswith("encoder.")}
+    if checkpoint.reference_head is not None:
+        tensors |= {f"{REFERENCE_HEAD}.{k}": v.detach().contiguous()
+                    for k, v in checkpoint.reference_head.state_dict().items()}
+    publish_checkpoint(path, info, checkpoint.tokenizer, overwrite=overwrite,
+                       write_weights=lambda tmp: save_file(tensors, str(tmp / WEIGHTS_NAME),
+                                                           metadata={"format": FORMAT}))
     checkpoint.path = path
     return path
+
+
+def publish_checkpoint(path: Path, info: CheckpointRecord, tokenizer: PreTrainedTokenizerBase, *, overwrite: bool,
+                       write_weights: Callable[[Path], None]) -> None:
+    """Write a checkpoint directory all at once: ``write_weights`` fills the staging folder with the weights (their
+    hash goes into the config), then the config and the tokenizer; the config is published last, so a directory
+    that has one is complete."""
+    with output_dir(path, overwrite=overwrite, what="checkpoint directory") as out:
+        tmp = out.staging("checkpoint")
+        write_weights(tmp)
+        info.weights_sha256 = sha256_file(tmp / WEIGHTS_NAME)
+        (tmp / CONFIG_NAME).write_text(json.dumps(asdict(info), indent=2) + "\n")
+        tokenizer.save_pretrained(str(tmp))
+        out.publish(tmp, last=(CONFIG_NAME,), supersedes=TOKENIZER_FILES.__contains__)
 
 
 def save_checkpoint_config(checkpoint: RetentionCheckpoint) -> Path:

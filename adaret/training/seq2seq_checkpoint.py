@@ -18,16 +18,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from transformers import AutoConfig, PreTrainedTokenizerBase
 
-from adaret import __version__
 from adaret.core.errors import AdaretError, root_cause
 from adaret.core.fileio import sha256_file
-from adaret.core.outputs import output_dir
 from adaret.core.text_files import parse_json, read_utf8
-from adaret.modeling import KeepSchedule, RetentionConfig, RetentionModel
+from adaret.modeling import RetentionConfig, RetentionModel
 from adaret.modeling.encoders import ADAPTERS, check_backbone_config, encoder_from_config
 from adaret.modeling.hf_loading import load_tokenizer
 from adaret.modeling.seq2seq import MemoryDecoder, RetentionSeq2Seq, decoder_from_config
-from adaret.training.checkpoint import TOKENIZER_FILES, library_versions
+from adaret.training.checkpoint import CheckpointRecord, library_versions, publish_checkpoint
 
 FORMAT = "adaret-summarization-checkpoint"
 CONFIG_NAME = "config.json"
@@ -48,8 +46,8 @@ class ChunkSettings:
             raise AdaretError(f"chunk settings out of range: {self}")
 
 
-@dataclass
-class Seq2SeqInfo:
+@dataclass(kw_only=True)
+class Seq2SeqInfo(CheckpointRecord):
     """The JSON half of a summarization checkpoint."""
 
     encoder_config: dict[str, Any]  # the backbone's config (model_type included)
@@ -57,17 +55,8 @@ class Seq2SeqInfo:
     retention: dict[str, Any]
     chunks: dict[str, Any]
     special_tokens: dict[str, int]  # start (decoder start, [CLS]), end ([SEP]), pad
-    schedule: dict[str, Any]
     training: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
-    versions: dict[str, str] = field(default_factory=dict)
     format: str = FORMAT
-    adaret_version: str = __version__
-    weights_sha256: str = ""
-
-    @property
-    def keep_schedule(self) -> KeepSchedule:
-        return KeepSchedule.from_fractions(self.schedule["keep_fractions"])
 
     @property
     def chunk_settings(self) -> ChunkSettings:
@@ -91,17 +80,14 @@ class Seq2SeqCheckpoint:
         info = self.info
         info.retention = asdict(self.model.config)
         info.versions = info.versions or library_versions()
-        with output_dir(path, overwrite=overwrite, what="checkpoint directory") as out:
-            tmp = out.staging("checkpoint")
-            save_model(self.model, str(tmp / WEIGHTS_NAME), metadata={"format": FORMAT})
-            if self.reference_decoder is not None:
-                save_model(self.reference_decoder, str(tmp / REFERENCE_DECODER), metadata={"format": FORMAT})
-            info.weights_sha256 = sha256_file(tmp / WEIGHTS_NAME)
-            (tmp / CONFIG_NAME).write_text(json.dumps(asdict(info), indent=2) + "\n")
-            self.tokenizer.save_pretrained(str(tmp))
-            out.publish(tmp, last=(CONFIG_NAME,), supersedes=TOKENIZER_FILES.__contains__)
+        publish_checkpoint(path, info, self.tokenizer, overwrite=overwrite, write_weights=self._write_weights)
         self.path = path
         return path
+
+    def _write_weights(self, folder: Path) -> None:
+        save_model(self.model, str(folder / WEIGHTS_NAME), metadata={"format": FORMAT})
+        if self.reference_decoder is not None:
+            save_model(self.reference_decoder, str(folder / REFERENCE_DECODER), metadata={"format": FORMAT})
 
     @property
     def sha256(self) -> str:

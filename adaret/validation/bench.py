@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
 import os
 import statistics
 import tempfile
@@ -34,8 +33,8 @@ import torch
 
 from adaret.core.dummy_inputs import Vocabulary
 from adaret.core.errors import AdaretError
-from adaret.core.fileio import atomic_file
 from adaret.core.io_spec import CLASSIFICATION
+from adaret.core.machine import describe, machine, versions
 from adaret.core.outputs import output_file
 from adaret.export.parity import model_vocabulary
 from adaret.export.pipeline import ExportConfig, run_export
@@ -44,6 +43,7 @@ from adaret.runtime import TruncationWarning, load
 from adaret.runtime.memory import synthetic_feeds
 from adaret.runtime.options import DEFAULT_MEMORY_MODE
 from adaret.validation import evaluate as ev
+from adaret.validation.markdown import write_report
 from adaret.validation.reference import TorchRunner, load_checkpoint, resolve_checkpoint, schedule_at
 
 TARGET_BUDGET, TARGET_BATCH, TARGET_SEQ = 0.4, 8, 512
@@ -245,17 +245,14 @@ def _payload(config: BenchConfig, checkpoint, rows: list[dict]) -> dict:
             "threads": {"torch": torch.get_num_threads(), "onnxruntime": config.threads or "default"},
             "rounds": config.rounds, "memory_trials": config.memory_trials, "baseline": baseline_note(),
             "tensorrt": "run" if config.plans else "not run: no --plan given",
-            "rows": rows, "targets": _targets(config, rows), "machine": ev.machine(), "versions": ev.versions(),
+            "rows": rows, "targets": _targets(config, rows), "machine": machine(), "versions": versions(),
             # glibc's malloc tunables change how much freed memory returns to the system (docs/runtime.md)
             "malloc_env": {k: v for k, v in os.environ.items() if k.startswith(("MALLOC_", "GLIBC_TUNABLES"))}}
 
 
 def _write(config: BenchConfig, payload: dict) -> tuple[Path, Path]:
     json_path, md_path = _result_paths(config)
-    with atomic_file(json_path) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    with atomic_file(md_path) as tmp:
-        tmp.write_text(markdown(payload))
+    write_report(payload, json_path, md_path, markdown(payload))
     return json_path, md_path
 
 
@@ -265,7 +262,7 @@ def markdown(payload: dict) -> str:
     m, v = payload["machine"], payload["versions"]
     lines = [f"# adaret bench: batch {payload['batch']}, seq {payload['seq_len']}", "",
              f"Command: `{payload['command']}`", "",
-             f"Machine: {m['cpu']}, {m['cores']} cores, {m['system']}; threads {payload['threads']}; malloc "
+             f"Machine: {describe(m)}, {m['system']}; threads {payload['threads']}; malloc "
              f"environment {payload['malloc_env'] or 'default'}.", "",
              "Versions: " + ", ".join(f"{k} {val}" for k, val in v.items()), "",
              f"ONNX Runtime baseline: {payload['baseline']}.", "", f"TensorRT: {payload['tensorrt']}.", "",

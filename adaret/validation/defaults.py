@@ -6,7 +6,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from adaret import __version__
 from adaret.core.errors import AdaretError
+from adaret.core.machine import machine, versions
 
 DEFAULT_BUDGETS = (0.3, 0.4, 0.5, 1.0)
 # ONNX Runtime against PyTorch, both fp32, on real text: differences are ~1e-5 unless a near-tie flips one token's
@@ -44,6 +46,15 @@ class ReportSettings:
             raise AdaretError(f"--batch-size must be >= 1, got {self.batch_size}")
         if not 0.0 <= self.accuracy_floor <= 1.0:
             raise AdaretError(f"--accuracy-floor must lie in [0, 1], got {self.accuracy_floor}")
+
+    def report_header(self, *, task: str, checkpoint: Path | str, checkpoint_sha256: str, data: str) -> dict:
+        """The fields every validation report opens with: what ran, on which checkpoint and data, and where."""
+        import torch  # here, not at the top: the CLI parser imports this module on every call
+
+        return {"adaret_version": __version__, "task": task, "command": self.command, "checkpoint": str(checkpoint),
+                "checkpoint_sha256": checkpoint_sha256, "data": data, "batch_size": self.batch_size,
+                "device": self.device, "threads": self.threads or torch.get_num_threads(), "machine": machine(),
+                "versions": versions()}
 
     def floor_check(self, target: str, metric: str, value: float, full: float, digits: int) -> dict:
         """``--accuracy-floor`` for a retained model: its ``metric`` at least that fraction of the full model's."""

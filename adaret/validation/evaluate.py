@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import importlib.metadata
-import os
-import platform
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -130,22 +126,3 @@ def ort_memory(model: str, batch: int, seq_len: int, threads: int | None) -> dic
     arena = memory_mib("adaret.runtime.memory:ort_workload", kwargs | {"memory": "arena"})
     return {"peak_memory_mib": default["peak_mib"], "peak_memory_mib_arena": arena["peak_mib"],
             "memory_method": "peak RSS delta, " + default["method"]}
-
-
-def versions() -> dict[str, str]:
-    names = ("adaret", "torch", "transformers", "tokenizers", "onnx", "onnxruntime", "numpy", "tensorrt")
-    found = {}
-    for name in names:
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found[name] = "not installed"
-    return found
-
-
-def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError, StopIteration):  # not Linux, or no model name: keep platform's answer
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    return {"cpu": cpu, "cores": os.cpu_count(), "system": platform.system(), "python": platform.python_version()}

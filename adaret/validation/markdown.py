@@ -1,9 +1,14 @@
-"""The Markdown pieces the validation reports share: a table of rows, its cells, and the list of checks."""
+"""What the validation reports share: a Markdown table of rows, its cells, the list of checks, the ONNX Runtime rows
+the checks look at, and writing a report's JSON and Markdown files."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
+
+from adaret.core.fileio import atomic_file
 
 
 def cell(value: Any) -> str:
@@ -26,3 +31,18 @@ def table(rows: Sequence[dict], columns: Sequence[str]) -> list[str]:
 def check_lines(checks: Sequence[dict]) -> list[str]:
     """One bullet per check: ok or FAIL, what was checked, on what, and the detail."""
     return [f"- {'ok  ' if c['passed'] else 'FAIL'} {c['check']} {c['target']}: {c['detail']}" for c in checks]
+
+
+def onnxruntime_rows(rows: Sequence[dict]) -> Iterator[tuple[dict, str]]:
+    """The rows measured through ONNX Runtime, each with the name its checks report: ``onnxruntime@<budget>``."""
+    for row in rows:
+        if row["backend"] == "onnxruntime":
+            yield row, f"onnxruntime@{row['budget']:g}"
+
+
+def write_report(payload: dict, json_path: Path, md_path: Path, text: str) -> None:
+    """``payload`` as indented JSON and ``text`` as Markdown, each written atomically."""
+    with atomic_file(json_path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    with atomic_file(md_path) as tmp:
+        tmp.write_text(text)

@@ -20,7 +20,6 @@ per configuration, runtime defaults and ONNX Runtime's arena).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,11 +29,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from adaret import __version__
 from adaret.core.dummy_inputs import dummy_inputs
 from adaret.core.errors import AdaretError
-from adaret.core.fileio import atomic_file
 from adaret.core.io_spec import END_LOGITS, QUESTION_ANSWERING, START_LOGITS
+from adaret.core.machine import describe
 from adaret.core.outputs import output_dir
 from adaret.core.padding import PlannedBatch, plan_batches
 from adaret.core.qa_windows import QaWindows, Span, best_spans, make_windows
@@ -47,8 +45,8 @@ from adaret.runtime import Session, load
 from adaret.training.checkpoint import CONFIG_NAME, WEIGHTS_NAME, RetentionCheckpoint
 from adaret.training.question_answering import load_qa_splits, sample
 from adaret.validation.defaults import ReportSettings, resolve_target
-from adaret.validation.evaluate import latency_summary, machine, ort_memory, versions
-from adaret.validation.markdown import check_lines, table
+from adaret.validation.evaluate import latency_summary, ort_memory
+from adaret.validation.markdown import check_lines, onnxruntime_rows, table, write_report
 from adaret.validation.reference import device_for, load_checkpoint, schedule_at
 
 DEFAULT_QUESTIONS = 2000
@@ -110,16 +108,14 @@ def _validate(config: QaValidationConfig, checkpoint_dir: Path, export: Path | N
     full_graph = _full_graph(config, checkpoint, checkpoint_dir, graphs, out)
     rows, disagreements, windows = _accuracy_rows(config, checkpoint, graphs, examples)
     report = {
-        "adaret_version": __version__, "task": QUESTION_ANSWERING.task, "command": config.command,
-        "checkpoint": str(checkpoint_dir), "checkpoint_sha256": checkpoint.sha256, "data": data_name,
+        **config.report_header(task=QUESTION_ANSWERING.task, checkpoint=checkpoint_dir,
+                               checkpoint_sha256=checkpoint.sha256, data=data_name),
         "questions": len(examples), "windows": windows, "seed": config.seed,
-        "window_settings": graphs[0].session.metadata.question_answering, "batch_size": config.batch_size,
-        "device": config.device, "threads": config.threads or torch.get_num_threads(),
+        "window_settings": graphs[0].session.metadata.question_answering,
         "thresholds": {"parity_tolerance": config.parity_tolerance, "accuracy_floor": config.accuracy_floor,
                        "agreement_floor": AGREEMENT_FLOOR},
         "rows": rows, "disagreements": disagreements,
         "speed": speed_rows(config, [full_graph, *[g for g in graphs if g.budget < 1.0]]),
-        "machine": machine(), "versions": versions(),
     }
     report["checks"] = _checks(config, rows)
     report["passed"] = all(c["passed"] for c in report["checks"])
@@ -488,10 +484,7 @@ def _against_full(rows: list[dict]) -> None:
 def _checks(config: QaValidationConfig, rows: list[dict]) -> list[dict]:
     full = rows[0]
     checks = []
-    for row in rows:
-        if row["backend"] != "onnxruntime":
-            continue
-        name = f"onnxruntime@{row['budget']:g}"
+    for row, name in onnxruntime_rows(rows):
         same = row["runtime_matches_graph_logits"]
         checks.append({"check": "runtime_windows", "target": name, "passed": same == 1.0,
                        "detail": f"answer_batch() and the graph's logits on the reference's windows give the same "
@@ -507,10 +500,7 @@ def _checks(config: QaValidationConfig, rows: list[dict]) -> list[dict]:
 
 
 def _write(report: dict, out: Path) -> None:
-    with atomic_file(out / "report.json") as tmp:
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
-    with atomic_file(out / "report.md") as tmp:
-        tmp.write_text(markdown(report))
+    write_report(report, out / "report.json", out / "report.md", markdown(report))
 
 
 def _settings(settings: dict) -> str:
@@ -544,6 +534,6 @@ def markdown(report: dict) -> str:
         lines += ["", "## Questions where onnxruntime and pytorch-hard differ (first few)", ""]
         lines += [f"- b{d['budget']:g} {d['id']}: onnxruntime {d['onnxruntime']!r}, pytorch-hard "
                   f"{d['pytorch_hard']!r} (scores {d['scores']})" for d in report["disagreements"]]
-    lines += ["", f"Machine: {m['cpu']}, {m['cores']} cores. Versions: "
+    lines += ["", f"Machine: {describe(m)}. Versions: "
               + ", ".join(f"{k} {v}" for k, v in report["versions"].items()), ""]
     return "\n".join(lines)

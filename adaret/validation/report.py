@@ -8,7 +8,6 @@ a retained model falls below the accuracy floor.
 
 from __future__ import annotations
 
-import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from adaret import __version__
 from adaret.core.errors import AdaretError
-from adaret.core.fileio import atomic_file
+from adaret.core.io_spec import CLASSIFICATION
+from adaret.core.machine import describe
 from adaret.core.outputs import output_dir
 from adaret.export.parity import model_vocabulary
 from adaret.export.pipeline import ExportConfig, run_export
@@ -36,14 +35,13 @@ from adaret.validation.evaluate import (
     RunResult,
     encode_texts,
     load_eval_set,
-    machine,
     make_batches,
     memory_mib,
     ort_memory,
     quality,
     run_batches,
-    versions,
 )
+from adaret.validation.markdown import write_report
 from adaret.validation.reference import TorchRunner, cuda_peak_bytes, load_checkpoint, resolve_checkpoint, schedule_at
 
 
@@ -254,17 +252,11 @@ def _report(context: Context, data_name: str, full_row: dict, rows: list[dict], 
     keep_counts = {f"{item.budget:g}": (item.schedule.keep_counts(context.max_length) if item.schedule
                                         else [context.max_length] * layers) for item in deployed}
     return {
-        "adaret_version": __version__,
-        "command": config.command,
-        "checkpoint": str(resolve_checkpoint(config.checkpoint)),
-        "checkpoint_sha256": context.checkpoint.sha256,
-        "data": data_name,
+        **config.report_header(task=CLASSIFICATION.task, checkpoint=resolve_checkpoint(config.checkpoint),
+                               checkpoint_sha256=context.checkpoint.sha256, data=data_name),
         "eval_examples": len(context.labels),
-        "batch_size": config.batch_size,
         "max_length": context.max_length,
         "truncated_examples": sum(context.encoded.truncated),
-        "device": config.device,
-        "threads": config.threads or torch.get_num_threads(),
         "thresholds": {"parity_tolerance": config.parity_tolerance, "trt_tolerance": config.trt_tolerance,
                        "accuracy_floor": config.accuracy_floor},
         "memory_workload": {"batch": config.batch_size, "seq_len": context.max_length,
@@ -274,8 +266,6 @@ def _report(context: Context, data_name: str, full_row: dict, rows: list[dict], 
         "rows": rows,
         "checks": checks,
         "passed": all(c["passed"] for c in checks),
-        "machine": machine(),
-        "versions": versions(),
     }
 
 
@@ -285,10 +275,7 @@ def _write(report: dict, out: Path) -> None:
                              out / "accuracy_vs_budget.png")
     plots.latency_vs_budget(report["rows"], report["full"], report["batch_size"], out / "latency_vs_budget.png")
     plots.kept_tokens_per_layer(budgets_counts, report["max_length"], out / "kept_tokens_per_layer.png")
-    with atomic_file(out / "report.json") as tmp:
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
-    with atomic_file(out / "report.md") as tmp:
-        tmp.write_text(markdown(report))
+    write_report(report, out / "report.json", out / "report.md", markdown(report))
 
 
 def _cell(value: Any, digits: int = 4) -> str:
@@ -335,6 +322,6 @@ def markdown(report: dict) -> str:
     lines += _kept_tokens_markdown(report.get("kept_tokens"))
     lines += ["", "## Plots", "", "![accuracy](accuracy_vs_budget.png)", "", "![latency](latency_vs_budget.png)", "",
               "![kept tokens per layer](kept_tokens_per_layer.png)", "",
-              f"Machine: {report['machine']['cpu']}, {report['machine']['cores']} cores. Versions: "
+              f"Machine: {describe(report['machine'])}. Versions: "
               + ", ".join(f"{k} {v}" for k, v in report["versions"].items()), ""]
     return "\n".join(lines)

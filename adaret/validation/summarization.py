@@ -40,12 +40,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from adaret import __version__
 from adaret.core.chunks import document_chunks
 from adaret.core.detokenize import clean_spacing
 from adaret.core.errors import AdaretError
-from adaret.core.fileio import atomic_file
 from adaret.core.io_spec import SUMMARIZATION
+from adaret.core.machine import describe
 from adaret.core.outputs import output_dir
 from adaret.core.seq2seq_graphs import SETTINGS_NAME, LayerCache, Seq2SeqGraphs, is_summarization_export
 from adaret.core.summaries import SummaryPair, load_summary_splits, rouge_bootstrap_interval, rouge_scores
@@ -58,8 +57,8 @@ from adaret.training.seq2seq_checkpoint import CONFIG_NAME, FORMAT, Seq2SeqCheck
 from adaret.training.summarization import SpecialTokens, SummaryData
 from adaret.validation import plots
 from adaret.validation.defaults import ReportSettings, resolve_target
-from adaret.validation.evaluate import machine, memory_mib, versions
-from adaret.validation.markdown import check_lines, table
+from adaret.validation.evaluate import memory_mib
+from adaret.validation.markdown import check_lines, onnxruntime_rows, table, write_report
 from adaret.validation.question_answering import interleaved_seconds
 from adaret.validation.reference import device_for
 
@@ -130,17 +129,15 @@ def _validate(config: SummarizationValidationConfig, checkpoint_dir: Path, expor
     rows, disagreements = accuracy_rows(config, checkpoint, deployed, pairs)
     timing_texts = [pairs[i].text for i in _sample(len(pairs), config.batch_size, config.seed)]
     report = {
-        "adaret_version": __version__, "task": SUMMARIZATION.task, "command": config.command,
-        "checkpoint": str(checkpoint_dir), "checkpoint_sha256": checkpoint.sha256, "data": data_name,
+        **config.report_header(task=SUMMARIZATION.task, checkpoint=checkpoint_dir, checkpoint_sha256=checkpoint.sha256,
+                               data=data_name),
         "documents": len(pairs), "seed": config.seed, "full_reference": _reference_note(checkpoint),
         "chunk_settings": {"chunk_length": settings.chunk_length, "max_source_tokens": settings.max_source_tokens,
                            "max_target_tokens": settings.max_target_tokens},
-        "max_new_tokens": settings.default_max_new_tokens, "batch_size": config.batch_size,
-        "device": config.device, "threads": config.threads or torch.get_num_threads(),
+        "max_new_tokens": settings.default_max_new_tokens,
         "thresholds": {"accuracy_floor": config.accuracy_floor, "agreement_floor": AGREEMENT_FLOOR},
         "rows": rows, "disagreements": disagreements,
         "speed": speed_rows(config, [full_export, *[d for d in deployed if d.budget < 1.0]], timing_texts),
-        "machine": machine(), "versions": versions(),
     }
     report["speed_settings"] = {"documents": len(timing_texts), "decoder_steps": _decoder_steps(full_export),
                                 "rounds": config.rounds}
@@ -512,10 +509,7 @@ def _against_full(rows: list[dict]) -> None:
 def _checks(config: SummarizationValidationConfig, rows: list[dict]) -> list[dict]:
     full = rows[0]
     checks = []
-    for row in rows:
-        if row["backend"] != "onnxruntime":
-            continue
-        name = f"onnxruntime@{row['budget']:g}"
+    for row, name in onnxruntime_rows(rows):
         agreement = row["token_agreement_with_reference"]
         checks.append({"check": "token_agreement", "target": name, "passed": agreement >= AGREEMENT_FLOOR,
                        "detail": f"the same greedy tokens as pytorch-hard on {agreement:.2%} of documents (floor "
@@ -528,10 +522,7 @@ def _checks(config: SummarizationValidationConfig, rows: list[dict]) -> list[dic
 def _write(report: dict, out: Path) -> None:
     plots.rouge_bars(report["rows"], report["thresholds"]["accuracy_floor"], out / "rouge.png")
     plots.summarization_speed(report["speed"], report["batch_size"], out / "speed.png")
-    with atomic_file(out / "report.json") as tmp:
-        tmp.write_text(json.dumps(report, indent=2) + "\n")
-    with atomic_file(out / "report.md") as tmp:
-        tmp.write_text(markdown(report))
+    write_report(report, out / "report.json", out / "report.md", markdown(report))
 
 
 ACCURACY_COLUMNS = ("backend", "budget", "rouge1", "rouge2", "rougeL", "rougeL_ci95", "rougeL_vs_full",
@@ -572,6 +563,6 @@ def markdown(report: dict) -> str:
         lines += ["", "## Documents where onnxruntime and pytorch-hard differ (first few)", ""]
         lines += [f"- b{d['budget']:g} {d['id']} (from step {d['first_different_step']}): onnxruntime "
                   f"{d['onnxruntime']!r}, pytorch-hard {d['pytorch_hard']!r}" for d in report["disagreements"]]
-    lines += ["", f"Machine: {m['cpu']}, {m['cores']} cores. Versions: "
+    lines += ["", f"Machine: {describe(m)}. Versions: "
               + ", ".join(f"{k} {v}" for k, v in report["versions"].items()), ""]
     return "\n".join(lines)
