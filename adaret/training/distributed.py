@@ -76,6 +76,11 @@ def session() -> Iterator[None]:
     _init()
     try:
         yield
+        # Every rank leaves together: a rank that tears gloo down while a peer is still finishing the last
+        # broadcast (rank 0 saving the checkpoint) was seen to abort in C++ at exit ("terminate called without an
+        # active exception", SIGABRT), failing the launch after the work was done. Not on an error: the peer may
+        # be gone, and the barrier would wait for it until the timeout.
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
