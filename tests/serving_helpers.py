@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -41,12 +42,22 @@ def adaret_serve(export: Path, max_batch: int,
                "--max-queue-delay-us", "2000",
                *([] if max_batch_tokens is None else ["--max-batch-tokens", str(max_batch_tokens)])]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    client = None
     try:
         if not wait_ready(process, http, timeout=90):
             process.kill()
             pytest.fail(f"adaret serve did not become ready:\n{process.communicate()[0][-3000:]}")
-        yield process, httpclient.InferenceServerClient(f"127.0.0.1:{http}", concurrency=8), metrics
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{http}", concurrency=8)
+        yield process, client, metrics
     finally:
+        # Close the client's keep-alive connections first and stop the server as a user would: Triton otherwise
+        # waits --exit-timeout-secs (30 s) for them, and a killed `adaret serve` leaves it doing so.
+        if client is not None:
+            client.close()
         if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
             process.kill()
-        process.communicate()
+            process.communicate()
