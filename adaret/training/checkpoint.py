@@ -25,6 +25,7 @@ from adaret import __version__
 from adaret.core.errors import AdaretError, root_cause
 from adaret.core.fileio import atomic_file, sha256_file
 from adaret.core.io_spec import CLASSIFICATION, QUESTION_ANSWERING, SUMMARIZATION, TASKS
+from adaret.core.machine import versions
 from adaret.core.metadata import QA_FIELDS
 from adaret.core.outputs import output_dir
 from adaret.core.text_files import parse_json, read_utf8
@@ -430,8 +431,5 @@ def _build_model(info: CheckpointInfo, attn_implementation: str, path: Path) -> 
 
 
 def library_versions() -> dict[str, str]:
-    import tokenizers
-    import transformers
-
-    return {"adaret": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
-            "tokenizers": tokenizers.__version__}
+    """The versions a checkpoint records: the libraries that produced its weights and its tokenizer."""
+    return versions(("adaret", "torch", "transformers", "tokenizers"))

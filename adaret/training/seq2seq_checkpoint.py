@@ -25,11 +25,17 @@ from adaret.modeling import RetentionConfig, RetentionModel
 from adaret.modeling.encoders import ADAPTERS, check_backbone_config, encoder_from_config
 from adaret.modeling.hf_loading import load_tokenizer
 from adaret.modeling.seq2seq import MemoryDecoder, RetentionSeq2Seq, decoder_from_config
-from adaret.training.checkpoint import CheckpointRecord, library_versions, publish_checkpoint
+
+# The same file names as a classification checkpoint: publish_checkpoint writes and hashes them
+from adaret.training.checkpoint import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    CheckpointRecord,
+    library_versions,
+    publish_checkpoint,
+)
 
 FORMAT = "adaret-summarization-checkpoint"
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
 REFERENCE_DECODER = "reference_decoder.safetensors"
 
 
