@@ -60,3 +60,13 @@ def test_missing_tensors_are_reported(tiny_checkpoint, tmp_path):
     (broken / "config.json").write_text(json.dumps(config))
     with pytest.raises(AdaretError, match="missing"):
         RetentionCheckpoint.from_pretrained(broken)
+
+
+def test_a_plain_hugging_face_model_is_told_to_train_its_gates_first(minilm_dir):
+    # The bundled MiniLM is what a user's own fine-tuned encoder looks like: config.json and model.safetensors.
+    with pytest.raises(AdaretError) as caught:
+        RetentionCheckpoint.from_pretrained(minilm_dir)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "is a Hugging Face bert model, not a retention checkpoint" in message
+    assert f"adaret train --model {minilm_dir}" in message

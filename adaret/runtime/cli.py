@@ -43,8 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "and -- ends the options")
     p.add_argument("--file", default=None, help="read one text per line from this UTF-8 file ('-' for stdin)")
     p.add_argument("--batch-size", type=positive_int, default=8, help="texts per batch (default: %(default)s)")
-    p.add_argument("--max-chars", type=positive_int, default=DEFAULT_MAX_CHARS, help=MAX_CHARS_HELP)
-    p.add_argument("--json", action="store_true", help="print one JSON object per text")
+    _add_text_output_flags(p, "print one JSON object per text")
     p.set_defaults(run=_run_classify)
     _parse_intermixed(p)
     _register_answer(sub)
@@ -80,8 +79,7 @@ def _register_answer(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--context-file", required=True, metavar="FILE",
                    help="UTF-8 file holding the context to search ('-' for stdin)")
     p.add_argument("--top-k", type=positive_int, default=1, help="how many answers to print (default: %(default)s)")
-    p.add_argument("--max-chars", type=positive_int, default=DEFAULT_MAX_CHARS, help=MAX_CHARS_HELP)
-    p.add_argument("--json", action="store_true", help="print one JSON object with the question and its answers")
+    _add_text_output_flags(p, "print one JSON object with the question and its answers")
     p.set_defaults(run=_run_answer)
 
 
@@ -96,8 +94,7 @@ def _register_summarize(sub: argparse._SubParsersAction) -> None:
                    help="most summary tokens to generate (default: what the model was trained on, from the export)")
     p.add_argument("--num-beams", type=positive_int, default=1, metavar="K",
                    help="beam search with K beams, length-normalised (default: %(default)s, greedy)")
-    p.add_argument("--max-chars", type=positive_int, default=DEFAULT_MAX_CHARS, help=MAX_CHARS_HELP)
-    p.add_argument("--json", action="store_true", help="print one JSON object with the summary and its score")
+    _add_text_output_flags(p, "print one JSON object with the summary and its score")
     p.set_defaults(run=_run_summarize)
 
 
@@ -113,10 +110,15 @@ def _register_explain(sub: argparse._SubParsersAction) -> None:
                         "token, and a token-by-layer table")
     p.add_argument("--png", metavar="PATH", default=None,
                    help="also write the token-by-layer map as a PNG image (needs matplotlib)")
-    p.add_argument("--json", action="store_true",
-                   help="print the tokens and the kept positions of each layer as JSON instead of the text view")
-    p.add_argument("--max-chars", type=positive_int, default=DEFAULT_MAX_CHARS, help=MAX_CHARS_HELP)
+    _add_text_output_flags(p, "print the tokens and the kept positions of each layer as JSON instead of the text "
+                              "view")
     p.set_defaults(run=_run_explain)
+
+
+def _add_text_output_flags(p: argparse.ArgumentParser, json_help: str) -> None:
+    """The flags every text command shares: the text-length limit, and JSON output described by ``json_help``."""
+    p.add_argument("--max-chars", type=positive_int, default=DEFAULT_MAX_CHARS, help=MAX_CHARS_HELP)
+    p.add_argument("--json", action="store_true", help=json_help)
 
 
 def _read_texts(args: argparse.Namespace) -> list[str]:

@@ -11,6 +11,9 @@ before anything heavy is imported).
 
 from __future__ import annotations
 
+import numbers
+from collections.abc import Sequence
+
 from adaret.core.errors import AdaretError
 
 DEFAULT_MAX_CHARS = 1_000_000
@@ -35,3 +38,24 @@ def check_text(text: str, max_chars: int, name: str) -> str:
                           "which is not valid Unicode: decode its bytes as UTF-8 (errors='replace' to keep going)") \
             from None
     return text
+
+
+def check_positive(name: str, value: int) -> None:
+    """A one-line error unless ``value`` is a positive integer (a bool is not one; numpy integers are, through
+    ``numbers.Integral``)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise AdaretError(f"{name} must be a positive integer, got {value!r}")
+
+
+def check_texts(texts: Sequence[str], max_chars: int, method: str) -> list[str]:
+    """``texts`` as a list, each checked by ``check_text``; ``method`` (``classify()``) names the caller in the
+    one-line errors for a bare string, an empty list or a non-string item."""
+    if isinstance(texts, str):
+        raise AdaretError(f"{method} takes a list of texts; wrap a single text in a list")
+    texts = list(texts)
+    if not texts:
+        raise AdaretError(f"{method} got an empty list of texts")
+    bad = next((type(t).__name__ for t in texts if not isinstance(t, str)), None)
+    if bad:
+        raise AdaretError(f"{method} takes strings, got a {bad}")
+    return [check_text(text, max_chars, f"texts[{i}]") for i, text in enumerate(texts)]

@@ -19,7 +19,7 @@ from adaret.core.padding import PAD_MULTIPLE, PlannedBatch, bucket_widths, padde
 from adaret.core.qa_windows import Span
 from adaret.core.seq2seq_graphs import is_summarization_export
 from adaret.runtime import qa
-from adaret.runtime.limits import DEFAULT_MAX_CHARS, check_max_chars, check_text
+from adaret.runtime.limits import DEFAULT_MAX_CHARS, check_max_chars, check_positive, check_texts
 from adaret.runtime.runners import OrtRunner, Runner, SessionFromOnnx, TrtRunner
 from adaret.runtime.text import DEFAULT_MAX_LENGTH, Encoded, TextEncoder
 
@@ -211,7 +211,7 @@ class Session:
     def encode(self, texts: Sequence[str]) -> Encoded:
         """Token ids per text with the artifact's tokenizer; over ``max_length`` tokens is truncated with a
         ``TruncationWarning``."""
-        texts = _check_texts(texts, self.max_chars)
+        texts = check_texts(texts, self.max_chars, "classify()")
         if self.encoder is None:
             raise AdaretError(f"no tokenizer.json next to {self.source or 'the model'}: texts need the tokenizer "
                               "that export writes beside the graph")
@@ -220,7 +220,7 @@ class Session:
     def batches(self, encoded: Encoded, batch_size: int = 8,
                 max_tokens: int | None = None) -> Iterator[tuple[PlannedBatch, dict[str, np.ndarray]]]:
         """Bucketed, padded feeds: exactly what ``classify`` runs, for comparisons that must see the same inputs."""
-        _check_batch_size(batch_size)
+        check_positive("batch_size", batch_size)
         pad_id = self.encoder.pad_id if self.encoder else 0
         for batch, feeds in padded_batches(encoded.ids, self.widths, batch_size, pad_id, max_tokens):
             yield batch, {name: feeds[name] for name in self.input_names if name in feeds}
@@ -241,7 +241,7 @@ class Session:
         predictions, as soon as the run is done (shortest bucket first). A server answers early requests with it
         while later ones still run."""
         qa.check_task(self, CLASSIFICATION.task, "classify()")
-        _check_batch_size(batch_size)
+        check_positive("batch_size", batch_size)
         encoded = self.encode(texts)
         for batch, feeds in self.batches(encoded, batch_size, max_tokens):
             out = self.run(**feeds)["logits"]
@@ -290,23 +290,6 @@ def _pad_right(feeds: dict[str, np.ndarray], width: int, pad_id: int) -> dict[st
 
 def _first(mask: np.ndarray) -> tuple[int, ...]:
     return tuple(int(i) for i in np.argwhere(mask)[0])
-
-
-def _check_batch_size(batch_size: int) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer) or batch_size < 1:
-        raise AdaretError(f"batch_size must be a positive integer, got {batch_size!r}")
-
-
-def _check_texts(texts: Sequence[str], max_chars: int) -> list[str]:
-    if isinstance(texts, str):
-        raise AdaretError("classify() takes a list of texts; wrap a single text in a list")
-    texts = list(texts)
-    if not texts:
-        raise AdaretError("classify() got an empty list of texts")
-    bad = next((type(t).__name__ for t in texts if not isinstance(t, str)), None)
-    if bad:
-        raise AdaretError(f"classify() takes strings, got a {bad}")
-    return [check_text(text, max_chars, f"texts[{i}]") for i, text in enumerate(texts)]
 
 
 def load(path: str | Path, *, memory: str | None = None, threads: int | None = None,

@@ -46,7 +46,7 @@ from adaret.core.seq2seq_graphs import (
     is_summarization_export,
     pad_memories,
 )
-from adaret.runtime.limits import DEFAULT_MAX_CHARS, check_max_chars, check_text
+from adaret.runtime.limits import DEFAULT_MAX_CHARS, check_max_chars, check_positive, check_texts
 from adaret.runtime.runners import ORT_ERRORS, SessionFromOnnx, first_line
 from adaret.runtime.text import TOKENIZER_FILE, TextEncoder
 
@@ -99,10 +99,10 @@ class Summarizer:
     def generate(self, texts: Sequence[str], *, max_new_tokens: int | None = None, num_beams: int = 1,
                  batch_size: int = 8, length_penalty: float = DEFAULT_LENGTH_PENALTY) -> list[Hypothesis]:
         """``summarize`` before decoding: each text's summary ids and score."""
-        texts = _checked_texts(texts, self.max_chars)
+        texts = check_texts(texts, self.max_chars, "summarize()")
         steps = self._max_new_tokens(max_new_tokens)
         for name, value in (("num_beams", num_beams), ("batch_size", batch_size)):
-            _check_positive(name, value)
+            check_positive(name, value)
         settings = self.settings
         documents = document_chunks(self.tokenizer, texts, chunk_length=settings.chunk_length,
                                     max_source_tokens=settings.max_source_tokens, cls_id=settings.start_id,
@@ -148,7 +148,7 @@ class Summarizer:
     def _max_new_tokens(self, requested: int | None) -> int:
         if requested is None:
             return self.settings.default_max_new_tokens
-        _check_positive("max_new_tokens", requested)
+        check_positive("max_new_tokens", requested)
         limit = self.settings.max_new_tokens_limit
         if requested > limit:
             raise AdaretError(f"max_new_tokens {requested} exceeds the decoder's {limit} positions after the start "
@@ -171,23 +171,6 @@ def _check_directory(directory: Path) -> None:
     if not is_summarization_export(directory):
         raise AdaretError(f"{directory} is not a summarization export (no {SETTINGS_NAME}); export a summarization "
                           "checkpoint with adaret export --task summarization")
-
-
-def _check_positive(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise AdaretError(f"{name} must be a positive integer, got {value!r}")
-
-
-def _checked_texts(texts: Sequence[str], max_chars: int) -> list[str]:
-    if isinstance(texts, str):
-        raise AdaretError("summarize() takes a list of texts; wrap a single text in a list")
-    texts = list(texts)
-    if not texts:
-        raise AdaretError("summarize() got an empty list of texts")
-    bad = next((type(t).__name__ for t in texts if not isinstance(t, str)), None)
-    if bad:
-        raise AdaretError(f"summarize() takes strings, got a {bad}")
-    return [check_text(text, max_chars, f"texts[{i}]") for i, text in enumerate(texts)]
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:

@@ -257,6 +257,10 @@ def _read_info(path: Path) -> CheckpointInfo:
     text = read_utf8(path / CONFIG_NAME, f"checkpoint {path}: {CONFIG_NAME}",
                      "save it as UTF-8, or re-create the checkpoint with `adaret train`")
     raw = parse_json(text, f"checkpoint {path}: {CONFIG_NAME}")
+    if isinstance(raw, dict) and "format" not in raw and isinstance(raw.get("model_type"), str):
+        raise AdaretError(f"{path} is a Hugging Face {raw['model_type']} model, not a retention checkpoint: train "
+                          f"its retention gates first (adaret train --model {path} --data YOUR_DATA --budget 0.4 "
+                          "--out CK), then give CK")
     try:
         info = CheckpointInfo(**raw)
     except TypeError as exc:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import sys
+from typing import TypeVar
 
 from adaret.core.cli_args import add_command, budget_value, non_negative_float, positive_int, tolerance_value
 from adaret.validation.defaults import DEFAULT_ACCURACY_FLOOR, DEFAULT_PARITY_TOLERANCE, DEFAULT_TRT_TOLERANCE
@@ -16,6 +18,10 @@ accuracy floor fails."""
 BENCH_DESCRIPTION = """Latency, throughput, peak memory and accuracy of PyTorch eager full and retained, ONNX
 Runtime full (the baseline) and retained at several budgets, and TensorRT plans when given; writes <name>.json and
 <name>.md with the command, the machine and the versions."""
+
+T = TypeVar("T")
+# Config fields whose flag stores under another name: --plan is given once per plan.
+_FLAG_DEST = {"plans": "plan"}
 
 
 def budgets_value(text: str) -> tuple[float, ...]:
@@ -136,38 +142,31 @@ def _run_validate(args: argparse.Namespace) -> int:
                           "classification give --checkpoint and --onnx")
     from adaret.validation.report import ValidationConfig, run_validation
 
-    config = ValidationConfig(
-        checkpoint=args.checkpoint, onnx=args.onnx, plans=args.plan, data=args.data, budgets=args.budgets,
-        out=args.out, max_examples=args.max_examples, batch_size=args.batch_size, threads=args.threads,
-        device=args.device, parity_tolerance=args.parity_tolerance, trt_tolerance=args.trt_tolerance,
-        accuracy_floor=args.accuracy_floor, memory=args.memory, text_column=args.text_column,
-        label_column=args.label_column, overwrite=args.overwrite,
-        command=getattr(args, "command_line", None) or _command())
+    config = _config_from_args(ValidationConfig, args)
     return _verdict(run_validation(config), args.out)
 
 
 def _run_validate_qa(args: argparse.Namespace) -> int:
     from adaret.validation.question_answering import QaValidationConfig, run_qa_validation
 
-    config = QaValidationConfig(
-        target=args.target, checkpoint=args.checkpoint, data=args.data, budgets=args.budgets, out=args.out,
-        max_examples=args.max_examples, seed=args.seed, batch_size=args.batch_size, threads=args.threads,
-        device=args.device, parity_tolerance=args.parity_tolerance, accuracy_floor=args.accuracy_floor,
-        memory=args.memory, overwrite=args.overwrite, onnx=args.onnx, plans=args.plan,
-        command=getattr(args, "command_line", None) or _command())
+    config = _config_from_args(QaValidationConfig, args)
     return _verdict(run_qa_validation(config), args.out)
 
 
 def _run_validate_summarization(args: argparse.Namespace) -> int:
     from adaret.validation.summarization import SummarizationValidationConfig, run_summarization_validation
 
-    config = SummarizationValidationConfig(
-        target=args.target, checkpoint=args.checkpoint, data=args.data, budgets=args.budgets, out=args.out,
-        max_examples=args.max_examples, seed=args.seed, batch_size=args.batch_size, threads=args.threads,
-        device=args.device, accuracy_floor=args.accuracy_floor, memory=args.memory, overwrite=args.overwrite,
-        onnx=args.onnx, plans=args.plan, full_export=args.full_export, text_column=args.text_column,
-        summary_column=args.summary_column, command=getattr(args, "command_line", None) or _command())
+    config = _config_from_args(SummarizationValidationConfig, args)
     return _verdict(run_summarization_validation(config), args.out)
+
+
+def _config_from_args(config_class: type[T], args: argparse.Namespace) -> T:
+    """``config_class`` with each of its fields taken from the flag of the same name (``--plan`` fills ``plans``),
+    so a field that gains a flag cannot be left out here; ``command`` is the command line as typed."""
+    values = {f.name: getattr(args, _FLAG_DEST.get(f.name, f.name)) for f in dataclasses.fields(config_class)
+              if f.init and hasattr(args, _FLAG_DEST.get(f.name, f.name))}
+    values["command"] = getattr(args, "command_line", None) or _command()
+    return config_class(**values)
 
 
 def _verdict(report: dict, out: str) -> int:

@@ -9,6 +9,8 @@ from pathlib import Path
 from adaret import __version__
 from adaret.core.errors import AdaretError
 from adaret.core.machine import machine, versions
+from adaret.core.outputs import output_dir
+from adaret.validation.markdown import onnxruntime_rows
 
 DEFAULT_BUDGETS = (0.3, 0.4, 0.5, 1.0)
 # ONNX Runtime against PyTorch, both fp32, on real text: differences are ~1e-5 unless a near-tie flips one token's
@@ -56,6 +58,27 @@ class ReportSettings:
                 "device": self.device, "threads": self.threads or torch.get_num_threads(), "machine": machine(),
                 "versions": versions()}
 
+    def run_in_out(self, validate: Callable[[Path], dict]) -> dict:
+        """``validate(out)`` at ``threads``, in ``out`` claimed first: claimed before any checkpoint, export or
+        measurement, so that a non-empty ``--out`` fails in a second."""
+        import torch  # here, not at the top: the CLI parser imports this module on every call
+
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        with output_dir(self.out, overwrite=self.overwrite, what="report directory") as claim:
+            return validate(claim.path)
+
+    def row_checks(self, rows: list[dict], per_row: Callable[[dict, str], list[dict]], metric: str,
+                   key: str) -> list[dict]:
+        """For every ONNX Runtime row (``rows[0]`` is the full model): ``per_row(row, name)``'s checks, then the
+        accuracy floor on ``row[key]`` (named ``metric``) for a retained budget."""
+        full, checks = rows[0], []
+        for row, name in onnxruntime_rows(rows):
+            checks += per_row(row, name)
+            if row["budget"] < 1.0:
+                checks.append(self.floor_check(name, metric, row[key], full[key], digits=2))
+        return checks
+
     def floor_check(self, target: str, metric: str, value: float, full: float, digits: int) -> dict:
         """``--accuracy-floor`` for a retained model: its ``metric`` at least that fraction of the full model's."""
         floor = self.accuracy_floor * full
@@ -63,6 +86,13 @@ class ReportSettings:
                 "detail": f"{metric} {value:.{digits}f} vs floor {floor:.{digits}f} ({self.accuracy_floor:.0%} of "
                           f"full {full:.{digits}f})"}
 
+
+
+def concluded(report: dict, checks: list[dict]) -> dict:
+    """``report`` with its ``checks`` and the verdict: passed when every check passed."""
+    report["checks"] = checks
+    report["passed"] = all(check["passed"] for check in checks)
+    return report
 
 
 def resolve_target(settings: ReportSettings, target: str | None, *, task: str, is_checkpoint: Callable[[Path], bool],

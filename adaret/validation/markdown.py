@@ -4,11 +4,12 @@ the checks look at, and writing a report's JSON and Markdown files."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from adaret.core.fileio import atomic_file
+from adaret.core.machine import describe
 
 
 def cell(value: Any) -> str:
@@ -26,6 +27,29 @@ def table(rows: Sequence[dict], columns: Sequence[str]) -> list[str]:
     """The lines of a Markdown table of ``rows``, one column per name in ``columns`` (missing values: "-")."""
     lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     return lines + ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
+
+
+def report_opening(report: dict, title: str, about: str) -> list[str]:
+    """The lines every validation report opens with: ``title``, the command, the checkpoint and its hash followed
+    by ``about`` (the data and the settings), and the verdict."""
+    return [f"# {title}", "", f"Command: `{report['command']}`", "",
+            f"Checkpoint `{report['checkpoint']}` (sha256 {report['checkpoint_sha256'][:12]}){about}", "",
+            f"**{'PASSED' if report['passed'] else 'FAILED'}**", ""]
+
+
+def machine_line(report: dict) -> str:
+    """Where the report was measured: the machine and the library versions."""
+    return (f"Machine: {describe(report['machine'])}. Versions: "
+            + ", ".join(f"{k} {v}" for k, v in report["versions"].items()))
+
+
+def report_closing(report: dict, title: str, line: Callable[[dict], str]) -> list[str]:
+    """The checks, then ``report["disagreements"]`` under ``title`` (one ``line(d)`` each, when there are any),
+    then the machine line."""
+    lines = check_lines(report["checks"])
+    if report["disagreements"]:
+        lines += ["", f"## {title} (first few)", "", *(f"- {line(d)}" for d in report["disagreements"])]
+    return [*lines, "", machine_line(report), ""]
 
 
 def check_lines(checks: Sequence[dict]) -> list[str]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,6 @@ import torch
 from adaret.core.dummy_inputs import dummy_inputs
 from adaret.core.errors import AdaretError
 from adaret.core.io_spec import END_LOGITS, QUESTION_ANSWERING, START_LOGITS
-from adaret.core.machine import describe
-from adaret.core.outputs import output_dir
 from adaret.core.padding import PlannedBatch, plan_batches
 from adaret.core.qa_windows import QaWindows, Span, best_spans, make_windows
 from adaret.core.squad import SquadExample, read_squad, squad_dev_path, squad_metrics
@@ -44,9 +43,9 @@ from adaret.modeling import KeepSchedule
 from adaret.runtime import Session, load
 from adaret.training.checkpoint import CONFIG_NAME, WEIGHTS_NAME, RetentionCheckpoint
 from adaret.training.question_answering import load_qa_splits, sample
-from adaret.validation.defaults import ReportSettings, resolve_target
+from adaret.validation.defaults import ReportSettings, concluded, resolve_target
 from adaret.validation.evaluate import latency_summary, ort_memory
-from adaret.validation.markdown import check_lines, onnxruntime_rows, table, write_report
+from adaret.validation.markdown import report_closing, report_opening, table, write_report
 from adaret.validation.reference import device_for, load_checkpoint, schedule_at
 
 DEFAULT_QUESTIONS = 2000
@@ -93,11 +92,7 @@ class Decoded:
 def run_qa_validation(config: QaValidationConfig) -> dict:
     """Every comparison, report.json and report.md in ``config.out``; returns the report (``report["passed"]``)."""
     checkpoint_dir, export = _resolve_target(config)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    # Claimed before the exports and the measurements: a non-empty --out fails in a second.
-    with output_dir(config.out, overwrite=config.overwrite, what="report directory") as claim:
-        return _validate(config, checkpoint_dir, export, claim.path)
+    return config.run_in_out(partial(_validate, config, checkpoint_dir, export))
 
 
 def _validate(config: QaValidationConfig, checkpoint_dir: Path, export: Path | None, out: Path) -> dict:
@@ -117,9 +112,7 @@ def _validate(config: QaValidationConfig, checkpoint_dir: Path, export: Path | N
         "rows": rows, "disagreements": disagreements,
         "speed": speed_rows(config, [full_graph, *[g for g in graphs if g.budget < 1.0]]),
     }
-    report["checks"] = _checks(config, rows)
-    report["passed"] = all(c["passed"] for c in report["checks"])
-    _write(report, out)
+    _write(concluded(report, _checks(config, rows)), out)
     return report
 
 
@@ -482,21 +475,18 @@ def _against_full(rows: list[dict]) -> None:
 # --- checks and the report -------------------------------------------------------------------------------------
 
 def _checks(config: QaValidationConfig, rows: list[dict]) -> list[dict]:
-    full = rows[0]
-    checks = []
-    for row, name in onnxruntime_rows(rows):
+    def per_row(row: dict, name: str) -> list[dict]:
         same = row["runtime_matches_graph_logits"]
-        checks.append({"check": "runtime_windows", "target": name, "passed": same == 1.0,
-                       "detail": f"answer_batch() and the graph's logits on the reference's windows give the same "
-                                 f"answer on {same:.2%} of questions"})
         agreement, diff = row["agreement_with_reference"], row["max_abs_logit_diff_vs_reference"]
-        checks.append({"check": "agreement", "target": name, "passed": agreement >= AGREEMENT_FLOOR,
-                       "detail": f"same answer as pytorch-hard on {agreement:.2%} of questions (floor "
-                                 f"{AGREEMENT_FLOOR:.0%}); max |logit diff| {diff:.2e}, "
-                                 f"{row['windows_over_tolerance']} window(s) above {config.parity_tolerance:.0e}"})
-        if row["budget"] < 1.0:
-            checks.append(config.floor_check(name, "F1", row["f1"], full["f1"], digits=2))
-    return checks
+        return [{"check": "runtime_windows", "target": name, "passed": same == 1.0,
+                 "detail": f"answer_batch() and the graph's logits on the reference's windows give the same answer "
+                           f"on {same:.2%} of questions"},
+                {"check": "agreement", "target": name, "passed": agreement >= AGREEMENT_FLOOR,
+                 "detail": f"same answer as pytorch-hard on {agreement:.2%} of questions (floor "
+                           f"{AGREEMENT_FLOOR:.0%}); max |logit diff| {diff:.2e}, "
+                           f"{row['windows_over_tolerance']} window(s) above {config.parity_tolerance:.0e}"}]
+
+    return config.row_checks(rows, per_row, "F1", "f1")
 
 
 def _write(report: dict, out: Path) -> None:
@@ -512,13 +502,11 @@ def markdown(report: dict) -> str:
                 "max_abs_logit_diff_vs_reference", "windows_over_tolerance", "questions_per_s")
     speed = ("config", "budget", "batch", "seq_len", "median_ms", "p95_ms", "sequences_per_s", "speedup_vs_full",
              "peak_memory_mib", "peak_memory_mib_arena", "memory_change")
-    m = report["machine"]
-    lines = ["# adaret validation report: question answering", "", f"Command: `{report['command']}`", "",
-             f"Checkpoint `{report['checkpoint']}` (sha256 {report['checkpoint_sha256'][:12]}); {report['data']}: "
-             f"{report['questions']} questions (random sample, seed {report['seed']}), {report['windows']} windows "
-             f"({_settings(report['window_settings'])}); batch {report['batch_size']}, device {report['device']}, "
-             f"{report['threads']} threads.", "", f"**{'PASSED' if report['passed'] else 'FAILED'}**", "",
-             "## SQuAD exact match and F1", "", *table(report["rows"], accuracy), "",
+    lines = report_opening(report, "adaret validation report: question answering",
+                           f"; {report['data']}: {report['questions']} questions (random sample, seed "
+                           f"{report['seed']}), {report['windows']} windows ({_settings(report['window_settings'])}); "
+                           f"batch {report['batch_size']}, device {report['device']}, {report['threads']} threads.")
+    lines += ["## SQuAD exact match and F1", "", *table(report["rows"], accuracy), "",
              "EM and F1 in percent, official v1.1 normalisation. Agreement: the same answer span (characters) as "
              "pytorch-full, or as the reference (pytorch-hard at the graph's schedule and scorer). Every row sees "
              "the runtime's windows in the runtime's buckets; onnxruntime is `Session.answer_batch`, timed end to "
@@ -529,11 +517,7 @@ def markdown(report: dict) -> str:
              "the runtime's default options (CPU arena off) and, in `peak_memory_mib_arena`, ONNX Runtime's arena. "
              "Speed-up and memory change are against onnxruntime-full (budget 1.0, same graph passes).", "",
              "## Checks", ""]
-    lines += check_lines(report["checks"])
-    if report["disagreements"]:
-        lines += ["", "## Questions where onnxruntime and pytorch-hard differ (first few)", ""]
-        lines += [f"- b{d['budget']:g} {d['id']}: onnxruntime {d['onnxruntime']!r}, pytorch-hard "
-                  f"{d['pytorch_hard']!r} (scores {d['scores']})" for d in report["disagreements"]]
-    lines += ["", f"Machine: {describe(m)}. Versions: "
-              + ", ".join(f"{k} {v}" for k, v in report["versions"].items()), ""]
+    lines += report_closing(report, "Questions where onnxruntime and pytorch-hard differ", lambda d: (
+        f"b{d['budget']:g} {d['id']}: onnxruntime {d['onnxruntime']!r}, pytorch-hard {d['pytorch_hard']!r} "
+        f"(scores {d['scores']})"))
     return "\n".join(lines)

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from adaret.core.errors import AdaretError
 from adaret.core.io_spec import CLASSIFICATION
-from adaret.core.machine import describe
-from adaret.core.outputs import output_dir
 from adaret.export.parity import model_vocabulary
 from adaret.export.pipeline import ExportConfig, run_export
 from adaret.graph_passes.pipeline import optimize
@@ -41,7 +39,7 @@ from adaret.validation.evaluate import (
     quality,
     run_batches,
 )
-from adaret.validation.markdown import write_report
+from adaret.validation.markdown import check_lines, machine_line, report_opening, write_report
 from adaret.validation.reference import TorchRunner, cuda_peak_bytes, load_checkpoint, resolve_checkpoint, schedule_at
 
 
@@ -77,11 +75,7 @@ class Context:
 def run_validation(config: ValidationConfig) -> dict:
     """Run every comparison, write the report files, and return the report (``report["passed"]``)."""
     _check_config(config)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    # Claimed before the checkpoint, the exports and the measurements: a non-empty --out fails in a second.
-    with output_dir(config.out, overwrite=config.overwrite, what="report directory") as claim:
-        return _validate(config, claim.path)
+    return config.run_in_out(partial(_validate, config))
 
 
 def _validate(config: ValidationConfig, out: Path) -> dict:
@@ -301,13 +295,11 @@ def markdown(report: dict) -> str:
     columns = ("backend", "budget", "accuracy", "agreement_with_full", "max_abs_logit_diff_vs_full",
                "max_abs_logit_diff_vs_reference", "latency_p50_ms", "latency_p95_ms", "throughput_per_s",
                "peak_memory_mib", "peak_memory_mib_arena")
-    lines = ["# adaret validation report", "",
-             f"Command: `{report['command']}`", "",
-             f"Checkpoint `{report['checkpoint']}` (sha256 {report['checkpoint_sha256'][:12]}), data "
-             f"{report['data']} ({report['eval_examples']} examples), batch {report['batch_size']}, max length "
-             f"{report['max_length']}, device {report['device']}, {report['threads']} threads.", "",
-             f"**{'PASSED' if report['passed'] else 'FAILED'}**", "",
-             "| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    lines = report_opening(report, "adaret validation report",
+                           f", data {report['data']} ({report['eval_examples']} examples), batch "
+                           f"{report['batch_size']}, max length {report['max_length']}, device {report['device']}, "
+                           f"{report['threads']} threads.")
+    lines += ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     for row in [report["full"], *report["rows"]]:
         lines.append("| " + " | ".join(_cell(row.get(c)) for c in columns) + " |")
     lines += ["", "Latency is per eval batch (p50/p95 over batches), throughput in examples/s over the eval set. "
@@ -317,11 +309,9 @@ def markdown(report: dict) -> str:
               "(CPU arena off) and, in `peak_memory_mib_arena`, with ONNX Runtime's default arena. "
               "`max_abs_logit_diff_vs_reference` compares a deployed graph with PyTorch hard top-M at its budget.",
               "", "## Checks", ""]
-    lines += [f"- {'ok  ' if c['passed'] else 'FAIL'} {c['check']} {c['target']}: {c['detail']}"
-              for c in report["checks"]]
+    lines += check_lines(report["checks"])
     lines += _kept_tokens_markdown(report.get("kept_tokens"))
     lines += ["", "## Plots", "", "![accuracy](accuracy_vs_budget.png)", "", "![latency](latency_vs_budget.png)", "",
               "![kept tokens per layer](kept_tokens_per_layer.png)", "",
-              f"Machine: {describe(report['machine'])}. Versions: "
-              + ", ".join(f"{k} {v}" for k, v in report["versions"].items()), ""]
+              machine_line(report), ""]
     return "\n".join(lines)

@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -44,8 +45,6 @@ from adaret.core.chunks import document_chunks
 from adaret.core.detokenize import clean_spacing
 from adaret.core.errors import AdaretError
 from adaret.core.io_spec import SUMMARIZATION
-from adaret.core.machine import describe
-from adaret.core.outputs import output_dir
 from adaret.core.seq2seq_graphs import SETTINGS_NAME, LayerCache, Seq2SeqGraphs, is_summarization_export
 from adaret.core.summaries import SummaryPair, load_summary_splits, rouge_bootstrap_interval, rouge_scores
 from adaret.export.config import ExportConfig
@@ -56,9 +55,9 @@ from adaret.runtime.summarize import Summarizer
 from adaret.training.seq2seq_checkpoint import CONFIG_NAME, FORMAT, Seq2SeqCheckpoint, is_seq2seq_checkpoint
 from adaret.training.summarization import SpecialTokens, SummaryData
 from adaret.validation import plots
-from adaret.validation.defaults import ReportSettings, resolve_target
+from adaret.validation.defaults import ReportSettings, concluded, resolve_target
 from adaret.validation.evaluate import memory_mib
-from adaret.validation.markdown import check_lines, onnxruntime_rows, table, write_report
+from adaret.validation.markdown import report_closing, report_opening, table, write_report
 from adaret.validation.question_answering import interleaved_seconds
 from adaret.validation.reference import device_for
 
@@ -113,11 +112,7 @@ def run_summarization_validation(config: SummarizationValidationConfig) -> dict:
     """Every comparison, report.json, report.md and plots in ``config.out``; returns the report
     (``report["passed"]``)."""
     checkpoint_dir, export = _resolve_target(config)
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    # Claimed before the exports and the measurements: a non-empty --out fails in a second.
-    with output_dir(config.out, overwrite=config.overwrite, what="report directory") as claim:
-        return _validate(config, checkpoint_dir, export, claim.path)
+    return config.run_in_out(partial(_validate, config, checkpoint_dir, export))
 
 
 def _validate(config: SummarizationValidationConfig, checkpoint_dir: Path, export: Path | None, out: Path) -> dict:
@@ -141,9 +136,7 @@ def _validate(config: SummarizationValidationConfig, checkpoint_dir: Path, expor
     }
     report["speed_settings"] = {"documents": len(timing_texts), "decoder_steps": _decoder_steps(full_export),
                                 "rounds": config.rounds}
-    report["checks"] = _checks(config, rows)
-    report["passed"] = all(c["passed"] for c in report["checks"])
-    _write(report, out)
+    _write(concluded(report, _checks(config, rows)), out)
     return report
 
 
@@ -507,16 +500,13 @@ def _against_full(rows: list[dict]) -> None:
 # --- checks and the report -------------------------------------------------------------------------------------
 
 def _checks(config: SummarizationValidationConfig, rows: list[dict]) -> list[dict]:
-    full = rows[0]
-    checks = []
-    for row, name in onnxruntime_rows(rows):
+    def per_row(row: dict, name: str) -> list[dict]:
         agreement = row["token_agreement_with_reference"]
-        checks.append({"check": "token_agreement", "target": name, "passed": agreement >= AGREEMENT_FLOOR,
-                       "detail": f"the same greedy tokens as pytorch-hard on {agreement:.2%} of documents (floor "
-                                 f"{AGREEMENT_FLOOR:.0%})"})
-        if row["budget"] < 1.0:
-            checks.append(config.floor_check(name, "ROUGE-L", row["rougeL"], full["rougeL"], digits=2))
-    return checks
+        return [{"check": "token_agreement", "target": name, "passed": agreement >= AGREEMENT_FLOOR,
+                 "detail": f"the same greedy tokens as pytorch-hard on {agreement:.2%} of documents (floor "
+                           f"{AGREEMENT_FLOOR:.0%})"}]
+
+    return config.row_checks(rows, per_row, "ROUGE-L", "rougeL")
 
 
 def _write(report: dict, out: Path) -> None:
@@ -534,15 +524,14 @@ SPEED_COLUMNS = ("config", "budget", "encoder_rows", "memory_tokens", "cross_cac
 
 
 def markdown(report: dict) -> str:
-    m, timing = report["machine"], report["speed_settings"]
+    timing = report["speed_settings"]
     chunks = ", ".join(f"{k} {v}" for k, v in report["chunk_settings"].items())
-    lines = ["# adaret validation report: summarization", "", f"Command: `{report['command']}`", "",
-             f"Checkpoint `{report['checkpoint']}` (sha256 {report['checkpoint_sha256'][:12]}); {report['data']}: "
-             f"{report['documents']} documents (random sample, seed {report['seed']}); {chunks}; greedy, at most "
-             f"{report['max_new_tokens']} new tokens; batch {report['batch_size']}, device {report['device']}, "
-             f"{report['threads']} threads. pytorch-full: {report['full_reference']}.", "",
-             f"**{'PASSED' if report['passed'] else 'FAILED'}**", "",
-             "## ROUGE", "", *table(report["rows"], ACCURACY_COLUMNS), "",
+    lines = report_opening(report, "adaret validation report: summarization",
+                           f"; {report['data']}: {report['documents']} documents (random sample, seed "
+                           f"{report['seed']}); {chunks}; greedy, at most {report['max_new_tokens']} new tokens; batch "
+                           f"{report['batch_size']}, device {report['device']}, {report['threads']} threads. "
+                           f"pytorch-full: {report['full_reference']}.")
+    lines += ["## ROUGE", "", *table(report["rows"], ACCURACY_COLUMNS), "",
              "ROUGE F-measures in percent (rouge-score, Porter stemmer); `rougeL_ci95`: 95% bootstrap interval "
              "of the mean over documents; `rougeL_vs_full`: ROUGE-L over pytorch-full's. Token agreement: the "
              "fraction of documents whose greedy tokens equal pytorch-hard's at the export's schedule (documents "
@@ -558,11 +547,7 @@ def markdown(report: dict) -> str:
              "MiB of peak RSS above the loaded export, a fresh process summarizing the batch; runtime defaults (CPU "
              "arena off) and ONNX Runtime's arena. Speed-ups and changes are against onnxruntime-full (budget 1.0).",
              "", "## Checks", ""]
-    lines += check_lines(report["checks"])
-    if report["disagreements"]:
-        lines += ["", "## Documents where onnxruntime and pytorch-hard differ (first few)", ""]
-        lines += [f"- b{d['budget']:g} {d['id']} (from step {d['first_different_step']}): onnxruntime "
-                  f"{d['onnxruntime']!r}, pytorch-hard {d['pytorch_hard']!r}" for d in report["disagreements"]]
-    lines += ["", f"Machine: {describe(m)}. Versions: "
-              + ", ".join(f"{k} {v}" for k, v in report["versions"].items()), ""]
+    lines += report_closing(report, "Documents where onnxruntime and pytorch-hard differ", lambda d: (
+        f"b{d['budget']:g} {d['id']} (from step {d['first_different_step']}): onnxruntime {d['onnxruntime']!r}, "
+        f"pytorch-hard {d['pytorch_hard']!r}"))
     return "\n".join(lines)
