@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -25,6 +25,8 @@ class EncoderAdapter(nn.Module):
     """A BERT-family encoder seen as ``embed`` -> ``layers`` (each run with an additive key bias)."""
 
     uses_token_type_ids = True
+    # What ``AutoModel`` needs to build the bare encoder: BERT and RoBERTa would add a pooler no head reads.
+    backbone_kwargs: ClassVar[dict[str, Any]] = {"add_pooling_layer": False}
 
     def __init__(self, backbone: nn.Module):
         super().__init__()
@@ -88,8 +90,46 @@ class RobertaAdapter(EncoderAdapter):
         return self.backbone.embeddings(input_ids=input_ids)
 
 
+class ElectraAdapter(EncoderAdapter):
+    """ELECTRA's discriminator is BERT's encoder; a small one embeds in a narrower space and projects up."""
+
+    backbone_kwargs: ClassVar[dict[str, Any]] = {}
+
+    def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
+        embedded = self.backbone.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+        project = getattr(self.backbone, "embeddings_project", None)
+        return embedded if project is None else project(embedded)
+
+
+class DistilBertAdapter(EncoderAdapter):
+    """DistilBERT: no token types, positions from 0, blocks in ``transformer.layer`` whose attention returns its
+    projection before the residual and the norm (BERT's includes both)."""
+
+    uses_token_type_ids = False
+    backbone_kwargs: ClassVar[dict[str, Any]] = {}
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        return self.backbone.transformer.layer
+
+    def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
+        return self.backbone.embeddings(input_ids)
+
+    def run_layer_with_attention(self, index: int, hidden: torch.Tensor,
+                                 key_bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        block = self.layers[index]
+        projected, probabilities = block.attention(hidden, attention_mask=key_bias[:, None, None, :])
+        if probabilities is None:
+            raise ValueError("attention probabilities need the eager attention implementation "
+                             "(load with attn_implementation='eager')")
+        attended = block.sa_layer_norm(projected + hidden)
+        return block.output_layer_norm(block.ffn(attended) + attended), probabilities
+
+
 ADAPTERS: dict[str, type[EncoderAdapter]] = {
     "bert": EncoderAdapter,
+    "distilbert": DistilBertAdapter,
+    "electra": ElectraAdapter,
     "roberta": RobertaAdapter,
     "xlm-roberta": RobertaAdapter,
 }
@@ -99,6 +139,9 @@ ADAPTERS: dict[str, type[EncoderAdapter]] = {
 # can exist: a config edited to max_position_embeddings=1e12 would otherwise ask torch for petabytes.
 SIZE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                "max_position_embeddings", "type_vocab_size")
+# DistilBERT's names for the same sizes (its config maps only the first three onto the common names).
+SIZE_ALIASES = {"hidden_size": "dim", "num_hidden_layers": "n_layers", "num_attention_heads": "n_heads",
+                "intermediate_size": "hidden_dim"}
 MAX_PARAMETERS = 20_000_000_000  # 80 GB of fp32 weights: far above any encoder these adapters wrap
 
 
@@ -113,6 +156,9 @@ def check_backbone_config(config: PretrainedConfig | Mapping[str, Any], where: s
     sizes = {}
     for name in SIZE_FIELDS:
         value = config.get(name) if raw else getattr(config, name, None)
+        if value is None and name in SIZE_ALIASES:
+            alias = SIZE_ALIASES[name]
+            value = config.get(alias) if raw else getattr(config, alias, None)
         if value is None and (raw or name == "type_vocab_size"):
             continue
         if isinstance(value, bool) or not isinstance(value, int):
@@ -151,7 +197,7 @@ def load_encoder(path: str | Path, attn_implementation: str = "sdpa") -> Encoder
         supported = ", ".join(sorted(ADAPTERS))
         raise AdaretError(f"unsupported encoder type {config.model_type!r} in {path} (supported: {supported})")
     check_backbone_config(config, where)
-    backbone = load_backbone(path, attn_implementation=attn_implementation, add_pooling_layer=False)
+    backbone = load_backbone(path, attn_implementation=attn_implementation, **adapter_cls.backbone_kwargs)
     return adapter_cls(backbone)
 
 
@@ -162,5 +208,5 @@ def encoder_from_config(config: PretrainedConfig, attn_implementation: str = "sd
         raise AdaretError(f"unsupported encoder type {config.model_type!r}")
     check_backbone_config(config)
     config._attn_implementation = attn_implementation
-    return adapter_cls(AutoModel.from_config(config, add_pooling_layer=False,
-                                             attn_implementation=attn_implementation))
+    return adapter_cls(AutoModel.from_config(config, attn_implementation=attn_implementation,
+                                             **adapter_cls.backbone_kwargs))
