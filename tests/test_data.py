@@ -47,12 +47,22 @@ def test_csv_and_jsonl_readers(tmp_path):
 @pytest.mark.parametrize("content, message", [
     ("text,other\na,b\nc,d\n", "no 'label' column"),
     ("text,label\na,x\nb,x\n", "need at least 2"),
+    ("text,label\na,x\nb,y\nc,\nd,x\n", "line 4: the 'label' value is empty"),  # not a class named ""
+    ("text,label\na,x\nb,y\nc,  \n", "line 4: the 'label' value is empty"),
 ])
 def test_csv_errors(tmp_path, content, message):
     path = tmp_path / "bad.csv"
     path.write_text(content)
     with pytest.raises(AdaretError, match=message):
         load_splits(str(path))
+
+
+def test_labels_that_differ_only_by_surrounding_spaces_are_one_class(tmp_path):
+    path = tmp_path / "spaced.csv"
+    path.write_text("text,label\n" + "".join(f"t{i}, {'pos' if i % 2 else 'neg'}\n" for i in range(20))
+                    + "u,pos\nv,neg\n")
+    splits = load_splits(str(path))
+    assert splits.train.label_names == ["neg", "pos"]
 
 
 def test_malformed_jsonl_and_unknown_sources(tmp_path):
