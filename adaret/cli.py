@@ -47,8 +47,10 @@ def _run_train(args: argparse.Namespace) -> int:
               f"hard@{args.budget} {m['f1_hard']:.2f} ({100 * m['hard_over_full']:.1f}% of full); "
               f"EM hard {m['exact_match_hard']:.2f}")
     else:
-        print(f"accuracy  full {m['accuracy_full']:.4f}  relaxed {m['accuracy_relaxed']:.4f}  "
-              f"hard@{args.budget} {m['accuracy_hard']:.4f} ({100 * m['hard_over_full']:.1f}% of full)")
+        examples = m["eval_examples"]
+        print(f"accuracy on {examples} held-out examples (one is {100 / examples:.2g} points)  full "
+              f"{m['accuracy_full']:.4f}  relaxed {m['accuracy_relaxed']:.4f}  hard@{args.budget} "
+              f"{m['accuracy_hard']:.4f} ({100 * m['hard_over_full']:.1f}% of full)")
     fractions = " ".join(f"{f:.3f}" for f in checkpoint.info.schedule["keep_fractions"])
     print(f"keep fractions per layer: {fractions}  (achieved budget {m['achieved_budget']:.3f})")
     stages = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in m["seconds_per_stage"].items())

@@ -27,6 +27,7 @@ from adaret.export import ExportConfig, TopMInference, run_export
 from adaret.export.parity import check_parity
 from adaret.modeling import RetentionConfig, RetentionModel, encoder_from_config
 from adaret.training.checkpoint import CheckpointInfo, RetentionCheckpoint
+from adaret.training.data import load_splits
 
 MAX_LEN = 128
 CONFIGS = {
@@ -179,6 +180,9 @@ def test_train_takes_a_user_directory_of_this_family(kind, minilm_dir, tmp_path)
          "--min-steps", "0", "--max-steps", "4", "--eval-every", "2", "--head-epochs", "2", "--max-length", "32"],
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
+    # the summary says how many held-out examples its accuracies rest on
+    held_out = len(load_splits(str(data)).eval)
+    assert f"accuracy on {held_out} held-out examples (one is {100 / held_out:.2g} points)" in result.stdout
     checkpoint = RetentionCheckpoint.from_pretrained(out)
     assert checkpoint.info.base_model["model_type"] == kind
     assert type(checkpoint.model.encoder).__name__ == {"distilbert": "DistilBertAdapter",
