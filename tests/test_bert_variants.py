@@ -20,16 +20,22 @@ import onnxruntime as ort
 import pytest
 import torch
 from conftest import BERT_VOCAB, LABELS
+from test_export_architectures import (
+    DYNAMIC_LENGTHS,
+    MAX_LEN,
+    PARITY_BATCHES,
+    export_dynamic,
+    export_static,
+    topm_reference,
+)
 from transformers import AutoModel, DistilBertConfig, ElectraConfig
 
 from adaret.core.dummy_inputs import dummy_inputs
-from adaret.export import ExportConfig, TopMInference, run_export
 from adaret.export.parity import check_parity
 from adaret.modeling import RetentionConfig, RetentionModel, encoder_from_config
 from adaret.training.checkpoint import CheckpointInfo, RetentionCheckpoint
 from adaret.training.data import load_splits
 
-MAX_LEN = 128
 CONFIGS = {
     "distilbert": lambda: DistilBertConfig(vocab_size=30522, dim=32, n_layers=4, n_heads=4, hidden_dim=64,
                                            max_position_embeddings=MAX_LEN),
@@ -40,8 +46,6 @@ CONFIGS = {
 INPUTS = {"distilbert": ["input_ids", "attention_mask"],
           "electra": ["input_ids", "attention_mask", "token_type_ids"]}
 FRACTIONS = [1.0, 0.6, 0.35, 0.2]
-PARITY_BATCHES = (1, 3, 8)
-DYNAMIC_LENGTHS = (2, 9, 37, 101, MAX_LEN)
 
 
 @pytest.fixture(scope="module", params=sorted(CONFIGS))
@@ -74,26 +78,17 @@ def checkpoint_dir(kind, tokenizer, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def dynamic_export(kind, checkpoint_dir):
-    optimizer = None
-    if kind == "distilbert":  # the graph passes once, on one of the two
-        from adaret.graph_passes.pipeline import optimize as optimizer
-    config = ExportConfig(budget=0.5, checkpoint=str(checkpoint_dir), out=str(checkpoint_dir.parent / "dynamic"),
-                          with_positions=True, seq_lens=(64, MAX_LEN), parity_batches=PARITY_BATCHES,
-                          parity_lengths=DYNAMIC_LENGTHS)
-    return run_export(config, optimizer)
+    return export_dynamic(checkpoint_dir, optimized=kind == "distilbert")  # the graph passes on one of the two
 
 
 @pytest.fixture(scope="module")
 def static_export(checkpoint_dir):
-    config = ExportConfig(budget=0.5, checkpoint=str(checkpoint_dir), out=str(checkpoint_dir.parent / "static"),
-                          static=True, with_positions=True, seq_lens=(MAX_LEN,), parity_batches=PARITY_BATCHES)
-    return run_export(config)
+    return export_static(checkpoint_dir)
 
 
 @pytest.fixture(scope="module")
-def reference(checkpoint_dir, dynamic_export) -> TopMInference:
-    checkpoint = RetentionCheckpoint.from_pretrained(checkpoint_dir, attn_implementation="eager")
-    return TopMInference(checkpoint.model, dynamic_export.schedule, with_positions=True).eval()
+def reference(checkpoint_dir, dynamic_export):
+    return topm_reference(checkpoint_dir, dynamic_export)
 
 
 def test_the_adapter_computes_what_hugging_face_computes(kind):

@@ -85,10 +85,11 @@ def checkpoint_dir(kind, tmp_path_factory) -> Path:
     return save_checkpoint(tmp_path_factory.mktemp(kind) / "ckpt", kind)
 
 
-@pytest.fixture(scope="module")
-def dynamic_export(kind, checkpoint_dir):
+def export_dynamic(checkpoint_dir: Path, optimized: bool):
+    """The dynamic export at 0.5 with kept positions, parity-checked at ``DYNAMIC_LENGTHS``; with the graph passes
+    when ``optimized`` (also used by ``test_bert_variants``)."""
     optimizer = None
-    if kind == "roberta":  # the graph passes once, on one of the two
+    if optimized:
         from adaret.graph_passes.pipeline import optimize as optimizer
     config = ExportConfig(budget=0.5, checkpoint=str(checkpoint_dir), out=str(checkpoint_dir.parent / "dynamic"),
                           with_positions=True, seq_lens=(64, MAX_LEN), parity_batches=PARITY_BATCHES,
@@ -96,17 +97,31 @@ def dynamic_export(kind, checkpoint_dir):
     return run_export(config, optimizer)
 
 
-@pytest.fixture(scope="module")
-def static_export(checkpoint_dir):
+def export_static(checkpoint_dir: Path):
     config = ExportConfig(budget=0.5, checkpoint=str(checkpoint_dir), out=str(checkpoint_dir.parent / "static"),
                           static=True, with_positions=True, seq_lens=STATIC_LENGTHS, parity_batches=PARITY_BATCHES)
     return run_export(config)
 
 
 @pytest.fixture(scope="module")
-def reference(checkpoint_dir, dynamic_export) -> TopMInference:
+def dynamic_export(kind, checkpoint_dir):
+    return export_dynamic(checkpoint_dir, optimized=kind == "roberta")  # the graph passes once, on one of the two
+
+
+@pytest.fixture(scope="module")
+def static_export(checkpoint_dir):
+    return export_static(checkpoint_dir)
+
+
+def topm_reference(checkpoint_dir: Path, export) -> TopMInference:
+    """The PyTorch reference of an export: the checkpoint at the export's schedule, with kept positions."""
     checkpoint = RetentionCheckpoint.from_pretrained(checkpoint_dir, attn_implementation="eager")
-    return TopMInference(checkpoint.model, dynamic_export.schedule, with_positions=True).eval()
+    return TopMInference(checkpoint.model, export.schedule, with_positions=True).eval()
+
+
+@pytest.fixture(scope="module")
+def reference(checkpoint_dir, dynamic_export) -> TopMInference:
+    return topm_reference(checkpoint_dir, dynamic_export)
 
 
 @pytest.fixture(scope="module")
