@@ -158,13 +158,31 @@ def test_runtime_classifies_texts(dynamic_export, static_export):
         assert len(predictions) == 4 and all(p.label in LABELS for p in predictions)
 
 
-def test_train_takes_a_user_directory_of_this_family(kind, minilm_dir, tmp_path):
-    """``adaret train --model DIR`` on a Hugging Face directory of this family, as a user's own checkpoint."""
-    backbone = tmp_path / f"my-{kind}"
-    AutoModel.from_config(CONFIGS[kind]()).save_pretrained(backbone)
+def _user_directory(kind: str, minilm_dir: Path, path: Path) -> Path:
+    """A Hugging Face directory of this family with MiniLM's tokenizer: what a user passes as --model."""
+    AutoModel.from_config(CONFIGS[kind]()).save_pretrained(path)
     for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
         if (minilm_dir / name).is_file():
-            shutil.copy(minilm_dir / name, backbone / name)
+            shutil.copy(minilm_dir / name, path / name)
+    return path
+
+
+def test_summarization_refuses_a_decoder_it_cannot_warm_start(minilm_dir, tmp_path):
+    from adaret.core.errors import AdaretError
+    from adaret.training.trainer import TrainConfig, run_training
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"text": f"long text {i} " * 5, "summary": f"short {i}"}) + "\n"
+                            for i in range(20)))
+    config = TrainConfig(out=str(tmp_path / "ckpt"), task="summarization", data=str(data),
+                         model=str(_user_directory("distilbert", minilm_dir, tmp_path / "my-distilbert")))
+    with pytest.raises(AdaretError, match=r"warm-starts its decoder from a BERT checkpoint; .* is a distilbert"):
+        run_training(config)
+
+
+def test_train_takes_a_user_directory_of_this_family(kind, minilm_dir, tmp_path):
+    """``adaret train --model DIR`` on a Hugging Face directory of this family, as a user's own checkpoint."""
+    backbone = _user_directory(kind, minilm_dir, tmp_path / f"my-{kind}")
     data = tmp_path / "texts.jsonl"
     rows = [{"text": f"{word} report number {i} about the {word} market", "label": label}
             for i in range(24) for word, label in (("football", "sport"), ("shares", "business"))]

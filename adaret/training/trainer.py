@@ -185,6 +185,9 @@ def _run_summarization(config: TrainConfig, command: str | None) -> TrainingRun:
                                  summary_column=config.summary_column)
     model_dir = resolve_model_source(config.model)
     encoder = load_encoder(model_dir)
+    if encoder.config.model_type != "bert":  # BertLMHeadModel would load another family's weights as random ones
+        raise AdaretError(f"summarization warm-starts its decoder from a BERT checkpoint; {model_dir} is a "
+                          f"{encoder.config.model_type} model (use a BERT-family encoder, like the default MiniLM)")
     if config.max_length > encoder.max_positions:
         raise AdaretError(f"max length {config.max_length} exceeds the model's {encoder.max_positions} positions")
     retention = RetentionConfig(label_names=[], task=SUMMARIZATION.task, gate_first_layer=config.gate_first_layer,
