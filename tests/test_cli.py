@@ -44,7 +44,7 @@ def _bad_sources(tmp_path):
         (["--data", str(one_class)], "at least 2"),
         (["--model", str(gpt)], "unsupported encoder"),
         (["--model", str(tmp_path / "missing-model")], "does not exist"),
-        (["--max-length", "4096"], "exceeds the model's 512 positions"),
+        (["--max-length", "4096"], "exceeds the model's 512 positions; pass --max-length 512 or less"),
     ]
 
 

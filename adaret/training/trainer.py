@@ -89,8 +89,7 @@ def _run_training(config: TrainConfig, command: str | None) -> TrainingRun:
     splits = load_splits(config.data, seed=config.seed, text_column=config.text_column,
                          label_column=config.label_column)
     encoder = load_encoder(model_dir)
-    if config.max_length > encoder.max_positions:
-        raise AdaretError(f"max length {config.max_length} exceeds the model's {encoder.max_positions} positions")
+    _check_max_length(config.max_length, encoder)
     tokenizer = load_tokenizer(model_dir)
     train_part, validation_part = split_validation(_random_subset(splits.train, config.max_train_samples,
                                                                   config.seed), config)
@@ -148,8 +147,7 @@ def _run_question_answering(config: TrainConfig, command: str | None) -> Trainin
     model_dir = resolve_model_source(config.model)
     encoder = load_encoder(model_dir)
     settings = WindowSettings(config.max_length, config.doc_stride, config.max_query_length, config.max_answer_length)
-    if settings.max_length > encoder.max_positions:
-        raise AdaretError(f"max length {settings.max_length} exceeds the model's {encoder.max_positions} positions")
+    _check_max_length(settings.max_length, encoder)
     if not encoder.uses_token_type_ids:
         raise AdaretError(f"question answering needs token types to find the question; {encoder.config.model_type} "
                           "has none (use a BERT-family encoder)")
@@ -171,6 +169,12 @@ def _run_question_answering(config: TrainConfig, command: str | None) -> Trainin
     return TrainingRun(checkpoint, None, None)
 
 
+def _check_max_length(max_length: int, encoder: EncoderAdapter) -> None:
+    if max_length > encoder.max_positions:
+        raise AdaretError(f"max length {max_length} exceeds the model's {encoder.max_positions} positions; pass "
+                          f"--max-length {encoder.max_positions} or less")
+
+
 def _run_summarization(config: TrainConfig, command: str | None) -> TrainingRun:
     """Summarization (``adaret.training.summarization``): full model, gates by SGDA, decoder re-fit, ROUGE."""
     from adaret.core.summaries import load_summary_splits
@@ -188,8 +192,7 @@ def _run_summarization(config: TrainConfig, command: str | None) -> TrainingRun:
     if encoder.config.model_type != "bert":  # BertLMHeadModel would load another family's weights as random ones
         raise AdaretError(f"summarization warm-starts its decoder from a BERT checkpoint; {model_dir} is a "
                           f"{encoder.config.model_type} model (use a BERT-family encoder, like the default MiniLM)")
-    if config.max_length > encoder.max_positions:
-        raise AdaretError(f"max length {config.max_length} exceeds the model's {encoder.max_positions} positions")
+    _check_max_length(config.max_length, encoder)
     retention = RetentionConfig(label_names=[], task=SUMMARIZATION.task, gate_first_layer=config.gate_first_layer,
                                 scorer=config.scorer, init_budget=config.budget, memory=config.memory)
     model = RetentionSeq2Seq(RetentionModel(encoder, retention), warm_start_decoder(str(model_dir)))
