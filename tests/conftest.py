@@ -63,15 +63,16 @@ def tiny_model() -> RetentionModel:
 
 
 def save_tiny_checkpoint(path: Path, tokenizer, fractions=(1.0, 0.6, 0.35, 0.2), budget: float = 0.4,
-                         **config_overrides) -> Path:
-    """A complete checkpoint whose (tiny, random) backbone is stored inside it."""
+                         max_length: int | None = None, **config_overrides) -> Path:
+    """A complete checkpoint whose (tiny, random) backbone is stored inside it; ``max_length``: the length it
+    records as trained on (none by default, as in checkpoints made before it was recorded)."""
     model = make_tiny_model(**config_overrides)
     config = model.encoder.config
     info = CheckpointInfo(
         base_model={"source": "tiny-random-bert", "model_type": "bert", "name": "tiny-random-bert",
                     "in_checkpoint": True, "weights_sha256": None,
                     "config": config.to_diff_dict() | {"model_type": "bert"}},
-        retention={}, training={"budget": budget, "seed": 0},
+        retention={}, training={"budget": budget, "seed": 0} | ({"max_length": max_length} if max_length else {}),
         schedule={"keep_fractions": list(fractions), "measured_on": "synthetic", "budget": sum(fractions) / 4},
     )
     RetentionCheckpoint(model, tokenizer, info).save_pretrained(path)

@@ -179,6 +179,35 @@ def test_schedule_that_rounds_to_zero_is_clamped_with_a_note(tmp_path, tokenizer
     assert min(result.schedule.keep_counts(2)) == MIN_KEEP
 
 
+def test_a_checkpoint_trained_on_short_texts_is_deployed_at_that_length(tmp_path, tokenizer):
+    """Trained with --max-length 48: the runtime reads 48 tokens, as training and validation did, not the
+    encoder's 128 (features the head never saw, at more cost than was measured)."""
+    import adaret.runtime
+    from tests.conftest import save_tiny_checkpoint
+
+    path = save_tiny_checkpoint(tmp_path / "short", tokenizer, max_length=48)
+    assert RetentionCheckpoint.from_pretrained(path).max_length == 48
+    dynamic = run_export(ExportConfig(budget=0.4, checkpoint=str(path), out=str(tmp_path / "dynamic"),
+                                      parity_lengths=(16, 48), parity_batches=(2,)))
+    assert ExportMetadata.from_model(onnx.load(str(dynamic.graphs[0].path))).max_positions == 48
+    session = adaret.runtime.load(tmp_path / "dynamic")
+    assert session.max_length == 48
+    with pytest.warns(adaret.runtime.TruncationWarning, match="first 48"):
+        assert session.classify(["word " * 200])[0].truncated
+    static = run_export(ExportConfig(budget=0.4, checkpoint=str(path), out=str(tmp_path / "static"), static=True,
+                                     parity_batches=(1,)))
+    assert [graph.seq_len for graph in static.graphs] == [48]  # the default buckets stop at the trained length
+
+
+@pytest.mark.parametrize("max_length, buckets", [(512, (128, 256, 512)), (384, (128, 256, 384)), (64, (64,)),
+                                                 (128, (128,))])
+def test_default_buckets_end_at_the_deployed_length(max_length, buckets):
+    from adaret.export.pipeline import with_default_seq_lens
+
+    assert with_default_seq_lens(ExportConfig(), max_length).seq_lens == buckets
+    assert with_default_seq_lens(ExportConfig(seq_lens=(96,)), max_length).seq_lens == (96,)
+
+
 def _export_cli(args, capsys):
     from adaret.cli import main
 

@@ -105,7 +105,7 @@ def run_export(config: ExportConfig, optimizer: GraphOptimizer | None = None) ->
                           f"{checkpoint.model.config.task}")
     max_positions = checkpoint.model.encoder.max_positions  # usable length, not the table's rows
     validate_config(config, max_positions)
-    config = with_default_seq_lens(config, max_positions)
+    config = with_default_seq_lens(config, checkpoint.max_length)
     schedule, notes = deployment_schedule(checkpoint, config.budget, checkpoint_dir)  # before any output exists
     notes += (config.budget_search or {}).get("notes", [])
     out_dir = config.out_dir
@@ -148,11 +148,12 @@ def _moved(optimized: OptimizedGraph | None, staged: Path, out_dir: Path) -> Opt
     return moved
 
 
-def with_default_seq_lens(config: ExportConfig, max_positions: int) -> ExportConfig:
-    """``DEFAULT_SEQ_LENS`` up to the model's max positions, where the config names none."""
+def with_default_seq_lens(config: ExportConfig, max_length: int) -> ExportConfig:
+    """Where the config names none: ``DEFAULT_SEQ_LENS`` below the deployed max length, then that length, so the
+    largest bucket holds every text the model was trained on (384 gets 128, 256 and 384)."""
     if config.seq_lens is not None:
         return config
-    return replace(config, seq_lens=tuple(n for n in DEFAULT_SEQ_LENS if n <= max_positions) or (max_positions,))
+    return replace(config, seq_lens=(*(n for n in DEFAULT_SEQ_LENS if n < max_length), max_length))
 
 
 def token_scorer(name: str, checkpoint: RetentionCheckpoint) -> TokenScorer | None:
@@ -260,7 +261,8 @@ def _metadata(module: TopMInference, checkpoint: RetentionCheckpoint, result: Ex
                   "fractions": schedule.fractions, "measured": checkpoint.info.schedule["keep_fractions"]},
         form="dynamic" if seq_len is None else "static",
         seq_len=seq_len,
-        max_positions=checkpoint.model.encoder.max_positions,
+        # What the runtime reads at most: the trained length, or the static bucket asked for.
+        max_positions=max(checkpoint.max_length, seq_len or 0),
         keep_rule=rule,
         keep_counts={str(n): counts for n, counts in keep_counts.items()},
         checkpoint_sha256=result.checkpoint_sha256,

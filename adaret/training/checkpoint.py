@@ -135,6 +135,15 @@ class RetentionCheckpoint:
         return save_checkpoint(self, Path(path), overwrite=overwrite)
 
     @property
+    def max_length(self) -> int:
+        """The longest input the model is deployed at: the length it was trained on (a question-answering window's),
+        at most the encoder's positions. Longer inputs would feed the head features it never saw, and cost more
+        than the validation measured; a checkpoint that records no length gets the encoder's positions."""
+        positions = self.model.encoder.max_positions
+        trained = self.info.training.get("max_length")
+        return min(int(trained), positions) if trained else positions
+
+    @property
     def sha256(self) -> str:
         if self.path is None:
             raise ValueError("checkpoint has not been saved")

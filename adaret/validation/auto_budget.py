@@ -282,7 +282,7 @@ class HardEvaluator:
     def __init__(self, checkpoint: RetentionCheckpoint, config: ExportConfig, examples: Examples,
                  batch_size: int = 8):
         static = sorted(config.seq_lens or ()) if config.static else None
-        max_length = static[-1] if static else checkpoint.model.encoder.max_positions
+        max_length = static[-1] if static else checkpoint.max_length
         with warnings.catch_warnings():  # the runtime truncates long texts the same way
             warnings.simplefilter("ignore", TruncationWarning)
             encoded, pad_id = encode_texts(checkpoint.path, examples.texts, max_length)
@@ -359,7 +359,8 @@ class LatencyProbe:
         if not config.with_positions:  # as run_export does: the positions only feed its parity check
             proto = keep_outputs(proto, [LOGITS])
         ExportMetadata(form="dynamic" if seq_len is None else "static", budget=float(budget), seq_len=seq_len,
-                       max_positions=self.max_positions, vocabulary=self.vocab.as_dict()).write_to(proto)
+                       max_positions=max(self.checkpoint.max_length, seq_len or 0),
+                       vocabulary=self.vocab.as_dict()).write_to(proto)
         path = save_model(proto, self.work / f"b{budget:g}.onnx")
         if self.optimizer is not None:
             target = config.target or ("ort-cpu" if seq_len is None else "tensorrt")
@@ -421,7 +422,7 @@ def run_auto_export(config: ExportConfig, auto: AutoBudgetConfig, progress: Prog
     checkpoint = RetentionCheckpoint.from_pretrained(config.checkpoint_dir, attn_implementation=attention)
     max_positions = checkpoint.model.encoder.max_positions
     validate_config(replace(config, budget=1.0), max_positions)  # bad lengths or opset fail now, not after the search
-    config = with_default_seq_lens(config, max_positions)
+    config = with_default_seq_lens(config, checkpoint.max_length)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a clamped fraction: run_export records it as a note
         floor = checkpoint.info.keep_schedule.min_budget

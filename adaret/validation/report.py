@@ -81,8 +81,7 @@ def run_validation(config: ValidationConfig) -> dict:
 def _validate(config: ValidationConfig, out: Path) -> dict:
     checkpoint = load_checkpoint(config.checkpoint)
     eval_set = load_eval_set(checkpoint, config.data, config.max_examples, config.text_column, config.label_column)
-    max_length = min(int(checkpoint.info.training.get("max_length", 512)),
-                     checkpoint.model.encoder.max_positions)
+    max_length = checkpoint.max_length
     with warnings.catch_warnings():  # long articles are expected: counted in the report instead
         warnings.simplefilter("ignore", TruncationWarning)
         encoded, pad_id = encode_texts(checkpoint.path, eval_set.texts, max_length)

@@ -46,10 +46,9 @@ def calibrate_schedule(checkpoint_dir: str | Path, data: str, *, samples: int = 
 
     check_batching(batch_size, max_length)  # before the checkpoint loads
     checkpoint = RetentionCheckpoint.from_pretrained(checkpoint_dir)
-    training = checkpoint.info.training
-    seed = int(training.get("seed", 0)) if seed is None else seed
-    max_length = int(training.get("max_length", 512)) if max_length is None else max_length
-    max_length = min(max_length, checkpoint.model.encoder.max_positions)
+    seed = int(checkpoint.info.training.get("seed", 0)) if seed is None else seed
+    positions = checkpoint.model.encoder.max_positions
+    max_length = checkpoint.max_length if max_length is None else min(max_length, positions)
     split = split or default_split(data)
     dataset = calibration_texts(data, samples=samples, split=split, seed=seed)
     encoded = Encoded(dataset, checkpoint.tokenizer, max_length)
