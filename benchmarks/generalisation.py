@@ -1,6 +1,7 @@
 """Does the default recipe hold on data it was never tuned on? Trained with the defaults, several seeds.
 
-    python benchmarks/generalisation.py [--datasets squad-articles,rotten-tomatoes,political-speeches,bbc-news]
+    python benchmarks/generalisation.py [--datasets squad-articles,rotten-tomatoes,political-speeches,bbc-news,
+                                                    squad-articles-50]
                                         [--seeds 0,1,2] [--budget 0.4] [--eval-budgets 0.3,0.4,0.5]
 
 For every (data set, seed) it runs ``adaret train --data D --budget 0.4 --seed S`` with every other setting
@@ -37,12 +38,12 @@ from common import RESULTS, describe, machine, scratch_directory, write_results
 
 from adaret.modeling import KeepSchedule
 from adaret.training.batching import Encoded
-from adaret.training.data import load_splits
+from adaret.training.data import load_splits, squad_article_paragraphs
 from adaret.training.evaluate import accuracy
 from adaret.training.head import fit_head, pooled_features
 from adaret.training.trainer import TrainConfig, run_training
 
-DATASETS = ("squad-articles", "rotten-tomatoes", "political-speeches", "bbc-news")
+DATASETS = ("squad-articles", "rotten-tomatoes", "political-speeches", "bbc-news", "squad-articles-50")
 COMMAND = "python benchmarks/generalisation.py"
 
 
@@ -55,18 +56,34 @@ def truncation_cost(budget: float, lengths: list[int]) -> float:
     return statistics.fmean(min(n, max(2, math.ceil(budget * n))) / n for n in lengths)
 
 
+def squad_articles(count: int, path: Path) -> Path:
+    """``count`` labels: SQuAD training paragraphs by article, for the ``count`` articles with the most paragraphs
+    (50: 4,321 paragraphs, 73-149 per article; 200: 12,357, 40-149). Written as a user's JSONL file (``text``,
+    ``label``), so that training reads it through the same path as a user's own data."""
+    data = squad_article_paragraphs(count)
+    with path.open("w", encoding="utf-8") as handle:
+        for text, label in zip(data.texts, data.labels, strict=True):
+            handle.write(json.dumps({"text": text, "label": data.label_names[label]}) + "\n")
+    return path
+
+
+# Data sets this benchmark builds as files: many labels, and (200) a larger training split.
+FILE_DATASETS = {f"squad-articles-{count}": partial(squad_articles, count) for count in (50, 200)}
+
+
 def run_one(dataset: str, seed: int, budget: float, eval_budgets: list[float]) -> dict:
     with scratch_directory("adaret-generalisation-") as work:
-        return _run_one(dataset, seed, budget, eval_budgets, work / "ckpt")
+        data = str(FILE_DATASETS[dataset](work / f"{dataset}.jsonl")) if dataset in FILE_DATASETS else dataset
+        return _run_one(dataset, data, seed, budget, eval_budgets, work / "ckpt")
 
 
-def _run_one(dataset: str, seed: int, budget: float, eval_budgets: list[float], out: Path) -> dict:
+def _run_one(dataset: str, data: str, seed: int, budget: float, eval_budgets: list[float], out: Path) -> dict:
     started = time.perf_counter()
-    config = TrainConfig(out=str(out), data=dataset, budget=budget, seed=seed)
+    config = TrainConfig(out=str(out), data=data, budget=budget, seed=seed)
     run = run_training(config, command=f"adaret train --data {dataset} --budget {budget} --seed {seed} --out CK")
     checkpoint, train_set, teacher = run.checkpoint, run.train_set, run.teacher
     metrics, model, tokenizer = checkpoint.info.metrics, checkpoint.model, checkpoint.tokenizer
-    eval_set = Encoded(load_splits(dataset, seed=seed).eval, tokenizer, config.max_length)
+    eval_set = Encoded(load_splits(data, seed=seed).eval, tokenizer, config.max_length)
     lengths = [len(ids) for ids in eval_set.ids]
     learned = checkpoint.info.keep_schedule
     row = {"dataset": dataset, "seed": seed, "train_examples": metrics["train_examples"],
