@@ -56,7 +56,7 @@ def _run_train(args: argparse.Namespace) -> int:
     stages = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in m["seconds_per_stage"].items())
     selected = f"gates from step {m['selected_step']}" if m["selected_step"] else "final gates kept"
     print(f"{m['sgda_steps']} SGDA steps, {selected}; time: {stages}")
-    for note in m["convergence_notes"]:
+    for note in [*m.get("data_notes", []), *m["convergence_notes"]]:
         print(f"warning: {note}", file=sys.stderr)
     return 0
 

@@ -65,6 +65,22 @@ def test_labels_that_differ_only_by_surrounding_spaces_are_one_class(tmp_path):
     assert splits.train.label_names == ["neg", "pos"]
 
 
+def test_json_labels_1_and_1_point_0_are_one_class(tmp_path):
+    path = tmp_path / "numbers.jsonl"
+    path.write_text("".join(json.dumps({"text": f"t{i}", "label": [1, 1.0, 0, 2.5][i % 4]}) + "\n" for i in range(40)))
+    assert load_splits(str(path)).train.label_names == ["0", "1", "2.5"]
+
+
+def test_classes_the_training_split_cannot_teach_are_named():
+    from adaret.training.data import TextDataset
+
+    data = TextDataset("d", ["a"] * 13, [0] * 10 + [1] * 3, ["big", "small", "gone"])
+    absent, rare = data.class_notes()
+    assert "no training text for class(es) 'gone'" in absent
+    assert "fewer than 5 training texts for class(es) 'small' (3)" in rare
+    assert TextDataset("d", ["a"] * 10, [0] * 5 + [1] * 5, ["x", "y"]).class_notes() == []
+
+
 def test_malformed_jsonl_and_unknown_sources(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"text": "a", "label": 1}\n{not json\n')

@@ -38,6 +38,7 @@ from adaret.core.data_files import package_dir as _package_dir
 from adaret.core.errors import AdaretError
 
 BUILTIN_DATASETS = ("bbc-news", "rotten-tomatoes", "political-speeches", "squad-articles", "squad-needle")
+FEW_EXAMPLES = 5  # training texts below which a class gets a warning
 SQUAD_ARTICLES = 10  # squad-articles keeps the articles with the most paragraphs
 NEEDLE_FILLERS = 2  # squad-needle: unlabelled paragraphs around each needle (about 400 tokens in all)
 
@@ -55,6 +56,21 @@ class TextDataset:
     def subset(self, indices: list[int], suffix: str) -> TextDataset:
         return TextDataset(f"{self.name}:{suffix}", [self.texts[i] for i in indices],
                            [self.labels[i] for i in indices], self.label_names)
+
+    def class_notes(self, few: int = FEW_EXAMPLES) -> list[str]:
+        """Warnings about classes this (training) split cannot teach: absent ones, and ones with < ``few`` texts."""
+        counts = Counter(self.labels)
+        absent = [repr(name) for index, name in enumerate(self.label_names) if counts[index] == 0]
+        rare = [f"{name!r} ({counts[index]})" for index, name in enumerate(self.label_names)
+                if 0 < counts[index] < few]
+        notes = []
+        if absent:
+            notes.append(f"no training text for class(es) {', '.join(absent)} (they fell in the held-out split): "
+                         "the head cannot predict them; add labelled texts")
+        if rare:
+            notes.append(f"fewer than {few} training texts for class(es) {', '.join(rare)}: what is learned and "
+                         "measured for them rests on very few texts")
+        return notes
 
 
 @dataclass(frozen=True)
@@ -214,11 +230,18 @@ def _read_table(path: Path, text_column: str, label_column: str) -> TextDataset:
         if not str(row[label_column]).strip():  # an empty CSV field: a missing label, not a class named ""
             raise AdaretError(f"data file {path}, line {line}: the {label_column!r} value is empty; label the row "
                               "or remove it")
-    # Stripped: "pos" and " pos" (a space after the comma) are one class.
-    raw_labels = [str(row[label_column]).strip() for _, row in rows]
+    raw_labels = [_label_text(row[label_column]) for _, row in rows]
     label_names = sorted(set(raw_labels))
     texts = [str(row[text_column]) for _, row in rows]
     return TextDataset(path.name, texts, [label_names.index(x) for x in raw_labels], label_names)
+
+
+def _label_text(value: object) -> str:
+    """A label as a class name: stripped, so that "pos" and " pos" (a space after a CSV comma) are one class, and
+    a whole JSON number without its ".0", so that 1 and 1.0 are one class."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
 
 
 def _check_encodable(path: Path, line: int, column: str, value: str) -> None:

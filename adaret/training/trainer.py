@@ -127,6 +127,7 @@ def _run_training(config: TrainConfig, command: str | None) -> TrainingRun:
         metrics = distributed.from_main(lambda: _held_out_metrics(
             model, reference_head, eval_set, evaluate_relaxed(model, eval_set, config.batch_size), measured, config))
     metrics |= _training_metrics(sgda, config, len(validation), len(train_set), started)
+    metrics["data_notes"] = splits.train.class_notes()
     metrics["seconds_per_stage"] = timer.seconds
     info = CheckpointInfo(
         base_model=_base_model(config, encoder, model_dir, stored=not config.freeze_backbone), retention={},
