@@ -227,10 +227,11 @@ def _read_table(path: Path, text_column: str, label_column: str) -> TextDataset:
             if row.get(column) is None:
                 raise AdaretError(f"data file {path}, line {line}: the row has no {column!r} value")
             _check_encodable(path, line, column, str(row[column]))
-        if not str(row[label_column]).strip():  # an empty CSV field: a missing label, not a class named ""
+    raw_labels = [_label_text(row[label_column]) for _, row in rows]
+    for (line, _), label in zip(rows, raw_labels, strict=True):
+        if not label:  # an empty CSV field: a missing label, not a class named ""
             raise AdaretError(f"data file {path}, line {line}: the {label_column!r} value is empty; label the row "
                               "or remove it")
-    raw_labels = [_label_text(row[label_column]) for _, row in rows]
     label_names = sorted(set(raw_labels))
     texts = [str(row[text_column]) for _, row in rows]
     return TextDataset(path.name, texts, [label_names.index(x) for x in raw_labels], label_names)

@@ -20,8 +20,6 @@ Runtime full (the baseline) and retained at several budgets, and TensorRT plans 
 <name>.md with the command, the machine and the versions."""
 
 T = TypeVar("T")
-# Config fields whose flag stores under another name: --plan is given once per plan.
-_FLAG_DEST = {"plans": "plan"}
 
 
 def budgets_value(text: str) -> tuple[float, ...]:
@@ -54,7 +52,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=positive_int, default=8, help="examples per batch (default: %(default)s)")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads for PyTorch and ONNX Runtime alike (default: the libraries' own choice)")
-    p.add_argument("--plan", action="append", default=[], metavar="MODEL.plan",
+    p.add_argument("--plan", dest="plans", action="append", default=[], metavar="MODEL.plan",
                    help="also run this TensorRT plan (needs tensorrt and a GPU); may be repeated")
 
 
@@ -161,10 +159,10 @@ def _run_validate_summarization(args: argparse.Namespace) -> int:
 
 
 def _config_from_args(config_class: type[T], args: argparse.Namespace) -> T:
-    """``config_class`` with each of its fields taken from the flag of the same name (``--plan`` fills ``plans``),
-    so a field that gains a flag cannot be left out here; ``command`` is the command line as typed."""
-    values = {f.name: getattr(args, _FLAG_DEST.get(f.name, f.name)) for f in dataclasses.fields(config_class)
-              if f.init and hasattr(args, _FLAG_DEST.get(f.name, f.name))}
+    """``config_class`` with each of its fields taken from the flag of the same name, so a field that gains a
+    flag cannot be left out here; ``command`` is the command line as typed."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(config_class)
+              if f.init and hasattr(args, f.name)}
     values["command"] = getattr(args, "command_line", None) or _command()
     return config_class(**values)
 
@@ -182,7 +180,7 @@ def _run_bench(args: argparse.Namespace) -> int:
     config = BenchConfig(
         checkpoint=args.checkpoint, data=args.data, budgets=args.budgets, max_examples=args.max_examples,
         batch_size=args.batch_size, seq_len=args.seq_len, threads=args.threads, rounds=args.rounds,
-        memory_trials=args.memory_trials, ort_modes=args.ort_modes, plans=args.plan, out=args.out, name=args.name,
+        memory_trials=args.memory_trials, ort_modes=args.ort_modes, plans=args.plans, out=args.out, name=args.name,
         text_column=args.text_column, label_column=args.label_column, overwrite=args.overwrite,
         command=getattr(args, "command_line", None) or _command())
     json_path, md_path = run_bench(config)
