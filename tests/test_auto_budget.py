@@ -256,6 +256,29 @@ def test_search_points_agree_with_the_exported_graph(auto_export, sensitive_chec
     assert float(np.mean(np.array(predicted) == validation.labels)) == pytest.approx(chosen_point["accuracy"])
 
 
+@pytest.mark.parametrize("scorer", ["learned", "significance"])
+def test_the_evaluator_answers_as_the_whole_top_m_module(sensitive_checkpoint, labelled_data, scorer):
+    """The search reuses the layers before the first gate across budgets (not for a scorer that reads attention):
+    its answers must be those of the deployed module run whole on the same batches."""
+    from adaret.export.inference import TopMInference
+    from adaret.export.pipeline import token_scorer
+
+    checkpoint = RetentionCheckpoint.from_pretrained(sensitive_checkpoint, attn_implementation="eager")
+    config = ExportConfig(budget=1.0, checkpoint=str(sensitive_checkpoint), scorer=scorer)
+    validation, _, _ = ab.validation_halves(checkpoint, AutoBudgetConfig(min_accuracy=0.9, data=str(labelled_data)))
+    evaluator = ab.HardEvaluator(checkpoint, config, validation)
+    assert evaluator.reuses_prefix is (scorer == "learned")
+    for budget in (0.3, 0.6, 1.0):
+        schedule = checkpoint.info.keep_schedule.rescaled(budget)
+        module = TopMInference(checkpoint.model, schedule, scorer=token_scorer(scorer, checkpoint)).eval()
+        expected = np.empty(len(validation.labels), dtype=np.int64)
+        with torch.no_grad():
+            for batch, feeds in evaluator.batches:
+                tensors = {name: torch.from_numpy(feeds[name]) for name in module.input_names}
+                expected[batch.indices] = module(**tensors).argmax(1).numpy()
+        assert np.array_equal(evaluator.correct(schedule), expected == validation.labels)
+
+
 # --- one-line errors ---------------------------------------------------------------------------------------
 
 

@@ -84,3 +84,14 @@ def test_question_answering_needs_token_types():
     ids, mask, _ = qa_batch(1, 10, question=[3], lengths=[10])
     with pytest.raises(ValueError, match="token_type_ids"):
         model(ids, mask, None, mode="relaxed")
+
+
+def test_a_kept_unpruned_prefix_gives_the_whole_forward_exactly_with_restore():
+    """Question answering restores dropped states: the prefix must not change what is put back."""
+    model = tiny_qa_model()
+    ids, mask, types = qa_batch(3, 40, question=[5, 7, 9], lengths=[40, 31, 18])
+    schedule = KeepSchedule.from_fractions([1, 0.5, 0.3, 0.2])
+    with torch.no_grad():
+        whole = model.forward_hard(ids, mask, types, schedule)
+        reused = model.forward_hard(ids, mask, types, schedule, prefix=model.unpruned_prefix(ids, mask, types))
+    assert torch.equal(whole.logits, reused.logits)

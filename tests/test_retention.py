@@ -102,3 +102,33 @@ def test_full_mode_matches_plain_encoder_on_ragged_real_batches(minilm_dir, toke
         hidden = states.last_hidden_state
         plain = model.head(torch.cat([hidden[:, 0], (hidden * mask).sum(1) / mask.sum(1)], -1))
     torch.testing.assert_close(full, plain, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("first", [False, True])
+@pytest.mark.parametrize("fractions", [(1, 1, 1, 1), (1, 0.7, 0.4, 0.2), (1, 0.05, 0.05, 0.05), (0.5, 0.5, 0.3, 0.3)])
+def test_a_kept_unpruned_prefix_gives_the_whole_forward_exactly(first, fractions):
+    """The budget search runs the layers before the first gate once per batch and reuses them at every budget."""
+    if not first and fractions[0] < 1:
+        pytest.skip("an ungated first layer cannot be pruned")
+    model = make_tiny_model(gate_first_layer=first)
+    schedule = KeepSchedule.from_fractions(list(fractions))
+    with torch.no_grad():
+        for batch, seq in ((1, 9), (3, 37), (4, 64)):
+            ids, mask = random_batch(batch, seq, seed=seq)
+            whole = model.forward_hard(ids, mask, None, schedule)
+            prefix = model.unpruned_prefix(ids, mask)
+            reused = model.forward_hard(ids, mask, None, schedule, prefix=prefix)
+            assert model.first_gated_layer == (0 if first else 1)
+            assert torch.equal(whole.logits, reused.logits)
+            assert all(torch.equal(whole.kept_positions[k], reused.kept_positions[k]) for k in whole.kept_positions)
+
+
+def test_a_prefix_is_refused_with_a_scorer_that_reads_attention():
+    from adaret.modeling.scorers import make_scorer
+
+    model = make_tiny_model()
+    ids, mask = random_batch(2, 16)
+    scorer = make_scorer("significance", model)
+    with pytest.raises(ValueError, match="attention"):
+        model.forward_hard(ids, mask, None, KeepSchedule.from_fractions([1, 0.5, 0.5, 0.5]), scorer=scorer,
+                           prefix=model.unpruned_prefix(ids, mask))

@@ -212,16 +212,36 @@ class RetentionModel(nn.Module):
 
     # --- hard top-M (inference and export reference) -----------------------------------------------
 
+    @property
+    def first_gated_layer(self) -> int:
+        """The layers before it have no gate: every schedule runs them on every token."""
+        return min((int(layer) for layer in self.gates), default=self.num_layers)
+
+    def unpruned_prefix(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
+        """h[p] for p = ``first_gated_layer``: the same under every schedule, so a caller that runs one batch at
+        many schedules (the budget search) computes it once and passes it to ``forward_hard(prefix=...)``."""
+        key_bias = (1.0 - attention_mask.to(torch.float32)) * MASKED_KEY_BIAS
+        hidden = self.encoder.embed(input_ids, token_type_ids)
+        for layer in range(self.first_gated_layer):
+            hidden = self.encoder.run_layer(layer, hidden, key_bias)
+        return hidden
+
     def forward_hard(self, input_ids, attention_mask, token_type_ids, schedule: KeepSchedule,
-                     keep_order: bool = True, scorer: TokenScorer | None = None) -> RetentionOutput:
-        """``scorer``: what ranks the tokens (default: the gates); see ``adaret.modeling.scorers``."""
+                     keep_order: bool = True, scorer: TokenScorer | None = None,
+                     prefix: torch.Tensor | None = None) -> RetentionOutput:
+        """``scorer``: what ranks the tokens (default: the gates); see ``adaret.modeling.scorers``.
+        ``prefix``: ``unpruned_prefix`` of these inputs, to start at the first gated layer (not with a scorer that
+        reads the previous layer's attention, which the prefix does not keep)."""
         if len(schedule.numerators) != self.num_layers:
             raise ValueError(f"schedule has {len(schedule.numerators)} layers, model has {self.num_layers}")
+        if prefix is not None and scorer is not None and scorer.needs_attention:
+            raise ValueError("a scorer that reads attention needs the whole forward, not a prefix")
         counts = schedule.keep_counts(input_ids.shape[1])
         real = attention_mask.to(torch.float32)
         mask, positions = real, _positions(input_ids)
         forced = self._forced(attention_mask, token_type_ids)
-        hidden = self.encoder.embed(input_ids, token_type_ids)
+        start = 0 if prefix is None else self.first_gated_layer
+        hidden = self.encoder.embed(input_ids, token_type_ids) if prefix is None else prefix
         # QA and a restored memory: each position's state when it was dropped
         restored = hidden if self.config.restores_states else None
         pooled_sum = torch.zeros_like(hidden[:, 0])
@@ -229,7 +249,7 @@ class RetentionModel(nn.Module):
         kept: dict[int, torch.Tensor] = {}
         ranked: dict[int, torch.Tensor] = {}
         attention = None
-        for layer in range(self.num_layers):
+        for layer in range(start, self.num_layers):
             if str(layer) in self.gates and schedule.numerators[layer] < DENOMINATOR:
                 raw = (self.gates[str(layer)].log_alpha(hidden) if scorer is None
                        else scorer(layer, hidden, positions, mask, attention))

@@ -277,7 +277,13 @@ def _evenly_spaced(indices: list[int], count: int) -> list[int]:
 class HardEvaluator:
     """Per-example correctness of the deployed top-M module (PyTorch), on batches padded as the runtime pads
     them: each text to its own bucket width (the static buckets, or the next multiple of 32), since K_l follows
-    the padded length."""
+    the padded length.
+
+    The layers before the first gate run on every token at every budget, so their output is computed once per
+    batch and kept (``RetentionModel.unpruned_prefix``): each further budget runs only the gated layers. That is
+    the same arithmetic on the same tensors, so the answers are those of a whole forward. It holds padded length x
+    hidden floats per example in memory, and is skipped for a scorer that reads attention.
+    """
 
     def __init__(self, checkpoint: RetentionCheckpoint, config: ExportConfig, examples: Examples,
                  batch_size: int = 8):
@@ -288,8 +294,11 @@ class HardEvaluator:
             encoded, pad_id = encode_texts(checkpoint.path, examples.texts, max_length)
         self.batches = make_batches(encoded, pad_id, batch_size, max_length, static)
         self.labels = examples.labels
-        self.checkpoint = checkpoint
+        self.model = checkpoint.model.eval()
         self.scorer = token_scorer(config.scorer, checkpoint)
+        self.input_names = TopMInference(self.model, full_schedule(checkpoint)).input_names
+        self.reuses_prefix = self.scorer is None or not self.scorer.needs_attention
+        self._prefixes: dict[int, torch.Tensor] = {}
         self._cache: dict[tuple[int, ...], np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -297,22 +306,24 @@ class HardEvaluator:
 
     def correct(self, schedule: KeepSchedule) -> np.ndarray:
         if schedule.numerators not in self._cache:
-            module = TopMInference(self.checkpoint.model, schedule, scorer=self.scorer).eval()
-            infer = _torch_infer(module)
             predicted = np.empty(len(self.labels), dtype=np.int64)
-            for batch, feeds in self.batches:
-                predicted[batch.indices] = infer({name: feeds[name] for name in module.input_names})[LOGITS].argmax(1)
+            for index, (batch, feeds) in enumerate(self.batches):
+                predicted[batch.indices] = self._logits(index, feeds, schedule).argmax(1)
             self._cache[schedule.numerators] = predicted == self.labels
         return self._cache[schedule.numerators]
 
-
-def _torch_infer(module: TopMInference) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
     @torch.inference_mode()
-    def infer(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        tensors = {name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in feeds.items()}
-        return {LOGITS: module(**tensors).float().numpy()}
-
-    return infer
+    def _logits(self, index: int, feeds: dict[str, np.ndarray], schedule: KeepSchedule) -> np.ndarray:
+        inputs = [torch.from_numpy(np.ascontiguousarray(feeds[name])) for name in self.input_names]
+        input_ids, attention_mask, token_type_ids = (*inputs, None)[:3]
+        prefix = None
+        if self.reuses_prefix:
+            if index not in self._prefixes:
+                self._prefixes[index] = self.model.unpruned_prefix(input_ids, attention_mask, token_type_ids)
+            prefix = self._prefixes[index]
+        out = self.model.forward_hard(input_ids, attention_mask, token_type_ids, schedule, scorer=self.scorer,
+                                      prefix=prefix)
+        return out.logits.float().numpy()
 
 
 def full_schedule(checkpoint: RetentionCheckpoint) -> KeepSchedule:
