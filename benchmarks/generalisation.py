@@ -2,7 +2,7 @@
 
     python benchmarks/generalisation.py [--datasets squad-articles,rotten-tomatoes,political-speeches,bbc-news,
                                                     squad-articles-50]
-                                        [--seeds 0,1,2] [--budget 0.4] [--eval-budgets 0.3,0.4,0.5]
+                                        [--seeds 0,1,2] [--folds 0] [--budget 0.4] [--eval-budgets 0.3,0.4,0.5]
 
 For every (data set, seed) it runs ``adaret train --data D --budget 0.4 --seed S`` with every other setting
 at its default, then measures on the held-out split:
@@ -15,6 +15,10 @@ at its default, then measures on the held-out split:
 Costs are per text, from its real length n, exactly as each rule computes them: (1/L) sum_l K_l / n for
 retention (K_l = max(2, ceil(f_l * n)) on gated layers) and ceil(b * n) / n for truncation.
 
+``--folds 0,1,2,3,4`` cross-validates: fold k holds out the k-th fifth of the data (``adaret train --eval-fold k``),
+so the five folds of one seed hold out every text exactly once, and the report adds accuracies pooled over them.
+On a small data set that is five times the held-out texts of one split.
+
 Each finished run is appended to results/<name>.json at once, and a rerun skips the runs already there,
 so a long benchmark can be resumed. The summary table is the mean and the spread (min to max) over seeds.
 """
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import json
 import math
 import statistics
@@ -71,22 +76,25 @@ def squad_articles(count: int, path: Path) -> Path:
 FILE_DATASETS = {f"squad-articles-{count}": partial(squad_articles, count) for count in (50, 200)}
 
 
-def run_one(dataset: str, seed: int, budget: float, eval_budgets: list[float]) -> dict:
+def run_one(dataset: str, seed: int, fold: int, budget: float, eval_budgets: list[float]) -> dict:
     with scratch_directory("adaret-generalisation-") as work:
         data = str(FILE_DATASETS[dataset](work / f"{dataset}.jsonl")) if dataset in FILE_DATASETS else dataset
-        return _run_one(dataset, data, seed, budget, eval_budgets, work / "ckpt")
+        return _run_one(dataset, data, seed, fold, budget, eval_budgets, work / "ckpt")
 
 
-def _run_one(dataset: str, data: str, seed: int, budget: float, eval_budgets: list[float], out: Path) -> dict:
+def _run_one(dataset: str, data: str, seed: int, fold: int, budget: float, eval_budgets: list[float],
+             out: Path) -> dict:
     started = time.perf_counter()
-    config = TrainConfig(out=str(out), data=data, budget=budget, seed=seed)
-    run = run_training(config, command=f"adaret train --data {dataset} --budget {budget} --seed {seed} --out CK")
+    config = TrainConfig(out=str(out), data=data, budget=budget, seed=seed, eval_fold=fold)
+    folded = f" --eval-fold {fold}" if fold else ""
+    run = run_training(config, command=f"adaret train --data {dataset} --budget {budget} --seed {seed}{folded} "
+                                       "--out CK")
     checkpoint, train_set, teacher = run.checkpoint, run.train_set, run.teacher
     metrics, model, tokenizer = checkpoint.info.metrics, checkpoint.model, checkpoint.tokenizer
-    eval_set = Encoded(load_splits(data, seed=seed).eval, tokenizer, config.max_length)
+    eval_set = Encoded(load_splits(data, seed=seed, eval_fold=fold).eval, tokenizer, config.max_length)
     lengths = [len(ids) for ids in eval_set.ids]
     learned = checkpoint.info.keep_schedule
-    row = {"dataset": dataset, "seed": seed, "train_examples": metrics["train_examples"],
+    row = {"dataset": dataset, "seed": seed, "fold": fold, "train_examples": metrics["train_examples"],
            "eval_examples": len(eval_set), "median_tokens": statistics.median(lengths),
            "accuracy_full": metrics["accuracy_full"], "accuracy_relaxed": metrics["accuracy_relaxed"],
            "achieved_budget": metrics["achieved_budget"], "sgda_steps": metrics["sgda_steps"],
@@ -135,7 +143,7 @@ def _truncation(model, reference_head, teacher, train_set: Encoded, eval_set: En
 
 
 def summarise(runs: list[dict], eval_budgets: list[float]) -> str:
-    lines = ["| data set | seeds | median tokens | full | relaxed | achieved budget | steps | train s |"
+    lines = ["| data set | runs | median tokens | full | relaxed | achieved budget | steps | train s |"
              + "".join(f" hard @{b:g} (% full) | trunc @{b:g} (% full) |" for b in eval_budgets),
              "| --- " * (8 + 2 * len(eval_budgets)) + "|"]
     for dataset in dict.fromkeys(r["dataset"] for r in runs):
@@ -159,7 +167,8 @@ def details(runs: list[dict], eval_budgets: list[float]) -> str:
              + "retention cost @0.4 | truncation cost @0.4 | notes |",
              "| --- " * (9 + len(eval_budgets)) + "|"]
     for r in runs:
-        cells = [r["dataset"], str(r["seed"]), str(r["sgda_steps"]), str(r["selected_step"]),
+        seed = f"{r['seed']} (fold {r['fold']})" if r.get("fold") else str(r["seed"])
+        cells = [r["dataset"], seed, str(r["sgda_steps"]), str(r["selected_step"]),
                  f"{r['achieved_budget']:.3f}", f"{r['train_seconds']:.0f}"]
         for b in eval_budgets:
             v = r["budgets"][f"{b:g}"]
@@ -170,6 +179,40 @@ def details(runs: list[dict], eval_budgets: list[float]) -> str:
                   "; ".join(r["convergence_notes"]) or "converged"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _key(run: dict) -> tuple[str, int, int]:
+    return run["dataset"], run["seed"], run.get("fold", 0)
+
+
+def cross_validation(runs: list[dict], eval_budgets: list[float]) -> str:
+    """Accuracies pooled over the folds of each (data set, seed) that has more than one: every held-out text of
+    every fold counts once, so the ratio rests on all of them rather than on one fifth."""
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["dataset"], r["seed"]), []).append(r)
+    groups = {k: v for k, v in groups.items() if len({_key(r) for r in v}) > 1}
+    if not groups:
+        return ""
+    lines = ["\n## Cross-validation\n", "Pooled over folds: each accuracy weighted by its fold's held-out texts; "
+             "% of full is pooled accuracy over pooled full accuracy.\n",
+             "| data set | seed | folds | held-out texts | full |"
+             + "".join(f" hard @{b:g} (% full) | trunc @{b:g} (% full) |" for b in eval_budgets),
+             "| --- " * (5 + 2 * len(eval_budgets)) + "|"]
+    for (dataset, seed), rows in groups.items():
+        count = sum(r["eval_examples"] for r in rows)
+        full = _pooled(rows, [r["accuracy_full"] for r in rows])
+        cells = [dataset, str(seed), ",".join(str(r.get("fold", 0)) for r in rows), str(count), f"{full:.3f}"]
+        for b in eval_budgets:
+            for key in ("hard", "truncation"):
+                cells.append(f"{100 * _pooled(rows, [r['budgets'][f'{b:g}'][key] for r in rows]) / full:.1f}%")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _pooled(rows: list[dict], accuracies: list[float]) -> float:
+    return sum(a * r["eval_examples"] for a, r in zip(accuracies, rows, strict=True)) / sum(
+        r["eval_examples"] for r in rows)
 
 
 def _spread(values: list[float], digits: int = 3) -> str:
@@ -183,6 +226,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--folds", default="0", help="eval folds per seed (0-4); 0,1,2,3,4 cross-validates")
     parser.add_argument("--budget", type=float, default=0.4)
     parser.add_argument("--eval-budgets", default="0.3,0.4,0.5")
     parser.add_argument("--name", default="generalisation")
@@ -195,21 +239,23 @@ def main() -> None:
     payload = json.loads(path.read_text()) if path.is_file() else {"runs": []}
     payload |= {"command": COMMAND + " " + " ".join(sys.argv[1:]), "machine": machine(), "budget": args.budget}
     for other in filter(None, args.merge.split(",")):
-        done = {(r["dataset"], r["seed"]) for r in payload["runs"]}
+        done = {_key(r) for r in payload["runs"]}
         extra = json.loads((RESULTS / f"{other}.json").read_text())["runs"]
-        payload["runs"] += [r for r in extra if (r["dataset"], r["seed"]) not in done]
+        payload["runs"] += [r for r in extra if _key(r) not in done]
+    folds = [int(f) for f in args.folds.split(",")]
     for seed in [int(s) for s in args.seeds.split(",")]:  # every data set once before any gets a second seed
-        for dataset in args.datasets.split(","):
-            if any(r["dataset"] == dataset and r["seed"] == seed for r in payload["runs"]):
+        for fold, dataset in itertools.product(folds, args.datasets.split(",")):
+            if any(_key(r) == (dataset, seed, fold) for r in payload["runs"]):
                 continue
-            payload["runs"].append(run_one(dataset, seed, args.budget, eval_budgets))
+            payload["runs"].append(run_one(dataset, seed, fold, args.budget, eval_budgets))
             path.write_text(json.dumps(payload, indent=2) + "\n")
     table = summarise(payload["runs"], eval_budgets)
     markdown = (f"# Generalisation of the default recipe\n\n`{payload['command']}`\n\n"
-                f"Machine: {describe(payload['machine'])}. Mean over seeds, "
+                f"Machine: {describe(payload['machine'])}. Mean over runs (seeds, and folds where cross-validated), "
                 "[min-max] in brackets. Retention trained at budget "
                 f"{args.budget:g}; other budgets rescale its schedule. Truncation: first ceil(b*n) tokens, head "
-                "re-fitted the same way.\n\n" + table + "\n## Runs\n\n" + details(payload["runs"], eval_budgets))
+                "re-fitted the same way.\n\n" + table + cross_validation(payload["runs"], eval_budgets)
+                + "\n## Runs\n\n" + details(payload["runs"], eval_budgets))
     write_results(args.name, payload, markdown)
 
 

@@ -279,6 +279,26 @@ def test_the_evaluator_answers_as_the_whole_top_m_module(sensitive_checkpoint, l
         assert np.array_equal(evaluator.correct(schedule), expected == validation.labels)
 
 
+def test_the_search_and_validate_read_the_fold_the_checkpoint_held_out(sensitive_checkpoint, labelled_data):
+    """A checkpoint trained with --eval-fold k was selected on the other folds: measuring it on fold 0 would
+    score texts it was trained on."""
+    from adaret.training.data import load_splits
+    from adaret.validation.evaluate import load_eval_set
+
+    checkpoint = RetentionCheckpoint.from_pretrained(sensitive_checkpoint)
+    auto = AutoBudgetConfig(min_accuracy=0.9, data=str(labelled_data), max_examples=10_000)
+    seed = checkpoint.info.eval_split["seed"]
+    held_out_texts = []
+    for fold in (0, 3):
+        checkpoint.info.training["eval_fold"] = fold
+        expected = sorted(load_splits(str(labelled_data), seed=seed, eval_fold=fold).eval.texts)
+        validation, held_out, _ = ab.validation_halves(checkpoint, auto)
+        assert sorted(validation.texts + held_out.texts) == expected
+        assert sorted(load_eval_set(checkpoint, str(labelled_data)).texts) == expected
+        held_out_texts.append(expected)
+    assert held_out_texts[0] != held_out_texts[1]
+
+
 # --- one-line errors ---------------------------------------------------------------------------------------
 
 

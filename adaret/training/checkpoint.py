@@ -116,6 +116,12 @@ class CheckpointInfo(CheckpointRecord):
     def label_names(self) -> list[str]:
         return list(self.retention["label_names"])
 
+    @property
+    def eval_split(self) -> dict[str, int]:
+        """The ``load_splits`` keywords that give the split it was trained and evaluated on (checkpoints from before
+        ``--eval-fold`` used fold 0)."""
+        return {"seed": int(self.training.get("seed", 0)), "eval_fold": int(self.training.get("eval_fold", 0))}
+
 
 @dataclass
 class RetentionCheckpoint:

@@ -105,6 +105,10 @@ class TrainConfig:
         type=non_negative_float))
     seed: int = field(default=0, metadata=flag(
         "seed of the data split, the subsets, the batch order and the initialisation"))
+    eval_fold: int = field(default=0, metadata=flag(
+        "classification: which fifth of the data (by a stable hash of each text, for --seed) is the held-out eval "
+        "split, 0 to 4; fold 0 is the default split, and folds 0-4 of one seed hold out every text once "
+        "(cross-validation)", type=int_at_least(0)))
     max_train_samples: int | None = field(default=None, metadata=flag(
         "use a fixed random subset for training", type=int_at_least(2)))
     max_eval_samples: int | None = field(default=None, metadata=flag(
@@ -170,6 +174,11 @@ class TrainConfig:
             raise AdaretError(f"budget slack must be a finite number, got {self.budget_slack}")
         if self.task not in TASKS:
             raise AdaretError(f"task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if not isinstance(self.eval_fold, int) or self.eval_fold < 0:
+            raise AdaretError(f"eval fold must be a whole number >= 0, got {self.eval_fold}")
+        if self.eval_fold and self.task != CLASSIFICATION.task:
+            raise AdaretError("--eval-fold picks a classification data set's eval split; question answering "
+                              "evaluates on SQuAD dev and summarization on its own test split")
         if self.resume is not None and self.task == QUESTION_ANSWERING.task:
             raise AdaretError("--resume continues classification training: a question-answering run's teacher is its "
                               "stage-1 model, which its checkpoint does not keep")

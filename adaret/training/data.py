@@ -28,6 +28,7 @@ import csv
 import functools
 import hashlib
 import json
+import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -79,9 +80,21 @@ class Splits:
     eval: TextDataset
 
 
-def load_splits(source: str, *, seed: int = 0, eval_fraction: float = 0.2, text_column: str = "text",
-                label_column: str = "label") -> Splits:
-    """Read a built-in dataset by name, or a CSV/JSONL file, and split it deterministically."""
+EVAL_FRACTION = 0.2
+
+
+def load_splits(source: str, *, seed: int = 0, eval_fraction: float = EVAL_FRACTION, text_column: str = "text",
+                label_column: str = "label", eval_fold: int = 0) -> Splits:
+    """Read a built-in dataset by name, or a CSV/JSONL file, and split it deterministically.
+
+    Each example (or group) draws a stable number u in [0, 1) from its content and ``seed``; the eval split is
+    ``eval_fold * f <= u < (eval_fold + 1) * f`` for f = ``eval_fraction``. Fold 0 is the default split, and the
+    folds of one seed are disjoint, so folds 0 to 1/f - 1 hold out every example exactly once.
+    """
+    folds = math.floor(1 / eval_fraction + 1e-9)
+    if not 0 <= eval_fold < folds:
+        raise AdaretError(f"eval fold must be one of 0..{folds - 1} (each fold holds out {eval_fraction:g} of the "
+                          f"data), got {eval_fold}")
     if source == "bbc-news":
         data, groups = _read_bbc_news(), None
     elif source == "rotten-tomatoes":
@@ -103,7 +116,8 @@ def load_splits(source: str, *, seed: int = 0, eval_fraction: float = 0.2, text_
     # Keyed by content, not index: BBC News holds ~100 verbatim duplicate articles, and an index key would
     # put copies on both sides of the split.
     keys = groups if groups is not None else data.texts
-    in_eval = [hash_fraction(key, seed) < eval_fraction for key in keys]
+    low, high = eval_fold * eval_fraction, (eval_fold + 1) * eval_fraction
+    in_eval = [low <= hash_fraction(key, seed) < high for key in keys]
     train = [i for i, e in enumerate(in_eval) if not e]
     held_out = [i for i, e in enumerate(in_eval) if e]
     if not train or not held_out:

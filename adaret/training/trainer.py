@@ -87,7 +87,7 @@ def _run_training(config: TrainConfig, command: str | None) -> TrainingRun:
     model_dir = resolve_model_source(config.model)
     # The data is read (and every row checked) before the model loads: a bad file fails in a second, not after it.
     splits = load_splits(config.data, seed=config.seed, text_column=config.text_column,
-                         label_column=config.label_column)
+                         label_column=config.label_column, eval_fold=config.eval_fold)
     encoder = load_encoder(model_dir)
     _check_max_length(config.max_length, encoder)
     tokenizer = load_tokenizer(model_dir)

@@ -240,7 +240,7 @@ def validation_halves(checkpoint: RetentionCheckpoint, auto: AutoBudgetConfig) -
                for name, default in (("text_column", "text"), ("label_column", "label"))}
     seed = int(training.get("seed", 0))
     try:
-        split = load_splits(str(source), seed=seed, **columns).eval
+        split = load_splits(str(source), **checkpoint.info.eval_split, **columns).eval
     except AdaretError as exc:
         if not recorded:
             raise

@@ -36,7 +36,7 @@ def load_eval_set(checkpoint: RetentionCheckpoint, data: str | None = None, max_
     """
     training = checkpoint.info.training
     source = data or training.get("data", "bbc-news")
-    split = load_splits(source, seed=int(training.get("seed", 0)), text_column=text_column,
+    split = load_splits(source, **checkpoint.info.eval_split, text_column=text_column,
                         label_column=label_column).eval
     model_labels = checkpoint.info.label_names
     missing = sorted(set(split.label_names) - set(model_labels))
