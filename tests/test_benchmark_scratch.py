@@ -59,3 +59,19 @@ def test_the_hand_made_schedule_shapes_spend_the_same_budget():
         assert found["learned"] == learned.rescaled(budget)
         for schedule in found.values():
             assert schedule.budget == pytest.approx(budget, abs=1e-3)
+
+
+def test_cross_validation_pools_folds_by_their_held_out_texts():
+    spec = importlib.util.spec_from_file_location("generalisation", ROOT / "benchmarks" / "generalisation.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def run(fold, examples, full, hard):
+        return {"dataset": "d", "seed": 0, "fold": fold, "eval_examples": examples, "accuracy_full": full,
+                "budgets": {"0.3": {"hard": hard, "truncation": hard / 2}}}
+
+    single = [run(0, 40, 0.9, 0.8)]
+    assert module.cross_validation(single, [0.3]) == ""  # one fold: nothing pooled
+    table = module.cross_validation([run(0, 40, 1.0, 0.5), run(1, 10, 0.5, 0.5)], [0.3])
+    # full (40 * 1.0 + 10 * 0.5) / 50 = 0.9; hard (20 + 5) / 50 = 0.5 -> 55.6% of full; truncation half that
+    assert "| d | 0 | 0,1 | 50 | 0.900 | 55.6% | 27.8% |" in table
