@@ -202,7 +202,8 @@ def cross_validation(runs: list[dict], eval_budgets: list[float]) -> str:
     for (dataset, seed), rows in groups.items():
         count = sum(r["eval_examples"] for r in rows)
         full = _pooled(rows, [r["accuracy_full"] for r in rows])
-        cells = [dataset, str(seed), ",".join(str(r.get("fold", 0)) for r in rows), str(count), f"{full:.3f}"]
+        cells = [dataset, str(seed), ",".join(str(f) for f in sorted(r.get("fold", 0) for r in rows)), str(count),
+                 f"{full:.3f}"]
         for b in eval_budgets:
             for key in ("hard", "truncation"):
                 cells.append(f"{100 * _pooled(rows, [r['budgets'][f'{b:g}'][key] for r in rows]) / full:.1f}%")
