@@ -206,7 +206,8 @@ def run_dataset(args: argparse.Namespace, checkpoint_dir: str, work: Path) -> di
     for r in rows:
         r["percent_of_full"] = 100 * r["accuracy"] / full
     return {"dataset": source, "checkpoint_sha256": checkpoint.sha256,
-            "training": {k: training.get(k) for k in ("data", "seed", "budget", "max_length", "command")},
+            "training": {k: training.get(k) for k in ("data", "seed", "eval_fold", "budget", "max_length",
+                                                      "command")},
             "keep_fractions": checkpoint.info.schedule["keep_fractions"],
             "train_examples": len(train_set), "eval_examples": len(eval_set),
             "median_tokens": statistics.median(lengths), "latency_sample_tokens": [lengths[i] for i in sample_ids],
@@ -374,6 +375,11 @@ def main() -> None:
     # baseline at 0.3 that the 2,900-text split puts 0.4 above (docs/results.md).
     parser.add_argument("--max-eval", type=int, default=None,
                         help="held-out texts accuracy is measured on, at most (default: the whole eval split)")
+    parser.add_argument("--eval-fold", type=int, default=0,
+                        help="with no --checkpoint: train with adaret train --eval-fold K (cross-validation)")
+    parser.add_argument("--pool", default="",
+                        help="comma-separated result names, one fold each of one data set: write <name> pooled "
+                             "over them (every fold's held-out texts counted once) instead of running")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--name", default="frontier")
     parser.add_argument("--render", action="store_true", help="only rewrite results/<name>.md from the JSON")
@@ -382,9 +388,18 @@ def main() -> None:
         payload = json.loads((RESULTS / f"{args.name}.json").read_text())
         write_results(args.name, payload, render(payload))
         return
+    if args.pool:
+        runs = [run for name in args.pool.split(",")
+                for run in json.loads((RESULTS / f"{name}.json").read_text())["runs"]]
+        run = pooled(runs)
+        run["plot"] = plot(run, RESULTS / f"{args.name}_{run['dataset'].split()[0].replace('.', '_')}.png").name
+        run["command"] = COMMAND + " " + " ".join(sys.argv[1:])
+        payload = {"runs": [run], "command": run["command"], "machine": machine()}
+        write_results(args.name, payload, render(payload))
+        return
     args.budgets = sorted({float(b) for b in args.budgets.split(",")} | {1.0})
     with scratch_directory("adaret-frontier-") as work:
-        checkpoint_dir = args.checkpoint or _train_default(args.dataset, work)
+        checkpoint_dir = args.checkpoint or _train_default(args.dataset, work, args.eval_fold)
         run = run_dataset(args, checkpoint_dir, work)
     path = RESULTS / f"{args.name}.json"
     run["plot"] = plot(run, RESULTS / f"{args.name}_{run['dataset'].replace('.', '_')}.png").name
@@ -397,15 +412,47 @@ def main() -> None:
     write_results(args.name, payload, render(payload))
 
 
-def _train_default(dataset: str | None, work: Path) -> str:
+def _train_default(dataset: str | None, work: Path, fold: int = 0) -> str:
     from adaret.training.trainer import run_training
 
     if dataset is None:
         sys.exit("frontier: give --checkpoint, or --dataset to train one with the default recipe")
     out = work / "checkpoint"
-    run_training(TrainConfig(out=str(out), data=dataset, budget=0.4, seed=0),
-                 command=f"adaret train --data {dataset} --budget 0.4 --seed 0 --out CK")
+    folded = f" --eval-fold {fold}" if fold else ""
+    run_training(TrainConfig(out=str(out), data=dataset, budget=0.4, seed=0, eval_fold=fold),
+                 command=f"adaret train --data {dataset} --budget 0.4 --seed 0{folded} --out CK")
     return str(out)
+
+
+def pooled(runs: list[dict]) -> dict:
+    """One run from the folds of a cross-validation: per (budget, method), the held-out correctness of every
+    fold concatenated (so accuracy and the paired intervals count each text once), cost weighted by texts, and
+    latency the mean of the folds' own measurements."""
+    if len({r["dataset"] for r in runs}) != 1 or len(runs) < 2:
+        sys.exit("frontier --pool: give the result names of two or more folds of one data set")
+    rows = []
+    for first in runs[0]["rows"]:
+        same = [next(x for x in r["rows"] if x["budget"] == first["budget"] and x["method"] == first["method"])
+                for r in runs]
+        correct = "".join(x["correct"] for x in same)
+        weights = [len(x["correct"]) for x in same]
+        row = {"budget": first["budget"], "method": first["method"], "correct": correct,
+               "accuracy": correct.count("1") / len(correct),
+               "cost": sum(x["cost"] * w for x, w in zip(same, weights, strict=True)) / sum(weights)}
+        for key in ("latency_ms_b1", "full_latency_ms_b1", "latency_ms_b8", "full_latency_ms_b8"):
+            row[key] = round(statistics.fmean(x[key] for x in same), 2)
+        rows.append(row)
+    full = next(r["accuracy"] for r in rows if r["budget"] >= 1.0)
+    for r in rows:
+        r["percent_of_full"] = 100 * r["accuracy"] / full
+    folds = [r["training"].get("eval_fold", 0) for r in runs]
+    return {"dataset": f"{runs[0]['dataset']} ({len(runs)} folds pooled)", "folds": folds,
+            "training": runs[0]["training"], "keep_fractions": [r["keep_fractions"] for r in runs],
+            "train_examples": round(statistics.fmean(r["train_examples"] for r in runs)),
+            "eval_examples": sum(r["eval_examples"] for r in runs),
+            "median_tokens": statistics.median(r["median_tokens"] for r in runs), "rows": rows,
+            "fold_runs": [{k: r[k] for k in ("checkpoint_sha256", "training", "keep_fractions", "eval_examples",
+                                             "benchmark_seconds")} for r in runs]}
 
 
 if __name__ == "__main__":

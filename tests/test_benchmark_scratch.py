@@ -75,3 +75,29 @@ def test_cross_validation_pools_folds_by_their_held_out_texts():
     table = module.cross_validation([run(0, 40, 1.0, 0.5), run(1, 10, 0.5, 0.5)], [0.3])
     # full (40 * 1.0 + 10 * 0.5) / 50 = 0.9; hard (20 + 5) / 50 = 0.5 -> 55.6% of full; truncation half that
     assert "| d | 0 | 0,1 | 50 | 0.900 | 55.6% | 27.8% |" in table
+
+
+def test_frontier_folds_pool_every_held_out_text_once():
+    spec = importlib.util.spec_from_file_location("frontier", ROOT / "benchmarks" / "frontier.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def row(budget, method, correct, cost, ms):
+        return {"budget": budget, "method": method, "correct": correct, "accuracy": correct.count("1") / len(correct),
+                "cost": cost, "latency_ms_b1": ms, "full_latency_ms_b1": 10.0, "latency_ms_b8": 8 * ms,
+                "full_latency_ms_b8": 80.0}
+
+    def run(fold, learned, random, full, cost, ms):
+        return {"dataset": "d", "training": {"seed": 0, "eval_fold": fold, "budget": 0.4}, "keep_fractions": [1.0],
+                "train_examples": 10, "eval_examples": len(full), "median_tokens": 100, "checkpoint_sha256": "x",
+                "benchmark_seconds": 1.0, "rows": [row(0.4, "learned", learned, cost, ms),
+                                                   row(0.4, "random", random, cost, ms + 1),
+                                                   row(1.0, "learned", full, 1.0, 10.0)]}
+
+    pooled = module.pooled([run(0, "110", "100", "111", 0.4, 4.0), run(1, "0", "1", "1", 0.5, 6.0)])
+    at = {(r["budget"], r["method"]): r for r in pooled["rows"]}
+    assert pooled["eval_examples"] == 4 and pooled["folds"] == [0, 1]
+    assert at[(0.4, "learned")]["correct"] == "1100" and at[(0.4, "learned")]["accuracy"] == 0.5
+    assert at[(0.4, "random")]["accuracy"] == 0.5 and at[(0.4, "learned")]["percent_of_full"] == 50.0
+    assert at[(0.4, "learned")]["cost"] == pytest.approx((3 * 0.4 + 0.5) / 4)  # weighted by held-out texts
+    assert at[(0.4, "random")]["latency_ms_b1"] == 6.0  # the mean of the folds' own measurements
