@@ -91,3 +91,13 @@ def test_too_few_or_no_calibration_texts(tmp_path):
     empty.write_text("text,label\n" + "".join(f"{' ' * (i + 1)},{'ab'[i % 2]}\n" for i in range(12)))
     with pytest.raises(AdaretError, match="no calibration data"):
         calibration_texts(str(empty), samples=MIN_SAMPLES)
+
+
+def test_a_checkpoint_trained_on_one_fold_calibrates_on_its_own_training_split():
+    """With --eval-fold k, fold 0's training split holds fold k's held-out texts: calibration must not draw them."""
+    from adaret.training.data import load_splits
+
+    held_out = set(load_splits("political-speeches", seed=0, eval_fold=3).eval.texts)
+    drawn = calibration_texts("political-speeches", samples=100, split="train", seed=0, eval_fold=3).texts
+    assert drawn and not set(drawn) & held_out
+    assert set(calibration_texts("political-speeches", samples=100, split="train", seed=0).texts) & held_out

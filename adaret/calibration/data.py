@@ -43,21 +43,24 @@ def default_data(task: str) -> str:
 
 
 def calibration_data(task: str, data: str, *, samples: int, split: str | None = None,
-                     seed: int = 0) -> TextDataset | QuestionSet:
-    """The calibration examples of an export of ``task``: texts for classification, questions for QA."""
+                     seed: int = 0, eval_fold: int = 0) -> TextDataset | QuestionSet:
+    """The calibration examples of an export of ``task``: texts for classification, questions for QA.
+    ``eval_fold``: the checkpoint's ``--eval-fold`` (classification), so that "train" is its own training split."""
     if task == QUESTION_ANSWERING.task:
         return calibration_questions(data, samples=samples, split=split, seed=seed)
     if data == SQUAD:
         raise AdaretError("--data squad is question-answering data; calibrate a classification export on "
                           f"{', '.join(BUILTIN_DATASETS)} or a .csv/.jsonl file")
-    return calibration_texts(data, samples=samples, split=split, seed=seed)
+    return calibration_texts(data, samples=samples, split=split, seed=seed, eval_fold=eval_fold)
 
 
-def calibration_texts(data: str, *, samples: int, split: str | None = None, seed: int = 0) -> TextDataset:
-    """``samples`` texts drawn from ``split`` of ``data`` with ``seed``; the same arguments give the same texts."""
+def calibration_texts(data: str, *, samples: int, split: str | None = None, seed: int = 0,
+                      eval_fold: int = 0) -> TextDataset:
+    """``samples`` texts drawn from ``split`` of ``data`` (split by ``seed`` and ``eval_fold``, as training split
+    it) with ``seed``; the same arguments give the same texts."""
     _check_samples(samples)
     split = _checked_split(split or default_split(data))
-    pool = _split(data, split, seed)
+    pool = _split(data, split, seed, eval_fold)
     pool = pool.subset([i for i, text in enumerate(pool.texts) if text.strip()], "nonempty")
     if len(pool) == 0:
         raise AdaretError(f"no calibration data: {data} ({split} split) has no non-empty texts")
@@ -112,8 +115,8 @@ def _draw(available: int, samples: int, seed: int, what: str) -> list[int]:
     return sorted(random.Random(seed).sample(range(available), samples))
 
 
-def _split(data: str, split: str, seed: int) -> TextDataset:
-    splits = load_splits(data, seed=seed)
+def _split(data: str, split: str, seed: int, eval_fold: int = 0) -> TextDataset:
+    splits = load_splits(data, seed=seed, eval_fold=eval_fold)
     if split == "train":
         return splits.train
     if split == "eval":

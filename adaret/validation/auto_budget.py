@@ -238,9 +238,10 @@ def validation_halves(checkpoint: RetentionCheckpoint, auto: AutoBudgetConfig) -
                           "no training data source; pass --data (a built-in name or a .csv/.jsonl file)")
     columns = {name: getattr(auto, name) or (training.get(name) if recorded else None) or default
                for name, default in (("text_column", "text"), ("label_column", "label"))}
-    seed = int(training.get("seed", 0))
+    keys = checkpoint.info.eval_split
+    seed = keys["seed"]
     try:
-        split = load_splits(str(source), **checkpoint.info.eval_split, **columns).eval
+        split = load_splits(str(source), **keys, **columns).eval
     except AdaretError as exc:
         if not recorded:
             raise
@@ -260,7 +261,7 @@ def validation_halves(checkpoint: RetentionCheckpoint, auto: AutoBudgetConfig) -
     validation, held_out = (Examples([split.texts[i] for i in h],
                                      np.array([names.index(split.label_names[split.labels[i]]) for i in h]))
                             for h in chosen)
-    info = {"source": str(source), "recorded_in_checkpoint": recorded, "seed": seed, "eval_split": len(split),
+    info = {"source": str(source), "recorded_in_checkpoint": recorded, **keys, "eval_split": len(split),
             "validation_examples": len(validation.texts), "held_out_examples": len(held_out.texts)}
     return validation, held_out, info
 

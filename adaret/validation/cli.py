@@ -177,12 +177,7 @@ def _verdict(report: dict, out: str) -> int:
 def _run_bench(args: argparse.Namespace) -> int:
     from adaret.validation.bench import BenchConfig, run_bench
 
-    config = BenchConfig(
-        checkpoint=args.checkpoint, data=args.data, budgets=args.budgets, max_examples=args.max_examples,
-        batch_size=args.batch_size, seq_len=args.seq_len, threads=args.threads, rounds=args.rounds,
-        memory_trials=args.memory_trials, ort_modes=args.ort_modes, plans=args.plans, out=args.out, name=args.name,
-        text_column=args.text_column, label_column=args.label_column, overwrite=args.overwrite,
-        command=getattr(args, "command_line", None) or _command())
+    config = _config_from_args(BenchConfig, args)
     json_path, md_path = run_bench(config)
     print(md_path.read_text())
     print(f"wrote {json_path} and {md_path}")

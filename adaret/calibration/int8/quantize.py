@@ -227,15 +227,17 @@ def _examples(config: QuantizeConfig, ir_model, meta: ExportMetadata, tokenizer,
     """The calibration examples of the export's task, encoded for its input shape, and what the record says of
     them."""
     seed = int(training.get("seed", 0)) if config.seed is None else config.seed
+    fold = int(training.get("eval_fold", 0)) if config.seed is None else 0  # the checkpoint's own split
     dims = qgraph.gf.input_dims(ir_model).get("input_ids", [])
     seq_len = dims[1] if len(dims) == 2 and isinstance(dims[1], int) else None
     batch_size = dims[0] if dims and isinstance(dims[0], int) else config.batch_size
     dataset = config.data or default_data(meta.task)
     split = config.split or default_split(dataset, meta.task)
-    found = calibration_data(meta.task, dataset, samples=config.samples, split=split, seed=seed)
+    found = calibration_data(meta.task, dataset, samples=config.samples, split=split, seed=seed, eval_fold=fold)
     examples = calibration_set(meta, found, tokenizer, batch_size=batch_size, seq_len=seq_len,
                                max_length=_max_length(config, meta, training))
-    data = {"task": meta.task, "dataset": dataset, "split": split, "seed": seed, "batch_size": batch_size,
+    data = {"task": meta.task, "dataset": dataset, "split": split, "seed": seed, "eval_fold": fold,
+            "batch_size": batch_size,
             **examples.describe(), **({"files": found.files} if isinstance(found, QuestionSet) else {})}
     return examples, data
 

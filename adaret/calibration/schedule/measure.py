@@ -46,14 +46,17 @@ def calibrate_schedule(checkpoint_dir: str | Path, data: str, *, samples: int = 
 
     check_batching(batch_size, max_length)  # before the checkpoint loads
     checkpoint = RetentionCheckpoint.from_pretrained(checkpoint_dir)
-    seed = int(checkpoint.info.training.get("seed", 0)) if seed is None else seed
+    # the checkpoint's own split (its seed and fold), unless another seed is asked for
+    keys = checkpoint.info.eval_split if seed is None else {"seed": seed, "eval_fold": 0}
+    seed, fold = keys["seed"], keys["eval_fold"]
     positions = checkpoint.model.encoder.max_positions
     max_length = checkpoint.max_length if max_length is None else min(max_length, positions)
     split = split or default_split(data)
-    dataset = calibration_texts(data, samples=samples, split=split, seed=seed)
+    dataset = calibration_texts(data, samples=samples, split=split, seed=seed, eval_fold=fold)
     encoded = Encoded(dataset, checkpoint.tokenizer, max_length)
     fractions, accuracy = measure_keep_fractions(checkpoint.model, encoded, batch_size, progress)
-    source = {"data": data, "split": split, "samples": len(dataset), "max_length": max_length, "seed": seed}
+    source = {"data": data, "split": split, "samples": len(dataset), "max_length": max_length, "seed": seed,
+              "eval_fold": fold}
     previous = [float(f) for f in checkpoint.info.schedule.get("keep_fractions", [])]
     return checkpoint, ScheduleCalibration(fractions, previous, accuracy, source)
 
