@@ -126,7 +126,7 @@ def test_convergence_notes_name_a_moving_budget_and_a_rising_accuracy():
     def result(points):
         history = [ValidationPoint(50 * (i + 1), c, acc, acc) for i, (c, acc) in enumerate(points)]
         best = max((p for p in history if p.within_budget(0.4)), key=ValidationPoint.key, default=None)
-        return SgdaResult(BudgetDuals(0.4, 0.2), 0.4, 50 * len(points), history, best)
+        return SgdaResult(BudgetDuals(0.4, 0.2), 0.4, 50 * len(points), best=best, history=history)
 
     assert result([(0.41, 0.80), (0.40, 0.81), (0.39, 0.80)]).convergence_notes(0.4, 100) == []
     moving = result([(0.40, 0.80), (0.39, 0.80), (0.35, 0.80)]).convergence_notes(0.4, 100)

@@ -8,7 +8,7 @@ counted, with its gap, and its outputs are not compared. Any other difference fa
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from adaret.core.dummy_inputs import Vocabulary, dummy_inputs
 from adaret.core.errors import AdaretError
 from adaret.core.io_spec import ATTENTION_MASK
 from adaret.core.ort_sessions import make_session
+from adaret.core.reports import CaseReport, every, worst
 from adaret.export.inference import TopMInference, kept_positions_name, ranking_scores_name
 from adaret.modeling import RetentionModel
 
@@ -37,27 +38,17 @@ class ParityCase:
     near_tie_gaps: list[float] = field(default_factory=list)
 
 
-@dataclass
-class ParityReport:
-    tolerance: float
-    cases: list[ParityCase] = field(default_factory=list)
+class ParityReport(CaseReport[ParityCase]):
+    summary_fields = ("max_abs_diff", "positions_identical", "near_ties")
 
-    @property
-    def max_abs_diff(self) -> float:
-        return max((c.max_abs_diff for c in self.cases), default=0.0)
-
-    @property
-    def positions_identical(self) -> bool:
-        return all(c.positions_identical for c in self.cases)
+    max_abs_diff = worst("max_abs_diff")
+    positions_identical = every("positions_identical")
+    positions_within_bound = every("positions_within_bound")
 
     @property
     def near_ties(self) -> int:
         """Rows whose kept sets differed by a near-tie only (allowed, and not compared further)."""
         return sum(len(c.near_tie_gaps) for c in self.cases)
-
-    @property
-    def positions_within_bound(self) -> bool:
-        return all(c.positions_within_bound for c in self.cases)
 
     @property
     def passed(self) -> bool:
@@ -74,9 +65,7 @@ class ParityReport:
         return f"identical but for {self.near_ties} near-tie row(s) (score gap {gap:.1e} <= {NEAR_TIE_MARGIN:.0e})"
 
     def as_dict(self) -> dict:
-        return {"tolerance": self.tolerance, "max_abs_diff": self.max_abs_diff,
-                "positions_identical": self.positions_identical, "near_ties": self.near_ties,
-                "near_tie_margin": NEAR_TIE_MARGIN, "passed": self.passed, "cases": [asdict(c) for c in self.cases]}
+        return {**super().as_dict(), "near_tie_margin": NEAR_TIE_MARGIN}
 
 
 def model_vocabulary(model: RetentionModel, tokenizer: Any) -> Vocabulary:

@@ -56,6 +56,7 @@ from adaret.core.metadata import ExportMetadata
 from adaret.core.onnx_files import save_model
 from adaret.core.ort_sessions import make_session
 from adaret.core.outputs import EXPORT_GRAPH, output_dir
+from adaret.core.reports import CaseReport, every, worst
 from adaret.core.seq2seq_graphs import (
     DECODER_GRAPH,
     DECODER_WITH_PAST_GRAPH,
@@ -209,26 +210,13 @@ class SummaryParityCase:
     tokens_equal: bool
 
 
-@dataclass
-class SummaryParityReport:
-    tolerance: float
-    cases: list[SummaryParityCase] = field(default_factory=list)
+class SummaryParityReport(CaseReport[SummaryParityCase]):
+    summary_fields = ("encoder_max_abs_diff", "logits_max_abs_diff", "masks_equal", "tokens_equal")
 
-    @property
-    def encoder_max_abs_diff(self) -> float:
-        return max((c.encoder_max_abs_diff for c in self.cases), default=0.0)
-
-    @property
-    def logits_max_abs_diff(self) -> float:
-        return max((c.logits_max_abs_diff for c in self.cases), default=0.0)
-
-    @property
-    def masks_equal(self) -> bool:
-        return all(c.masks_equal for c in self.cases)
-
-    @property
-    def tokens_equal(self) -> bool:
-        return all(c.tokens_equal for c in self.cases)
+    encoder_max_abs_diff = worst("encoder_max_abs_diff")
+    logits_max_abs_diff = worst("logits_max_abs_diff")
+    masks_equal = every("masks_equal")
+    tokens_equal = every("tokens_equal")
 
     @property
     def passed(self) -> bool:
@@ -239,11 +227,6 @@ class SummaryParityReport:
         return (f"max |logit diff| {self.logits_max_abs_diff:.2e}, max |memory diff| {self.encoder_max_abs_diff:.2e} "
                 f"(tolerance {self.tolerance:.0e}), memory masks {'equal' if self.masks_equal else 'DIFFERENT'}, "
                 f"greedy tokens {'identical' if self.tokens_equal else 'DIFFERENT'}")
-
-    def as_dict(self) -> dict:
-        return {"tolerance": self.tolerance, "encoder_max_abs_diff": self.encoder_max_abs_diff,
-                "logits_max_abs_diff": self.logits_max_abs_diff, "masks_equal": self.masks_equal,
-                "tokens_equal": self.tokens_equal, "passed": self.passed, "cases": [asdict(c) for c in self.cases]}
 
 
 Documents = list[list[list[int]]]  # documents -> chunks -> token ids ([CLS] piece [SEP])

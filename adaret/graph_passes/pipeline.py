@@ -168,13 +168,9 @@ class ParityCheckedPass(ir.passes.PassBase):
     def __init__(self, inner: ir.passes.PassBase, probe: ParityProbe, record: Callable[[PassReport], None]):
         self.inner, self.probe, self.record = inner, probe, record
 
-    @property
-    def in_place(self) -> bool:
-        return self.inner.in_place
-
-    @property
-    def changes_input(self) -> bool:
-        return self.inner.changes_input
+    # The wrapper changes the model exactly as the pass it wraps does.
+    in_place = property(lambda self: self.inner.in_place)
+    changes_input = property(lambda self: self.inner.changes_input)
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         started = time.perf_counter()

@@ -58,8 +58,8 @@ class SgdaResult:
     duals: BudgetDuals
     cost_ema: float
     steps: int
-    history: list[ValidationPoint] = field(default_factory=list)
-    best: ValidationPoint | None = None
+    best: ValidationPoint | None = None  # the evaluation whose gates were kept
+    history: list[ValidationPoint] = field(default_factory=list)  # every evaluation, in step order
 
     def convergence_notes(self, budget: float, validation_size: int) -> list[str]:
         """Why the run may not have converged; empty when the budget and the accuracy had both settled."""
