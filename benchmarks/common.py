@@ -8,11 +8,11 @@ import os
 import shutil
 import statistics
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from adaret.core import machine as core_machine
+from adaret.core.timing import SETTLE_CALLS, interleaved_seconds
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -57,25 +57,13 @@ def write_results(name: str, payload: dict, markdown: str) -> tuple[Path, Path]:
 
 
 def interleaved_medians(runners: dict[str, Callable[[], object]], rounds: int, per_round: int,
-                        warmup: int = 2, settle: int = 1) -> dict[str, float]:
-    """Median seconds per call of each runner, measured in interleaved rounds so drift hits all alike.
+                        warmup: int = 2, settle: int = SETTLE_CALLS) -> dict[str, float]:
+    """Median seconds per call of each runner, measured in interleaved rounds so drift hits all alike
+    (``adaret.core.timing.interleaved_seconds``: each turn starts with ``settle`` untimed calls).
 
-    Each runner's turn in a round starts with ``settle`` untimed calls. Without them the first timed call
-    pays for the previous runner: ONNX Runtime's worker threads spin for a while after a call, and on a
-    2-core machine that steals the next runner's core. In results/ort_speed.md as recorded before this
-    (budget 0.3, batch 1), the raw graph, which ran right after PyTorch, measured 24.9 ms, and the
-    "+fold/cleanup" graph, identical because that pass changed nothing, measured 39.3 ms.
+    In results/ort_speed.md as recorded before settle calls existed (budget 0.3, batch 1), the raw graph, which ran
+    right after PyTorch, measured 24.9 ms, and the "+fold/cleanup" graph, identical because that pass changed
+    nothing, measured 39.3 ms.
     """
-    for run in runners.values():
-        for _ in range(warmup):
-            run()
-    samples: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, run in runners.items():
-            for _ in range(settle):
-                run()
-            for _ in range(per_round):
-                start = time.perf_counter()
-                run()
-                samples[name].append(time.perf_counter() - start)
+    samples = interleaved_seconds(runners, rounds, per_round=per_round, warmup=warmup, settle=settle)
     return {name: statistics.median(values) for name, values in samples.items()}

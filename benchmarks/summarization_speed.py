@@ -29,7 +29,6 @@ import argparse
 import shlex
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -41,6 +40,7 @@ from common import RESULTS, describe, machine, scratch_directory, write_results
 
 from adaret.core.chunks import chunk_ids
 from adaret.core.summaries import load_summary_splits
+from adaret.core.timing import SETTLE_BELOW_S, interleaved_seconds
 from adaret.export import ExportConfig
 from adaret.export.seq2seq import run_summarization_export
 from adaret.modeling import RetentionConfig, RetentionModel, load_encoder
@@ -57,7 +57,6 @@ from adaret.validation.summarization import TIMED, timed_workloads
 UNTRAINED_SCHEDULE = (1.0, 0.6, 0.45, 0.35, 0.28, 0.2)  # keep fractions per encoder layer (mean 0.48)
 GATE_STD = 0.5  # random gate weights spread enough that no two tokens tie
 TARGETS = {"cross_cache_reduction": 0.60, "decoder_speedup": 1.5, "encoder_speedup": 2.0, "fixed_steps_speedup": 1.8}
-SETTLE_BELOW_S = 1.0  # calls shorter than this get an untimed call first (ONNX Runtime's spinning workers)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -129,28 +128,10 @@ def export(checkpoint: Path, budget: float, work: Path) -> tuple[Path, dict]:
 
 
 def interleaved(calls: dict, rounds: int) -> dict:
-    """Seconds of every call in interleaved rounds (one warm-up each); a short call gets an untimed call first,
-    so that it does not pay for the previous call's spinning ONNX Runtime workers."""
-    samples: dict = {key: [] for key in calls}
-    last: dict = {}
-    with tqdm(total=len(calls) * (rounds + 1), desc="timing", dynamic_ncols=True) as bar:
-        for key, call in calls.items():
-            last[key] = _timed(call)
-            bar.update()
-        for _ in range(rounds):
-            for key, call in calls.items():
-                if last[key] < SETTLE_BELOW_S:
-                    call()
-                last[key] = _timed(call)
-                samples[key].append(last[key])
-                bar.update()
-    return samples
-
-
-def _timed(call: Callable[[], object]) -> float:
-    started = time.perf_counter()
-    call()
-    return time.perf_counter() - started
+    """Seconds of every call in interleaved rounds (``adaret.core.timing``); a call shorter than
+    ``SETTLE_BELOW_S`` gets settle calls first, so that it does not pay for the previous call's spinning workers."""
+    with tqdm(total=len(calls) * rounds, desc="timing", dynamic_ncols=True) as bar:
+        return interleaved_seconds(calls, rounds, settle_below_s=SETTLE_BELOW_S, on_call=bar.update)
 
 
 def measure(summarizers: dict[float, Summarizer], texts: list[str], documents: list[list[list[int]]], steps: int,

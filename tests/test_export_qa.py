@@ -103,10 +103,13 @@ def test_graph_passes_run_on_the_span_graph(qa_exports):
     dynamic, static = qa_exports
     fused = dynamic.graphs[0].optimized
     applied = {r.name for r in fused.reports if r.modified}
-    assert {"ort-fusions", "order-restore-elimination", "row-gather"} <= applied
+    assert {"ort-fusions", "order-restore-elimination", "row-gather", "row-scatter"} <= applied
     assert fused.nodes_after < fused.nodes_before
-    ops = {n.op_type for n in onnx.load(fused.output).graph.node}
+    ops = [n.op_type for n in onnx.load(fused.output).graph.node]
     assert "Attention" in ops or "MultiHeadAttention" in ops
+    # Every write-back of kept states (one per pruned layer, one after the last) became a row scatter.
+    raw = [n.op_type for n in onnx.load(dynamic.graphs[0].path).graph.node]
+    assert "ScatterElements" not in ops and ops.count("ScatterND") == raw.count("ScatterElements") >= 2
     for graph in static.graphs:
         assert graph.optimized.target == "tensorrt"
         assert all(r.max_abs_diff is None or r.max_abs_diff <= 1e-4 for r in graph.optimized.reports)

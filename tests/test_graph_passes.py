@@ -22,6 +22,7 @@ from adaret.graph_passes.passes import (
     OrderRestoreEliminationPass,
     PackedAttentionPass,
     RowGatherPass,
+    RowScatterPass,
     SplitSkipLayerNormPass,
     TransformerFusionPass,
 )
@@ -241,6 +242,45 @@ def test_row_gather_fires_on_whole_rows_and_matches_gather_elements():
 def test_row_gather_does_not_fire_when_the_index_varies_along_features():
     model = _gather_model([2, 4, 3], [2, 4, 3])  # an element gather, not a row gather
     assert not RowGatherPass()(model).modified
+
+
+def _scatter_model(index_shape: list[int], expand_to: list[int], reduction: str = "none") -> ir.Model:
+    data = helper.make_tensor_value_info("data", TensorProto.FLOAT, [2, 5, 3])
+    index = helper.make_tensor_value_info("index", TensorProto.INT64, index_shape)
+    updates = helper.make_tensor_value_info("updates", TensorProto.FLOAT, expand_to)
+    out = helper.make_tensor_value_info("out", TensorProto.FLOAT, [2, 5, 3])
+    shape = helper.make_tensor("shape", TensorProto.INT64, [3], expand_to)
+    nodes = [helper.make_node("Expand", ["index", "shape"], ["expanded"]),
+             helper.make_node("ScatterElements", ["data", "expanded", "updates"], ["scattered"], axis=1,
+                              reduction=reduction),
+             helper.make_node("Identity", ["scattered"], ["out"])]
+    graph = helper.make_graph(nodes, "g", [data, index, updates], [out], initializer=[shape])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    return ir.serde.deserialize_model(onnx.shape_inference.infer_shapes(model))
+
+
+@pytest.mark.parametrize("batch_rows", [[0, 1], [4, 0]])
+def test_row_scatter_fires_on_whole_rows_and_matches_scatter_elements(batch_rows):
+    model = _scatter_model([2, 4, 1], [2, 4, 3])
+    want_model = ir.serde.serialize_model(model)
+    result = RowScatterPass()(model)
+    assert result.modified and result.details == {"row scatters": 1}
+    ops = op_histogram(model)
+    assert ops["ScatterND"] == 1 and "ScatterElements" not in ops
+    rng = np.random.default_rng(batch_rows[0])
+    # Distinct positions per row, as kept positions are; the second row's order is reversed or shuffled.
+    index = np.stack([rng.permutation(5)[:4] for _ in range(2)])[..., None].astype(np.int64)
+    feeds = {"data": rng.standard_normal((2, 5, 3), dtype=np.float32), "index": index,
+             "updates": rng.standard_normal((2, 4, 3), dtype=np.float32)}
+    want = ort.InferenceSession(want_model.SerializeToString()).run(None, feeds)[0]
+    got = ort.InferenceSession(ir.serde.serialize_model(model).SerializeToString()).run(None, feeds)[0]
+    np.testing.assert_array_equal(want, got)
+    assert not np.array_equal(got, feeds["data"])  # the scatter wrote something
+
+
+def test_row_scatter_does_not_fire_on_element_scatters_or_reductions():
+    assert not RowScatterPass()(_scatter_model([2, 4, 3], [2, 4, 3])).modified  # an element scatter
+    assert not RowScatterPass()(_scatter_model([2, 4, 1], [2, 4, 3], reduction="add")).modified
 
 
 def test_a_pass_that_breaks_parity_fails_with_its_name(dynamic_graph, monkeypatch, tmp_path):

@@ -31,13 +31,13 @@ PASSES: dict[str, type[ir.passes.PassBase]] = {p.name: p for p in ALL_PASSES}
 FP16_TARGETS = ("ort-cuda", "tensorrt")
 TARGET_PASSES: dict[str, tuple[str, ...]] = {
     "ort-cpu": ("fold-constants", "cleanup", "order-restore-elimination", "ort-fusions", "last-layer-pruning",
-                "packed-attention", "row-gather", "split-skip-layernorm", "cleanup"),
+                "packed-attention", "row-gather", "row-scatter", "split-skip-layernorm", "cleanup"),
     # The graph to quantise for ONNX Runtime CPU: packed Attention computes Q, K and V inside one fp32 node,
     # which QDQ cannot reach; unpacked, the three projections become INT8 GEMMs (docs/calibration.md).
     "ort-cpu-int8": ("fold-constants", "cleanup", "order-restore-elimination", "ort-fusions", "last-layer-pruning",
-                     "row-gather", "split-skip-layernorm", "cleanup"),
+                     "row-gather", "row-scatter", "split-skip-layernorm", "cleanup"),
     "ort-cuda": ("fold-constants", "cleanup", "order-restore-elimination", "ort-fusions", "last-layer-pruning",
-                 "packed-attention", "row-gather", "cleanup"),
+                 "packed-attention", "row-gather", "row-scatter", "cleanup"),
     # TensorRT fuses on its own and cannot run ONNX Runtime's contrib ops.
     "tensorrt": ("fold-constants", "cleanup", "order-restore-elimination", "cleanup"),
 }

@@ -23,7 +23,6 @@ import importlib.util
 import os
 import statistics
 import tempfile
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from adaret.core.errors import AdaretError
 from adaret.core.io_spec import CLASSIFICATION
 from adaret.core.machine import describe, machine, versions
 from adaret.core.outputs import output_file
+from adaret.core.timing import interleaved_seconds
 from adaret.export.parity import model_vocabulary
 from adaret.export.pipeline import ExportConfig, run_export
 from adaret.graph_passes.pipeline import optimize
@@ -188,14 +188,7 @@ def _interleaved(config: BenchConfig, candidates: list[Candidate],
                  vocab: Vocabulary) -> dict[tuple[str, float, str], dict]:
     feeds = synthetic_feeds(config.batch_size, config.seq_len, vocab)
     calls = {c.key: (lambda c=c: c.infer({n: feeds[n] for n in c.input_names})) for c in candidates}
-    samples: dict[tuple[str, float, str], list[float]] = {key: [] for key in calls}
-    for call in calls.values():
-        call()  # warm-up: first-run allocations and kernel selection
-    for _ in range(config.rounds):
-        for key, call in calls.items():
-            started = time.perf_counter()
-            call()
-            samples[key].append(time.perf_counter() - started)
+    samples = interleaved_seconds(calls, config.rounds)
     out = {}
     for key, seconds in samples.items():
         summary = ev.latency_summary(seconds, config.batch_size * len(seconds))

@@ -25,7 +25,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -36,6 +35,7 @@ from adaret.core.io_spec import END_LOGITS, QUESTION_ANSWERING, START_LOGITS
 from adaret.core.padding import PlannedBatch, plan_batches
 from adaret.core.qa_windows import QaWindows, Span, best_spans, make_windows
 from adaret.core.squad import SquadExample, read_squad, squad_dev_path, squad_metrics
+from adaret.core.timing import interleaved_seconds
 from adaret.export.config import GRAPH_PASS_TARGETS
 from adaret.export.pipeline import ExportConfig, run_export, token_scorer
 from adaret.graph_passes.pipeline import optimize
@@ -173,7 +173,7 @@ def _graphs(config: QaValidationConfig, checkpoint: RetentionCheckpoint, checkpo
     if export is not None:
         return [open_graph(export, checkpoint, config.threads)]
     budgets = dict.fromkeys(config.budgets or (float(checkpoint.info.training.get("budget", 0.4)),))
-    return [open_graph(_export(checkpoint_dir, checkpoint, b, out), checkpoint, config.threads) for b in budgets]
+    return [open_graph(export_graph(checkpoint_dir, checkpoint, b, out), checkpoint, config.threads) for b in budgets]
 
 
 def _full_graph(config: QaValidationConfig, checkpoint: RetentionCheckpoint, checkpoint_dir: Path,
@@ -183,12 +183,12 @@ def _full_graph(config: QaValidationConfig, checkpoint: RetentionCheckpoint, che
     if found is not None:
         return found
     like = graphs[0].session
-    path = _export(checkpoint_dir, checkpoint, 1.0, out, static_lengths=like.static_lengths,
+    path = export_graph(checkpoint_dir, checkpoint, 1.0, out, static_lengths=like.static_lengths,
                    target=like.metadata.optimized_for)
     return open_graph(path, checkpoint, config.threads)
 
 
-def _export(checkpoint_dir: Path, checkpoint: RetentionCheckpoint, budget: float, out: Path,
+def export_graph(checkpoint_dir: Path, checkpoint: RetentionCheckpoint, budget: float, out: Path,
             static_lengths: Sequence[int] = (), target: str | None = None) -> Path:
     """``adaret export`` (its parity gate and graph passes included); the graph a deployment loads."""
     window = int(checkpoint.info.training["question_answering"]["max_length"])
@@ -415,21 +415,7 @@ def timing_feeds(session: Session, batch: int, seq_len: int) -> dict[str, np.nda
     return {name: feeds[name] for name in session.input_names}
 
 
-def interleaved_seconds(calls: dict[Any, Callable[[], object]], rounds: int) -> dict[Any, list[float]]:
-    """Seconds per call of each entry, in interleaved rounds so that drift on a shared machine hits all alike."""
-    for call in calls.values():
-        call()  # warm-up: first-run allocations and kernel selection
-    samples: dict[Any, list[float]] = {key: [] for key in calls}
-    for _ in range(rounds):
-        for key, call in calls.items():
-            call()  # untimed: the previous entry's spinning ONNX Runtime workers would otherwise steal a core
-            started = time.perf_counter()
-            call()
-            samples[key].append(time.perf_counter() - started)
-    return samples
-
-
-def speed_rows(config: QaValidationConfig, graphs: list[Graph]) -> list[dict]:
+def speed_rows(config: QaValidationConfig, graphs: list[Graph], rounds: int = TIMING_ROUNDS) -> list[dict]:
     """ONNX Runtime latency and peak memory of each graph at batch 1 and 8; the first graph is the full model."""
     seq_len = _timing_length(graphs[0].session)
     calls = {}
@@ -437,7 +423,7 @@ def speed_rows(config: QaValidationConfig, graphs: list[Graph]) -> list[dict]:
         for batch in TIMING_BATCHES:
             feeds = timing_feeds(graph.session, batch, seq_len)
             calls[(graph.budget, batch)] = lambda s=graph.session, f=feeds: s.run(**f)
-    samples = interleaved_seconds(calls, TIMING_ROUNDS)
+    samples = interleaved_seconds(calls, rounds)
     rows = []
     for graph in graphs:
         for batch in TIMING_BATCHES:

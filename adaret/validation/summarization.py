@@ -47,6 +47,7 @@ from adaret.core.errors import AdaretError
 from adaret.core.io_spec import SUMMARIZATION
 from adaret.core.seq2seq_graphs import SETTINGS_NAME, LayerCache, Seq2SeqGraphs, is_summarization_export
 from adaret.core.summaries import SummaryPair, load_summary_splits, rouge_bootstrap_interval, rouge_scores
+from adaret.core.timing import SETTLE_BELOW_S, interleaved_seconds
 from adaret.export.config import ExportConfig
 from adaret.export.seq2seq import run_summarization_export
 from adaret.modeling import KeepSchedule
@@ -58,7 +59,6 @@ from adaret.validation import plots
 from adaret.validation.defaults import ReportSettings, concluded, resolve_target
 from adaret.validation.evaluate import memory_mib
 from adaret.validation.markdown import report_closing, report_opening, table, write_report
-from adaret.validation.question_answering import interleaved_seconds
 from adaret.validation.reference import device_for
 
 DEFAULT_DOCUMENTS = 300  # more than the test split of bbc-headlines (~220) or aclsum (100): all of either
@@ -428,7 +428,7 @@ def speed_rows(config: SummarizationValidationConfig, exports: list[Deployed], t
         workloads[export.budget], facts[export.budget] = timed_workloads(export.summarizer, documents, texts, steps)
     # Measurement-major order: the two models' runs of one measurement sit side by side in every round.
     calls = {(kind, budget): workloads[budget][kind] for kind in TIMED for budget in workloads}
-    samples = interleaved_seconds(calls, config.rounds)
+    samples = interleaved_seconds(calls, config.rounds, settle_below_s=SETTLE_BELOW_S)
     rows = []
     for export in exports:
         median = {kind: float(np.median(samples[(kind, export.budget)])) for kind in TIMED}
