@@ -56,7 +56,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 from common import describe, machine, write_results
 
-from adaret.serving.cli import DEFAULT_MAX_BATCH_TOKENS
+from adaret.core.constants import MEMORY_MODES
+from adaret.serving.cli import DEFAULT_MAX_BATCH_TOKENS, SERVE_MEMORY_MODE
 from adaret.serving.server import Ports
 
 REPO = Path(__file__).resolve().parent.parent
@@ -147,7 +148,7 @@ class Server:
         command = [str(Path(sys.executable).with_name("adaret")), "serve", self.export, "--port", str(http),
                    "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--max-batch", str(self.args.max_batch),
                    *batching, "--instances", str(self.args.instances), "--exit-timeout-secs", "10",
-                   "--max-batch-tokens", str(self.args.max_batch_tokens)]
+                   "--max-batch-tokens", str(self.args.max_batch_tokens), "--memory", self.args.memory]
         env = {**os.environ, THREADS_VARIABLE: str(self.args.threads)}
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
@@ -535,7 +536,7 @@ async def soak_run(server: Server, args: argparse.Namespace, texts: list[str]) -
 def settings(args: argparse.Namespace) -> dict:
     return {"clients": args.clients, "max_batch": args.max_batch, "max_queue_delay_us": args.max_queue_delay_us,
             "max_batch_tokens": args.max_batch_tokens,
-            "instances_per_model": args.instances, "ort_threads_per_instance": args.threads,
+            "instances_per_model": args.instances, "ort_threads_per_instance": args.threads, "ort_memory": args.memory,
             "warmup_requests": args.warmup, "settle_requests": args.settle, "sample_every_s": args.sample_every,
             "seed": args.seed}
 
@@ -570,6 +571,9 @@ def main() -> None:
                         help="adaret serve --instances: model instances per model (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=1,
                         help="ONNX Runtime intra-op threads per instance (default: %(default)s)")
+    parser.add_argument("--memory", default=SERVE_MEMORY_MODE, choices=MEMORY_MODES,
+                        help="adaret serve --memory: ONNX Runtime CPU allocator of every instance (default: "
+                             "%(default)s, as adaret serve)")
     parser.add_argument("--export-04", default=None, metavar="DIR", help="the 0.4 export (default: export it)")
     parser.add_argument("--export-10", default=None, metavar="DIR", help="the 1.0 export (default: export it)")
     parser.add_argument("--sample-every", type=float, default=0.5, help="RSS sample period, s (default: %(default)s)")
@@ -625,7 +629,8 @@ def _setup(p: dict) -> str:
     return (f"Machine: {describe(p['machine'])}; onnxruntime {p['machine']['onnxruntime']}. Server: `adaret serve` "
             f"(bundled Triton, Python backend), max batch {s['max_batch']}, {batching} (or none), "
             f"{s['instances_per_model']} instance(s) per model x {s['ort_threads_per_instance']} ONNX Runtime "
-            f"intra-op thread(s) each. Client: one process, {s['clients']} requests in flight (asyncio, tritonclient "
+            f"intra-op thread(s) each, CPU allocator {s.get('ort_memory', 'no-arena')}. Client: one process, "
+            f"{s['clients']} requests in flight (asyncio, tritonclient "
             f"aio HTTP), on the same machine. {s['warmup_requests']} untimed warm-up requests per server.")
 
 

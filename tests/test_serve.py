@@ -120,6 +120,9 @@ def test_served_repository_configs_parse(dynamic_export, tmp_path):
                                      tmp_path / "capped")
     assert all(_parse(tmp_path / "capped" / m / "config.pbtxt").parameters["max_batch_tokens"].string_value == "96"
                for m in capped)
+    assert text.parameters["memory"].string_value == ""  # the runtime's default allocator
+    arena = write_served_repository(read_export(dynamic_export), "a", Batching(4, 0, 1, memory="arena"), tmp_path / "a")
+    assert all(_parse(tmp_path / "a" / m / "config.pbtxt").parameters["memory"].string_value == "arena" for m in arena)
     assert [(o.name, o.data_type) for o in text.output] == [("label", model_config_pb2.TYPE_STRING),
                                                              ("probabilities", model_config_pb2.TYPE_FP32)]
 

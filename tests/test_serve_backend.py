@@ -60,10 +60,11 @@ def _fake_backend_utils() -> types.ModuleType:
     return module
 
 
-def _model(cls, export, monkeypatch, events: list, max_batch_tokens: int | str = ""):
+def _model(cls, export, monkeypatch, events: list, max_batch_tokens: int | str = "", memory: str = ""):
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", _fake_backend_utils())
     model = cls()
-    parameters = {"export": str(export), "max_batch": "8", "max_batch_tokens": str(max_batch_tokens)}
+    parameters = {"export": str(export), "max_batch": "8", "max_batch_tokens": str(max_batch_tokens),
+                  "memory": memory}
     model.initialize({"model_config": json.dumps({"parameters": {k: {"string_value": v}
                                                                   for k, v in parameters.items()}})})
     run = model.session.run
@@ -148,3 +149,12 @@ def test_logits_requests_leave_run_by_run(export, monkeypatch):
     session = load(export)
     for i, f in enumerate(feeds):
         np.testing.assert_allclose(sent[i].outputs["logits"], session.run(**f)["logits"], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(("memory", "arena"), [("", False), ("no-arena", False), ("arena", True)])
+def test_the_served_session_uses_the_allocator_the_server_was_given(export, monkeypatch, memory, arena):
+    """`adaret serve --memory` reaches every instance's Session through the model's parameters ("": the runtime's
+    default, the arena off)."""
+    model = _model(TextModel, export, monkeypatch, [], memory=memory)
+    sessions = [runner.session for runner in model.session.runners.values()]
+    assert sessions and all(s.get_session_options().enable_cpu_mem_arena == arena for s in sessions)

@@ -10,3 +10,7 @@ DEFAULT_TOLERANCE = 1e-4
 MIN_OPSET = 18
 # protobuf cannot serialise a single message above 2 GiB; leave headroom for the graph itself.
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+# ONNX Runtime CPU allocator settings the runtime knows (adaret.runtime.options says what each does). Here, not there,
+# so that command-line parsers can offer them without importing onnxruntime.
+MEMORY_MODES = ("no-arena", "arena", "arena-same-as-requested")
+DEFAULT_MEMORY_MODE = "no-arena"

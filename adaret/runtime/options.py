@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import onnxruntime as ort
 
+# "no-arena" is the runtime's default; the others exist to measure against, for servers (`adaret serve` uses the
+# arena) and for users who want them.
+from adaret.core.constants import DEFAULT_MEMORY_MODE, MEMORY_MODES
 from adaret.core.errors import AdaretError
-
-# "no-arena" is the runtime's default; the others exist to measure against and for users who want them.
-MEMORY_MODES = ("no-arena", "arena", "arena-same-as-requested")
-DEFAULT_MEMORY_MODE = "no-arena"
 
 # Most capable first; CPU always closes the list so unsupported nodes still have a home.
 PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")

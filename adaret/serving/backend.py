@@ -49,7 +49,8 @@ class _SessionModel:
         # ONNX Runtime intra-op threads per instance: $ADARET_SERVE_THREADS where set (benchmarks/serve_load.py sets
         # it; on a small CPU, instances x threads should not exceed the cores), else ONNX Runtime's default.
         threads = int(os.environ.get(THREADS_VARIABLE) or 0) or None
-        self.session: Session = load(self.settings["export"], threads=threads)
+        memory = self.settings.get("memory") or None  # the CPU allocator `adaret serve --memory` chose
+        self.session: Session = load(self.settings["export"], threads=threads, memory=memory)
         self.batch_size = int(self.settings.get("max_batch") or 16)
         self.max_tokens = int(self.settings.get("max_batch_tokens") or 0) or None
         # A text longer than the model reads is truncated, as documented; a warning per request would flood the log.

@@ -8,10 +8,15 @@ from __future__ import annotations
 import argparse
 
 from adaret.core.cli_args import add_command, positive_int
+from adaret.core.constants import MEMORY_MODES
 
 # Padded tokens per Session run inside `adaret serve`: the CPU optimum measured for MiniLM-L6 exports (rows x width
 # of at most 1024 ran fastest per text, at 0.4 and 1.0; benchmarks/results/batch_tokens.md)
 DEFAULT_MAX_BATCH_TOKENS = 1024
+# A server's instances run for hours: ONNX Runtime's arena (which keeps its high-water mark) costs nothing after
+# warm-up and saves the allocations of every run (benchmarks/results/serve_load_arena.md against
+# serve_load_noarena_rerun.md, measured one after the other on the same machine).
+SERVE_MEMORY_MODE = "arena"
 
 SERVE_DESCRIPTION = """Serve an export (an export directory, a .onnx graph, or a TensorRT .plan with its sidecar)
 with the Triton Inference Server bundled in the nvidia-pytriton wheel. Two models: NAME takes input_ids and
@@ -48,6 +53,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "width; always at least one text), 0 for no cap. On a CPU, long texts run slower per text "
                         "in a large batch than a few at a time (benchmarks/results/batch_tokens.md); raise it on a GPU "
                         "(default: %(default)s)")
+    p.add_argument("--memory", choices=MEMORY_MODES, default=SERVE_MEMORY_MODE,
+                   help="ONNX Runtime CPU allocator of every instance's Session. A server keeps running, so it holds "
+                        "ONNX Runtime's arena and serves faster (about 1.3x the requests per second of no-arena on 2 "
+                        "cores, benchmarks/results/serve_load_arena.md); no-arena keeps each run's peak lower, "
+                        "the runtime's default for one-shot use (docs/runtime.md) (default: %(default)s)")
     p.add_argument("--exit-timeout-secs", type=_non_negative_int, default=30, metavar="S",
                    help="after SIGTERM, wait at most S seconds for in-flight requests and open client connections "
                         "(Triton waits for keep-alive connections to close too); past it the server stops at once "
@@ -105,7 +115,8 @@ def _batching(args: argparse.Namespace):
 
     delay = None if args.no_dynamic_batching else args.max_queue_delay_us
     return Batching(max_batch=args.max_batch, max_queue_delay_us=delay, instances=args.instances,
-                    max_batch_tokens=getattr(args, "max_batch_tokens", None) or None)
+                    max_batch_tokens=getattr(args, "max_batch_tokens", None) or None,
+                    memory=getattr(args, "memory", None))
 
 
 def _run_serve(args: argparse.Namespace) -> int:

@@ -30,16 +30,19 @@ class Batching:
     """How Triton batches and places a model: ``max_batch_size``, the dynamic batcher's delay (None: no dynamic
     batching, each request runs alone) and the instances per model. ``max_batch_tokens`` is ours, not Triton's:
     the most padded tokens one Session run of a served model takes (None: no cap); a batch Triton hands over is
-    run in pieces that fit it."""
+    run in pieces that fit it. ``memory`` is ours too: the ONNX Runtime CPU allocator of each instance's Session
+    (``adaret.runtime.options.MEMORY_MODES``; None: the runtime's default)."""
 
     max_batch: int = 16
     max_queue_delay_us: int | None = 1000
     instances: int = 1
     max_batch_tokens: int | None = None
+    memory: str | None = None
 
     def served_settings(self) -> dict[str, Any]:
         """What a served model's backend reads from its ``parameters``."""
-        return {"max_batch": self.max_batch, "max_batch_tokens": self.max_batch_tokens or ""}
+        return {"max_batch": self.max_batch, "max_batch_tokens": self.max_batch_tokens or "",
+                "memory": self.memory or ""}
 
     def fields(self, kind: Enum = KIND_CPU) -> dict[str, Any]:
         batcher = None if self.max_queue_delay_us is None else {
