@@ -113,6 +113,18 @@ class RulePass(GraphPass):
             raise ir.passes.PostconditionError(f"{self.left} is left")
 
 
+def expands_whole_rows(data: ir.Value, index: ir.Value, expanded: ir.Value) -> bool:
+    """Whether ``expanded`` is a (B, K, 1) ``index`` broadcast along the feature axis of a (B, n, D) ``data``
+    alone: an element-wise gather or scatter with it then moves whole D-rows, which the row passes rewrite."""
+    data_shape, index_shape, expanded_shape = data.shape, index.shape, expanded.shape
+    if data_shape is None or index_shape is None or expanded_shape is None:
+        return False
+    if not len(data_shape) == len(index_shape) == len(expanded_shape) == 3:
+        return False
+    return (index_shape[2] == 1 and expanded_shape[0] == index_shape[0] and expanded_shape[1] == index_shape[1]
+            and isinstance(data_shape[2], int) and expanded_shape[2] == data_shape[2])
+
+
 def apply_rules(model: ir.Model, rules: Sequence[Any]) -> int:
     """Apply ``onnxscript.rewriter`` rules to ``model`` in place; the number of rewrites they made."""
     from onnxscript.rewriter.pattern import RewriteRuleSet  # on use: onnxscript is slow to import

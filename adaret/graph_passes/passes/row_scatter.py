@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from adaret.graph_passes.base import RulePass
+from adaret.graph_passes.base import RulePass, expands_whole_rows
 
 
 class RowScatterPass(RulePass):
@@ -49,13 +49,7 @@ def _check(context, data: ir.Value, index: ir.Value, expanded: ir.Value, scatter
     reduction = scattered.producer().attributes.get("reduction")
     if reduction is not None and reduction.as_string() != "none":
         return False
-    data_shape, index_shape, expanded_shape = data.shape, index.shape, expanded.shape
-    if data_shape is None or index_shape is None or expanded_shape is None:
-        return False
-    if not len(data_shape) == len(index_shape) == len(expanded_shape) == 3:
-        return False
-    return (index_shape[2] == 1 and expanded_shape[0] == index_shape[0] and expanded_shape[1] == index_shape[1]
-            and isinstance(data_shape[2], int) and expanded_shape[2] == data_shape[2])
+    return expands_whole_rows(data, index, expanded)
 
 
 def _replacement(op, data: ir.Value, index: ir.Value, updates: ir.Value, scattered: ir.Value, **_) -> ir.Value:
