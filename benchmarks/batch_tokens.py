@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import describe, machine, scratch_directory, write_results
 
+from adaret.core.constants import DEFAULT_MEMORY_MODE, MEMORY_MODES
 from adaret.core.dummy_inputs import Vocabulary, dummy_inputs
 
 REPO = Path(__file__).resolve().parent.parent
@@ -61,7 +62,8 @@ def render(payload: dict) -> str:
     rows = payload["rows"]
     lines = ["# Texts per second against the shape of one ONNX Runtime run", "", f"`{payload['command']}`", "",
              f"Machine: {describe(payload['machine'])}; onnxruntime {payload['machine']['onnxruntime']}. Exports: "
-             f"the demo model at each budget, {payload['threads']} intra-op thread(s). Texts per second, median over "
+             f"the demo model at each budget, {payload['threads']} intra-op thread(s), CPU allocator "
+             f"{payload.get('memory', 'no-arena')}. Texts per second, median over "
              f"{payload['rounds']} interleaved rounds of {payload['seconds']:g} s per shape; random ids fill the "
              "width.", "",
              "| budget | width | " + " | ".join(f"{r} row{'s' if r > 1 else ''}" for r in ROWS) +
@@ -85,6 +87,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads (default: 1)")
     parser.add_argument("--seconds", type=float, default=2.0, help="seconds per shape and round (default: 2)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default: 3)")
+    parser.add_argument("--memory", default=DEFAULT_MEMORY_MODE, choices=MEMORY_MODES,
+                        help="ONNX Runtime CPU allocator (default: the runtime's, %(default)s; adaret serve: arena)")
+    parser.add_argument("--name", default="batch_tokens", help="results name (default: %(default)s)")
     parser.add_argument("--work", default=None, metavar="DIR", help="keep the exports here (default: removed)")
     args = parser.parse_args()
     from adaret.runtime.session import load
@@ -96,18 +101,21 @@ def main() -> None:
             print(f"exporting budget {budget} ...", flush=True)
             subprocess.run([sys.executable, str(REPO / "export.py"), "--budget", str(budget), "--out", str(export)],
                            check=True, cwd=REPO, stdout=subprocess.DEVNULL)
-            sessions[budget] = load(export, threads=args.threads)
+            sessions[budget] = load(export, threads=args.threads, memory=args.memory)
         found = rates(sessions, args.seconds, args.rounds)
     changed = (("--threads", args.threads, 1), ("--seconds", args.seconds, 2.0), ("--rounds", args.rounds, 3))
     shown = "python benchmarks/batch_tokens.py" + "".join(
         f" {flag} {value:g}" for flag, value, default in changed if value != default)
+    shown += "".join(f" {flag} {value}" for flag, value, default in (
+        ("--memory", args.memory, DEFAULT_MEMORY_MODE), ("--name", args.name, "batch_tokens")) if value != default)
     if args.budgets != [0.4, 1.0]:
         shown += " --budgets " + " ".join(f"{b:g}" for b in args.budgets)
     payload = {"command": shown, "machine": machine(), "budgets": args.budgets, "threads": args.threads,
+               "memory": args.memory,
                "seconds": args.seconds, "rounds": args.rounds,
                "rows": [{"budget": b, "width": w, "rows": r, "texts_per_s": round(v, 2)}
                         for (b, w, r), v in found.items()]}
-    write_results("batch_tokens", payload, render(payload))
+    write_results(args.name, payload, render(payload))
 
 
 if __name__ == "__main__":
