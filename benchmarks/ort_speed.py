@@ -42,6 +42,7 @@ _STEPS = [
     ("+ort-fusions", ["ort-fusions", "last-layer-pruning"]),
     ("+packed-attention", ["packed-attention"]),
     ("+row-gather", ["row-gather"]),
+    ("+row-scatter", ["row-scatter"]),
     ("+split-skip-layernorm (all)", ["split-skip-layernorm", "cleanup"]),
 ]
 VARIANTS = {"raw": []}

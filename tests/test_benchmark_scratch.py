@@ -2,6 +2,7 @@
 the hand-made keep schedules of the shapes study."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,16 @@ def test_frontier_folds_pool_every_held_out_text_once():
     assert at[(0.4, "random")]["accuracy"] == 0.5 and at[(0.4, "learned")]["percent_of_full"] == 50.0
     assert at[(0.4, "learned")]["cost"] == pytest.approx((3 * 0.4 + 0.5) / 4)  # weighted by held-out texts
     assert at[(0.4, "random")]["latency_ms_b1"] == 6.0  # the mean of the folds' own measurements
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "benchmarks").glob("*.py") if p.name != "common.py"))
+def test_every_benchmark_imports(script, monkeypatch):
+    """A benchmark checks its own assumptions when it is imported (ort_speed.py: its pass steps add up to the
+    ort-cpu pipeline); a pipeline change that breaks one shows here, not on the next recorded run."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    name = f"benchmark_{script.removesuffix('.py')}"
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / script)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, name, module)  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    assert callable(getattr(module, "main", None))
