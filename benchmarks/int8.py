@@ -136,6 +136,7 @@ def main() -> None:
         paths, searches = build(args, work)
         acc = accuracy(paths, texts, labels, tokenizer, args.seq_len)
         speed = throughput(paths, texts, tokenizer, args.batch, args.seq_len, args.rounds)
+        sizes = {name: path.stat().st_size for name, path in paths.items()}  # before the work folder goes
     base = speed["fp32 opt"]["seconds_per_batch"]
     payload = {
         "command": "python benchmarks/int8.py " + shlex.join(sys.argv[1:]), "machine": machine(),
@@ -143,7 +144,7 @@ def main() -> None:
         "method": args.method, "examples": len(texts), "accuracy": acc,
         "agreement_search": searches, "throughput": speed,
         "speedups": {f"{n} vs fp32 opt": base / t["seconds_per_batch"] for n, t in speed.items() if n != "fp32 opt"},
-        "sizes_bytes": {name: path.stat().st_size for name, path in paths.items()}, "targets": TARGETS,
+        "sizes_bytes": sizes, "targets": TARGETS,
     }
     write_results(args.name, payload, markdown(payload))
 
