@@ -22,6 +22,7 @@ import json
 import shlex
 import statistics
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -98,6 +99,10 @@ def markdown(payload: dict) -> str:
     for row in sorted(payload["rows"], key=lambda r: (r["batch"], r["passes"], -r["budget"])):
         lines.append(f"| {row['budget']:g} | {row['passes']} | {row['batch']} | {row['seq_len']} | "
                      f"{row['median_ms']} | {row['p95_ms']} | {row['sequences_per_s']} | {row['speedup_vs_full']} |")
+    switch = payload["after_switch_ms"]
+    lines += ["", f"Batch-1 calls of the {switch['budget']:g} graph right after one call of the full graph (ms, median "
+              f"of 10; call 1 first): {', '.join(str(ms) for ms in switch['calls'])}. The timings above make two "
+              "untimed settle calls before each timed one for this reason."]
     for budget, ops in payload.get("profile", {}).items():
         total = sum(ops.values())
         lines += ["", f"Operator time at batch 1, budget {budget} (ONNX Runtime profiler, mean ms per run; "
@@ -136,6 +141,23 @@ def time_graphs(paths: dict[tuple[float, str], Path], threads: int | None, round
     return rows
 
 
+def switch_costs(full: Path, retained: Path, threads: int | None, repeats: int = 10, calls: int = 6) -> list[float]:
+    """Milliseconds of the k-th batch-1 call of the retained graph right after one call of the full graph (median
+    over ``repeats``): how many untimed settle calls a timing needs after switching sessions (adaret.core.timing)."""
+    sessions = [load(path, threads=threads) for path in (full, retained)]
+    feeds = [timing_feeds(session, 1, WINDOWS["max_length"]) for session in sessions]
+    for session, feed in zip(sessions, feeds, strict=True):
+        session.run(**feed)  # warm-up
+    seconds: list[list[float]] = [[] for _ in range(calls)]
+    for _ in range(repeats):
+        sessions[0].run(**feeds[0])
+        for k in range(calls):
+            started = time.perf_counter()
+            sessions[1].run(**feeds[1])
+            seconds[k].append(time.perf_counter() - started)
+    return [round(1000 * statistics.median(s), 2) for s in seconds]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", help="a trained question-answering checkpoint (default: shapes only)")
@@ -157,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             paths[(budget, "ort-cpu")] = graph.path
             paths[(budget, "ort-cpu without row-scatter")] = without_pass(graph.path, "row-scatter")
         rows = time_graphs(paths, args.threads, args.rounds)
+        after_switch = switch_costs(paths[(1.0, "ort-cpu")], paths[(budgets[-1], "ort-cpu")], args.threads)
         profile = {}
         if args.profile:
             for (budget, variant), path in paths.items():
@@ -167,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     payload = {
         "command": shlex.join([*COMMAND.split(), *(argv if argv is not None else sys.argv[1:])]),
         "machine": machine(), "checkpoint": source, "schedules": schedules, "rows": rows, "profile": profile,
+        "after_switch_ms": {"budget": budgets[-1], "calls": after_switch},
         "note": (f"Checkpoint: {source}. Deployed keep fractions per layer: "
                  + "; ".join(f"{b}: [{', '.join(f'{f:.3f}' for f in fr)}]" for b, fr in schedules.items())
                  + f". Median and p95 over {args.rounds} interleaved rounds, two untimed settle calls before each "

@@ -3,9 +3,10 @@
 Side-by-side ratios are only honest when drift on a shared machine hits every entry alike, so entries take turns,
 round after round. Each turn starts with ``settle`` untimed calls, because the first calls after a switch pay for
 the previous entry: ONNX Runtime's intra-op workers of the other session keep spinning for a while after their
-run, and on a 2-core machine that steals the next session's core. Measured on a 2-core Intel Xeon (batch 1, the
-question-answering graph at budget 0.4, right after a call of the full graph), the calls after a switch took
-50.3, 27.6, then 22.7, 22.6, 22.3 ms: one settle call left the timed call 20% slow, two leave it within 1%.
+run, and on a 2-core machine that steals the next session's core. On a 2-core Intel Xeon (batch 1, the
+question-answering graph at budget 0.4, right after a call of the full graph) the calls after a switch took 33.5,
+33.3, then 19.1, 18.9, 18.5 ms (``python benchmarks/qa_speed.py``, results/qa_speed.md): the third call is the
+first steady one.
 """
 
 from __future__ import annotations

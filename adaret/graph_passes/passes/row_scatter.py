@@ -19,8 +19,8 @@ class RowScatterPass(RulePass):
     (``Range(0, B)`` broadcast to (B, K, 1)).
 
     Kept positions are distinct within a row, so neither form depends on the order of writes, and the result is
-    bit-identical. On ONNX Runtime CPU, one (1, 384, 384) write-back of 200 rows took 0.40 ms as ScatterElements
-    and 0.04 ms as ScatterND (benchmarks/results/qa_speed.md records what this does to a whole graph).
+    bit-identical. In the question-answering graph at 0.4 (batch 1, 384 tokens, ONNX Runtime CPU) the six
+    write-backs took 1.81 ms as ScatterElements and 0.23 ms as ScatterND (benchmarks/results/qa_speed.md).
 
     The match is an ``onnxscript.rewriter`` rule, as for ``row-gather``: the Expand must broadcast the feature
     axis alone, the scatter must not reduce, and its output must not be a graph output.
