@@ -91,10 +91,10 @@ def _add_auto_budget_arguments(p: argparse._ArgumentGroup) -> None:
                         "largest --seq-len in at most MS milliseconds (ONNX Runtime on this machine, median)")
     p.add_argument("--data", default=None,
                    help="with --budget auto: data to measure accuracy on (with --max-latency-ms it is optional and "
-                        "only recorded), a built-in name or a .csv/.jsonl file; its eval split is used (default: "
-                        "the data recorded in the checkpoint, with its seed)")
-    p.add_argument("--text-column", default=None, help="text column of a CSV/JSONL --data file (default: text)")
-    p.add_argument("--label-column", default=None, help="label column of a CSV/JSONL --data file (default: label)")
+                        "only recorded), a built-in name or a .csv/.tsv/.jsonl/.json file; its eval split is used "
+                        "(default: the data recorded in the checkpoint, with its seed)")
+    p.add_argument("--text-column", default=None, help="text column of a --data file (default: text)")
+    p.add_argument("--label-column", default=None, help="label column of a --data file (default: label)")
     p.add_argument("--max-examples", type=positive_int, default=400,
                    help="with --budget auto: at most this many examples in each half of the eval split "
                         "(default: %(default)s)")

@@ -38,14 +38,45 @@ def test_csv_and_jsonl_readers(tmp_path):
     rows = [{"text": f"example {i}", "label": "pos" if i % 2 else "neg"} for i in range(40)]
     (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     (tmp_path / "d.csv").write_text("text,label\n" + "\n".join(f"{r['text']},{r['label']}" for r in rows))
-    for name in ("d.jsonl", "d.csv"):
+    (tmp_path / "d.tsv").write_text("text\tlabel\n" + "\n".join(f"{r['text']}\t{r['label']}" for r in rows))
+    (tmp_path / "array.json").write_text(json.dumps(rows, indent=2))
+    (tmp_path / "lines.json").write_text("\n".join(json.dumps(r) for r in rows))  # what Dataset.to_json writes
+    (tmp_path / "UPPER.CSV").write_text((tmp_path / "d.csv").read_text())
+    expected = load_splits(str(tmp_path / "d.jsonl"))
+    for name in ("d.jsonl", "d.csv", "d.tsv", "array.json", "lines.json", "UPPER.CSV"):
         splits = load_splits(str(tmp_path / name))
         assert splits.train.label_names == ["neg", "pos"]
         assert len(splits.train) + len(splits.eval) == 40
+        assert splits.train.labels == expected.train.labels, name
+        assert splits.train.notes == ()
+    (tmp_path / "commas.tsv").write_text("text\tlabel\n" + "".join(f"t{i}, ok\t{i % 2}\n" for i in range(20)))
+    assert all(text.endswith(", ok") for text in load_splits(str(tmp_path / "commas.tsv")).train.texts)
+
+
+def test_a_usual_column_name_is_read_when_the_default_is_absent_and_the_note_says_so(tmp_path):
+    path = tmp_path / "sst.jsonl"
+    path.write_text("".join(json.dumps({"sentence": f"s{i}", "Label": i % 2, "idx": i}) + "\n" for i in range(30)))
+    splits = load_splits(str(path))
+    assert sorted(splits.train.texts + splits.eval.texts) == sorted(f"s{i}" for i in range(30))
+    assert splits.train.label_names == ["0", "1"]
+    assert splits.train.notes == ("sst.jsonl has no 'text' column: reading 'sentence' (--text-column chooses another)",
+                                  "sst.jsonl has no 'label' column: reading 'Label' (--label-column chooses another)")
+    assert splits.train.notes[0] in splits.train.class_notes()  # so that training prints it
+    with pytest.raises(AdaretError, match="no 'body' column .*columns: 'sentence', 'Label', 'idx'"):
+        load_splits(str(path), text_column="body")  # a name the user chose is never swapped for another
+
+
+def test_a_column_that_only_later_rows_have_is_found(tmp_path):
+    path = tmp_path / "ragged.jsonl"
+    rows = [{"text": "no label yet"}] + [{"text": f"t{i}", "label": i % 2} for i in range(20)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(AdaretError, match="line 1: the row has no 'label' value"):
+        load_splits(str(path))
 
 
 @pytest.mark.parametrize("content, message", [
     ("text,other\na,b\nc,d\n", "no 'label' column"),
+    ("text,class,category\na,b,c\nc,d,e\n", "several candidates \\('class', 'category'\\); choose one with --label-column"),
     ("text,label\na,x\nb,x\n", "need at least 2"),
     ("text,label\na,x\nb,y\nc,\nd,x\n", "line 4: the 'label' value is empty"),  # not a class named ""
     ("text,label\na,x\nb,y\nc,  \n", "line 4: the 'label' value is empty"),
@@ -88,6 +119,9 @@ def test_malformed_jsonl_and_unknown_sources(tmp_path):
         load_splits(str(path))
     with pytest.raises(AdaretError, match="unknown dataset"):
         load_splits("imdb")
+    (tmp_path / "bad.json").write_text('[{"text": "a", "label": 1}, ["b", 2]]')
+    with pytest.raises(AdaretError, match="record 2: expected a JSON object, found list"):
+        load_splits(str(tmp_path / "bad.json"))
     with pytest.raises(AdaretError, match="does not exist"):
         load_splits(str(tmp_path / "missing.csv"))
 

@@ -169,6 +169,16 @@ def test_user_csv_loads_with_other_columns(tmp_path):
     assert pairs[0] == SummaryPair("line-2", "Body, 0, with a comma", "Head 0")
 
 
+def test_user_tsv_and_json_files_read_as_their_jsonl_twin(tmp_path):
+    rows = [{"text": f"document {n}, with a comma", "summary": f"summary {n}"} for n in range(20)]
+    _write_jsonl(tmp_path / "pairs.jsonl", rows)
+    (tmp_path / "pairs.json").write_text(json.dumps(rows))
+    (tmp_path / "pairs.tsv").write_text("text\tsummary\n" + "".join(f"{r['text']}\t{r['summary']}\n" for r in rows))
+    texts = {name: [p.text for p in load_summary_splits(str(tmp_path / name)).train]
+             for name in ("pairs.jsonl", "pairs.json", "pairs.tsv")}
+    assert texts["pairs.json"] == texts["pairs.jsonl"] == texts["pairs.tsv"] != []
+
+
 def test_a_three_pair_file_gets_one_pair_per_split(tmp_path):
     path = tmp_path / "tiny.jsonl"
     _write_jsonl(path, [{"text": f"text {n}", "summary": f"s {n}"} for n in range(3)])

@@ -34,8 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = add_command(sub, "calibrate", "keep schedule from data, or INT8 QDQ quantisation of an export", DESCRIPTION)
     p.add_argument("--checkpoint", required=True, help="retention checkpoint directory the graph was exported from")
     p.add_argument("--data", default=None,
-                   help="classification: bbc-news (default), rotten-tomatoes, or a .csv/.jsonl file with text/label "
-                        "columns; question answering: squad (default: SQuAD v1.1 train) or a SQuAD-format JSON file")
+                   help="classification: bbc-news (default), rotten-tomatoes, or a .csv/.tsv/.jsonl/.json file "
+                        "with text/label columns; question answering: squad (default: SQuAD v1.1 train) or a "
+                        "SQuAD-format JSON file")
     p.add_argument("--split", choices=["train", "eval", "all"], default=None,
                    help="which part of the data (default: train for built-in sets, all for a file)")
     p.add_argument("--samples", type=positive_int, default=512,

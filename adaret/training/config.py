@@ -37,10 +37,10 @@ class TrainConfig:
         "local Hugging Face encoder directory (default: the packaged all-MiniLM-L6-v2)"))
     # None: the task's default data set (TASK_DATA), resolved when the config is made.
     data: str | None = field(default=None, metadata=flag(
-        "bbc-news (default), rotten-tomatoes, political-speeches, squad-articles, squad-needle, or a .csv/.jsonl "
-        "file; with --task question-answering: squad (default; SQuAD v1.1 train, evaluated on dev) or a "
-        "SQuAD-format .json file; with --task summarization: bbc-headlines (default), aclsum, or a .jsonl/.csv "
-        "file with text and summary fields"))
+        "bbc-news (default), rotten-tomatoes, political-speeches, squad-articles, squad-needle, or a "
+        ".csv/.tsv/.jsonl/.json file; with --task question-answering: squad (default; SQuAD v1.1 train, evaluated "
+        "on dev) or a SQuAD-format .json file; with --task summarization: bbc-headlines (default), aclsum, or a "
+        ".jsonl/.json/.csv/.tsv file with text and summary fields"))
     budget: float = field(default=0.4, metadata=flag(
         "target mean fraction of tokens each layer processes, in (0, 1]", type=budget_value))
     freeze_backbone: bool = field(default=True, metadata=flag(
@@ -116,10 +116,12 @@ class TrainConfig:
     gate_first_layer: bool = field(default=False, metadata=flag("also gate the input of layer 1"))
     scorer: str = field(default="linear", metadata=flag(
         "the gate's token scorer", choices=("linear", "mlp")))
-    text_column: str = field(default="text", metadata=flag("text column of a CSV/JSONL file"))
-    label_column: str = field(default="label", metadata=flag("label column of a CSV/JSONL file"))
+    text_column: str = field(default="text", metadata=flag("text column of a data file; if absent, the one usual "
+        "alternative present (sentence, review, ...)"))
+    label_column: str = field(default="label", metadata=flag("label column of a data file; if absent, the one "
+        "usual alternative present (category, class, ...)"))
     summary_column: str = field(default="summary", metadata=flag(
-        "summarization: summary column of a CSV/JSONL file"))
+        "summarization: summary column of a data file"))
     eval_every: int = field(default=50, metadata=flag(
         "steps between validation evaluations of the deployed rule", type=positive_int))
     # Checkpoint selection runs the deployed rule on a slice of the *training* split, never the eval split.

@@ -30,11 +30,17 @@ import hashlib
 import json
 import math
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from adaret.core.data_files import hash_fraction, read_csv_rows, read_jsonl_rows
+from adaret.core.data_files import (
+    TABLE_KINDS,
+    hash_fraction,
+    is_table_file,
+    read_table_rows,
+    resolve_column,
+    table_columns,
+)
 from adaret.core.data_files import package_dir as _package_dir
 from adaret.core.errors import AdaretError
 
@@ -50,13 +56,14 @@ class TextDataset:
     texts: list[str]
     labels: list[int]
     label_names: list[str]
+    notes: tuple[str, ...] = ()  # how the data was read, when it was not as asked (another column's name)
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def subset(self, indices: list[int], suffix: str) -> TextDataset:
         return TextDataset(f"{self.name}:{suffix}", [self.texts[i] for i in indices],
-                           [self.labels[i] for i in indices], self.label_names)
+                           [self.labels[i] for i in indices], self.label_names, self.notes)
 
     def class_notes(self, few: int = FEW_EXAMPLES) -> list[str]:
         """Warnings about classes this (training) split cannot teach: absent ones, and ones with < ``few`` texts."""
@@ -64,7 +71,7 @@ class TextDataset:
         absent = [repr(name) for index, name in enumerate(self.label_names) if counts[index] == 0]
         rare = [f"{name!r} ({counts[index]})" for index, name in enumerate(self.label_names)
                 if 0 < counts[index] < few]
-        notes = []
+        notes = list(self.notes)
         if absent:
             notes.append(f"no training text for class(es) {', '.join(absent)} (they fell in the held-out split): "
                          "the head cannot predict them; add labelled texts")
@@ -85,7 +92,7 @@ EVAL_FRACTION = 0.2
 
 def load_splits(source: str, *, seed: int = 0, eval_fraction: float = EVAL_FRACTION, text_column: str = "text",
                 label_column: str = "label", eval_fold: int = 0) -> Splits:
-    """Read a built-in dataset by name, or a CSV/JSONL file, and split it deterministically.
+    """Read a built-in dataset by name, or a data file, and split it deterministically.
 
     Each example (or group) draws a stable number u in [0, 1) from its content and ``seed``; the eval split is
     ``eval_fold * f <= u < (eval_fold + 1) * f`` for f = ``eval_fraction``. Fold 0 is the default split, and the
@@ -105,12 +112,12 @@ def load_splits(source: str, *, seed: int = 0, eval_fraction: float = EVAL_FRACT
         data, groups = _read_squad_articles(), None
     elif source == "squad-needle":
         data, groups = _read_squad_needle()
-    elif source.endswith((".csv", ".jsonl")):
+    elif is_table_file(source):
         data, groups = _read_table(Path(source), text_column, label_column), None
     else:
         raise AdaretError(f"unknown dataset {source!r}: use {', '.join(BUILTIN_DATASETS[:-1])} or "
                           f"{BUILTIN_DATASETS[-1]}, "
-                          "or a path to a .csv or .jsonl file")
+                          f"or a path to a {TABLE_KINDS} file")
     if len(data.label_names) < 2:
         raise AdaretError(f"dataset {data.name} has {len(data.label_names)} class(es); need at least 2")
     # Keyed by content, not index: BBC News holds ~100 verbatim duplicate articles, and an index key would
@@ -224,19 +231,23 @@ def _parse_squad_articles(path: str, count: int = SQUAD_ARTICLES
     return tuple(texts), tuple(labels), label_names, others
 
 
+# Usual names of the two columns in public data sets (SST-2's "sentence", review sets' "review"), read when the
+# default name is absent. A name that would be a guess ("title", "y") is left to --text-column / --label-column.
+TEXT_COLUMNS = ("text", "sentence", "content", "document", "review", "body", "message", "email", "article",
+                "comment", "tweet")
+LABEL_COLUMNS = ("label", "labels", "category", "class", "target", "sentiment", "topic")
+
+
 def _read_table(path: Path, text_column: str, label_column: str) -> TextDataset:
     if not path.is_file():
         raise AdaretError(f"data file {path} does not exist")
-    reader: Callable[[Path], list[tuple[int, dict]]] = read_csv_rows if path.suffix == ".csv" else read_jsonl_rows
-    rows = reader(path)
+    rows = read_table_rows(path)
     if not rows:
         raise AdaretError(f"data file {path} has no rows")
-    first = rows[0][1]
-    for column in (text_column, label_column):
-        if column not in first:
-            names = ", ".join(repr(str(c)) for c in first)  # repr: a quoted header may hold newlines
-            raise AdaretError(f"data file {path} has no {column!r} column (columns: {names})")
-    for line, row in rows:  # every row, not only the first: a later row without its label is named, not a KeyError
+    columns = table_columns(rows)
+    text_column, text_note = resolve_column(path, columns, text_column, TEXT_COLUMNS, "--text-column")
+    label_column, label_note = resolve_column(path, columns, label_column, LABEL_COLUMNS, "--label-column")
+    for line, row in rows:  # every row, not only the first: a row without its label is named, not a KeyError
         for column in (text_column, label_column):
             if row.get(column) is None:
                 raise AdaretError(f"data file {path}, line {line}: the row has no {column!r} value")
@@ -248,7 +259,8 @@ def _read_table(path: Path, text_column: str, label_column: str) -> TextDataset:
                               "or remove it")
     label_names = sorted(set(raw_labels))
     texts = [str(row[text_column]) for _, row in rows]
-    return TextDataset(path.name, texts, [label_names.index(x) for x in raw_labels], label_names)
+    notes = tuple(note for note in (text_note, label_note) if note)
+    return TextDataset(path.name, texts, [label_names.index(x) for x in raw_labels], label_names, notes)
 
 
 def _label_text(value: object) -> str:

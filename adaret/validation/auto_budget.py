@@ -235,7 +235,7 @@ def validation_halves(checkpoint: RetentionCheckpoint, auto: AutoBudgetConfig) -
     source = training.get("data") if recorded else auto.data
     if not source:
         raise AdaretError(f"--budget auto has no data to measure accuracy on: checkpoint {checkpoint.path} records "
-                          "no training data source; pass --data (a built-in name or a .csv/.jsonl file)")
+                          "no training data source; pass --data (a built-in name or a .csv/.tsv/.jsonl/.json file)")
     columns = {name: getattr(auto, name) or (training.get(name) if recorded else None) or default
                for name, default in (("text_column", "text"), ("label_column", "label"))}
     keys = checkpoint.info.eval_split

@@ -43,10 +43,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=None,
                    help="retention checkpoint directory (default: the bundled BBC News MiniLM-L6 adapter)")
     p.add_argument("--data", default=None,
-                   help="bbc-news, rotten-tomatoes, or a .csv/.jsonl file; its eval split is used (default: the "
-                        "data the checkpoint was trained on, with its seed)")
-    p.add_argument("--text-column", default="text", help="text column of a CSV/JSONL file")
-    p.add_argument("--label-column", default="label", help="label column of a CSV/JSONL file")
+                   help="bbc-news, rotten-tomatoes, or a .csv/.tsv/.jsonl/.json file; its eval split is used "
+                        "(default: the data the checkpoint was trained on, with its seed)")
+    p.add_argument("--text-column", default="text", help="text column of a data file; if absent, the one "
+                   "usual alternative present (sentence, review, ...)")
+    p.add_argument("--label-column", default="label", help="label column of a data file; if absent, the one "
+                   "usual alternative present (category, class, ...)")
     p.add_argument("--max-examples", type=positive_int, default=None,
                    help="evaluate an evenly spaced subset of this many eval examples (default: all)")
     p.add_argument("--batch-size", type=positive_int, default=8, help="examples per batch (default: %(default)s)")
@@ -71,11 +73,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(the reference decoder), PyTorch hard top-M and the export's greedy summaries, on a fixed "
                         "random sample of --max-examples test documents (default 300), and the export's encoder, "
                         "decoder and end-to-end time, cross-attention cache and peak memory against the checkpoint "
-                        "exported at 1.0; --data bbc-headlines, aclsum or a .jsonl/.csv file (default: %(default)s)")
+                        "exported at 1.0; --data bbc-headlines, aclsum or a .jsonl/.json/.csv/.tsv file "
+                        "(default: %(default)s)")
     p.add_argument("--seed", type=int, default=0,
                    help="question answering and summarization: the seed of the random sample of questions or "
                         "documents (default: %(default)s)")
-    p.add_argument("--summary-column", default="summary", help="summarization: summary column of a CSV/JSONL file")
+    p.add_argument("--summary-column", default="summary", help="summarization: summary column of a data file")
     p.add_argument("--full-export", default=None, metavar="EXPORT",
                    help="summarization: the checkpoint exported at budget 1.0, the speed and memory baseline "
                         "(default: exported into --out/exports/b1)")

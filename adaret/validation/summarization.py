@@ -77,9 +77,10 @@ MEMORY_WORKLOAD = "adaret.validation.summarize_workload:summarize_workload"
 
 @dataclass(kw_only=True)
 class SummarizationValidationConfig(ReportSettings):
-    """For summarization, ``data`` is bbc-headlines, aclsum or a .jsonl/.csv file (default: the checkpoint's own
-    data; its test split either way), ``budgets`` the exports made from a checkpoint target (default: its training
-    budget), ``max_examples`` DEFAULT_DOCUMENTS unless set; ``onnx`` and ``plans`` (classification's) are refused."""
+    """For summarization, ``data`` is bbc-headlines, aclsum or a .jsonl/.json/.csv/.tsv file (default: the
+    checkpoint's own data; its test split either way), ``budgets`` the exports made from a checkpoint target
+    (default: its training budget), ``max_examples`` DEFAULT_DOCUMENTS unless set; ``onnx`` and ``plans``
+    (classification's) are refused."""
 
     target: str | None = None  # a summarization export directory or a summarization checkpoint
     seed: int = 0
@@ -184,7 +185,7 @@ def evaluation_pairs(checkpoint: Seq2SeqCheckpoint,
     source = config.data or training.get("data")
     if not source:
         raise AdaretError(f"checkpoint {checkpoint.path} records no training data; give --data bbc-headlines, "
-                          "aclsum or a .jsonl/.csv file with text and summary fields")
+                          "aclsum or a .jsonl/.json/.csv/.tsv file with text and summary fields")
     text_column = config.text_column if config.data else training.get("text_column") or "text"
     splits = load_summary_splits(str(source), seed=int(training.get("seed", 0)), text_column=text_column,
                                  summary_column=config.summary_column)
