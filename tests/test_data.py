@@ -62,7 +62,7 @@ def test_a_usual_column_name_is_read_when_the_default_is_absent_and_the_note_say
     assert splits.train.notes == ("sst.jsonl has no 'text' column: reading 'sentence' (--text-column chooses another)",
                                   "sst.jsonl has no 'label' column: reading 'Label' (--label-column chooses another)")
     assert splits.train.notes[0] in splits.train.class_notes()  # so that training prints it
-    with pytest.raises(AdaretError, match="no 'body' column .*columns: 'sentence', 'Label', 'idx'"):
+    with pytest.raises(AdaretError, match=r"no 'body' column .*columns: 'sentence', 'Label', 'idx'"):
         load_splits(str(path), text_column="body")  # a name the user chose is never swapped for another
 
 
@@ -76,7 +76,8 @@ def test_a_column_that_only_later_rows_have_is_found(tmp_path):
 
 @pytest.mark.parametrize("content, message", [
     ("text,other\na,b\nc,d\n", "no 'label' column"),
-    ("text,class,category\na,b,c\nc,d,e\n", "several candidates \\('class', 'category'\\); choose one with --label-column"),
+    ("text,class,category\na,b,c\nc,d,e\n",
+     r"several candidates \('class', 'category'\); choose one with --label-column"),
     ("text,label\na,x\nb,x\n", "need at least 2"),
     ("text,label\na,x\nb,y\nc,\nd,x\n", "line 4: the 'label' value is empty"),  # not a class named ""
     ("text,label\na,x\nb,y\nc,  \n", "line 4: the 'label' value is empty"),

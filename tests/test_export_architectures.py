@@ -1,7 +1,8 @@
-"""Export parity beyond BERT: tiny random RoBERTa and XLM-R checkpoints with offline RoBERTa-style tokenizers.
+"""Export parity beyond BERT: tiny random RoBERTa, XLM-R and MPNet checkpoints with offline RoBERTa-style tokenizers.
 
-Both families take no token types, start CLS/SEP/PAD at 0/2/1 and derive position ids from padding
-(``padding_idx + 1`` onwards), so a 128-token text needs ``max_position_embeddings`` of 130.
+The three families take no token types, start CLS/SEP/PAD at 0/2/1 and derive position ids from padding
+(``padding_idx + 1`` onwards), so a 128-token text needs ``max_position_embeddings`` of 130. MPNet also adds one
+relative-position bias to every layer's attention logits, which retention must rebuild for the kept tokens.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 import torch
 from conftest import LABELS
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-from transformers import PreTrainedTokenizerFast, RobertaConfig, XLMRobertaConfig
+from transformers import MPNetConfig, PreTrainedTokenizerFast, RobertaConfig, XLMRobertaConfig
 
 from adaret.core.dummy_inputs import Vocabulary, dummy_inputs
 from adaret.core.metadata import ExportMetadata
@@ -25,7 +26,11 @@ from adaret.modeling import RetentionConfig, RetentionModel, encoder_from_config
 from adaret.training.checkpoint import CheckpointInfo, RetentionCheckpoint
 
 MAX_LEN = 128  # tokens per text; RoBERTa's positions start at padding_idx + 1 = 2
-CONFIGS = {"roberta": RobertaConfig, "xlm-roberta": XLMRobertaConfig}
+CONFIGS = {"roberta": RobertaConfig, "xlm-roberta": XLMRobertaConfig, "mpnet": MPNetConfig}
+OPTIMIZED = ("roberta", "mpnet")  # the kinds whose dynamic export also runs the graph passes
+# What the fusions must leave in each optimised graph. MPNet's attention adds its position bias before the
+# softmax, a form the attention fusion does not match, so only its feed-forward fuses.
+FUSED = {"roberta": {"MultiHeadAttention", "Attention", "SkipLayerNormalization"}, "mpnet": {"BiasGelu"}}
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]  # ids 0..3, as in RoBERTa and XLM-R
 WORDS = ["the", "a", "of", "to", "and", "in", "is", "for", "on", "that", "with", "match", "goals", "team", "minister",
          "election", "vote", "film", "music", "shares", "market", "profit", "phone", "software", "chip", "league"]
@@ -46,7 +51,7 @@ def roberta_style_tokenizer(kind: str) -> PreTrainedTokenizerFast:
     tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
     if kind == "roberta":
         tokenizer.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
-    else:  # XLM-R's tokenizer.json uses a template
+    else:  # XLM-R's and MPNet's tokenizer.json use a template
         tokenizer.post_processor = processors.TemplateProcessing(
             single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)])
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", cls_token="<s>",
@@ -105,7 +110,7 @@ def export_static(checkpoint_dir: Path):
 
 @pytest.fixture(scope="module")
 def dynamic_export(kind, checkpoint_dir):
-    return export_dynamic(checkpoint_dir, optimized=kind == "roberta")  # the graph passes once, on one of the two
+    return export_dynamic(checkpoint_dir, optimized=kind in OPTIMIZED)
 
 
 @pytest.fixture(scope="module")
@@ -140,6 +145,37 @@ def test_export_passes_parity_in_both_forms(dynamic_export, static_export):
         assert {c.batch for c in graph.parity.cases} == set(PARITY_BATCHES)
     assert {c.seq_len for c in dynamic_export.graphs[0].parity.cases} == set(DYNAMIC_LENGTHS)
     assert [g.seq_len for g in static_export.graphs] == list(STATIC_LENGTHS)
+
+
+@pytest.mark.parametrize("kind", ["mpnet"], indirect=True)
+def test_mpnet_layers_compute_what_hugging_face_computes(kind, checkpoint_dir):
+    encoder = RetentionCheckpoint.from_pretrained(checkpoint_dir).model.encoder.eval()
+    assert encoder.config._attn_implementation == "eager"  # MPNet has no SDPA path, whatever was asked
+    generator = torch.Generator().manual_seed(3)
+    ids = torch.randint(4, VOCAB_SIZE - 1, (3, 71), generator=generator)
+    ids[:, 0] = 0
+    mask = torch.ones_like(ids)
+    mask[1, 50:] = 0
+    mask[2, 6:] = 0
+    ids[mask == 0] = 1
+    bias = (1.0 - mask.float()) * torch.finfo(torch.float32).min
+    positions = torch.arange(71).expand(3, 71)
+    with torch.no_grad():
+        want = encoder.backbone(input_ids=ids, attention_mask=mask).last_hidden_state
+        context = encoder.layer_context(positions)
+        plain = with_attention = encoder.embed(ids, None)
+        for index in range(encoder.num_layers):
+            plain = encoder.run_layer(index, plain, bias, context)
+            with_attention, _ = encoder.run_layer_with_attention(index, with_attention, bias, context)
+        # distances of 0 to 70 cross every bucket boundary up to MPNet's max_distance of 128
+        kept = torch.sort(torch.randperm(71, generator=generator)[:29]).values.expand(3, 29)
+        rebuilt = encoder.layer_context(kept)
+    real = mask.bool()
+    assert (plain - want)[real].abs().max() <= 1e-5  # the same modules: only float order may differ
+    assert (with_attention - want)[real].abs().max() <= 1e-5
+    # the bias rebuilt from kept positions is the full one's rows and columns of those positions, exactly
+    sliced = context[:, :, kept[0]][:, :, :, kept[0]]
+    assert torch.equal(rebuilt, sliced)
 
 
 def test_dynamic_graph_matches_pytorch_on_fresh_inputs(reference, dynamic_export, vocab):
@@ -180,14 +216,14 @@ def test_runtime_classifies_texts(form, dynamic_export, static_export, kind):
     assert all(np.isfinite(list(p.scores.values())).all() for p in predictions)
 
 
-@pytest.mark.parametrize("kind", ["roberta"], indirect=True)  # the graph passes run on one architecture
+@pytest.mark.parametrize("kind", OPTIMIZED, indirect=True)
 def test_graph_passes_keep_parity(kind, dynamic_export, reference, vocab):
     graph = dynamic_export.graphs[0]
     optimized = graph.optimized
     assert optimized is not None and optimized.output.is_file()
     assert optimized.nodes_after < optimized.nodes_before
     ops = {node.op_type for node in onnx.load(str(optimized.output)).graph.node}
-    assert ops & {"MultiHeadAttention", "Attention", "SkipLayerNormalization"}, sorted(ops)
+    assert ops & FUSED[kind], sorted(ops)
     session = ort.InferenceSession(str(optimized.output), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     generator = np.random.default_rng(5)

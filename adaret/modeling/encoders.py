@@ -3,7 +3,9 @@
 The retention wrapper needs three things from a backbone: token embeddings (with absolute positions
 already added), the layer stack, and a way to run one layer under an additive key bias of shape
 [batch, 1, 1, keys]. RoBERTa and XLM-R differ from BERT only in embeddings (no token types) and in where
-position ids start; another family needs only these methods.
+position ids start; another family needs only these methods. A family whose layers also read where the tokens
+stand (MPNet's relative-position bias) builds that from the kept tokens' original positions in ``layer_context``,
+which the wrapper calls again whenever tokens are dropped and hands to every layer after.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ class EncoderAdapter(nn.Module):
     uses_token_type_ids = True
     # What ``AutoModel`` needs to build the bare encoder: BERT and RoBERTa would add a pooler no head reads.
     backbone_kwargs: ClassVar[dict[str, Any]] = {"add_pooling_layer": False}
+    # A family whose HF layers have only the eager attention path sets this, whatever attention was asked for.
+    attention_implementation: ClassVar[str | None] = None
 
     def __init__(self, backbone: nn.Module):
         super().__init__()
@@ -56,12 +60,17 @@ class EncoderAdapter(nn.Module):
     def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
         return self.backbone.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
 
-    def run_layer(self, index: int, hidden: torch.Tensor, key_bias: torch.Tensor) -> torch.Tensor:
+    def layer_context(self, positions: torch.Tensor) -> Any:
+        """What the layers need to know about the tokens' original ``positions`` [batch, tokens]: nothing for
+        BERT-like layers, whose positions are already in the embeddings."""
+        return None
+
+    def run_layer(self, index: int, hidden: torch.Tensor, key_bias: torch.Tensor, context: Any = None) -> torch.Tensor:
         out = self.layers[index](hidden, attention_mask=key_bias[:, None, None, :])
         return out[0] if isinstance(out, tuple) else out
 
-    def run_layer_with_attention(self, index: int, hidden: torch.Tensor,
-                                 key_bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def run_layer_with_attention(self, index: int, hidden: torch.Tensor, key_bias: torch.Tensor,
+                                 context: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``run_layer`` that also returns the softmax attention [batch, heads, queries, keys].
 
         The HF layer discards its attention probabilities, so this runs its two halves (attention, then
@@ -115,8 +124,8 @@ class DistilBertAdapter(EncoderAdapter):
     def embed(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor:
         return self.backbone.embeddings(input_ids)
 
-    def run_layer_with_attention(self, index: int, hidden: torch.Tensor,
-                                 key_bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def run_layer_with_attention(self, index: int, hidden: torch.Tensor, key_bias: torch.Tensor,
+                                 context: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
         block = self.layers[index]
         projected, probabilities = block.attention(hidden, attention_mask=key_bias[:, None, None, :])
         if probabilities is None:
@@ -126,10 +135,43 @@ class DistilBertAdapter(EncoderAdapter):
         return block.output_layer_norm(block.ffn(attended) + attended), probabilities
 
 
+class MPNetAdapter(RobertaAdapter):
+    """MPNet: RoBERTa's embeddings (positions from ``padding_idx + 1``, no token types), BERT's layer layout, and
+    one relative-position bias that every layer adds to its attention logits.
+
+    The bias depends on how far apart two tokens stood in the input, bucketed T5-style:
+
+        bias[b, h, i, j] = E[bucket(p[b, j] - p[b, i]), h]
+
+    with p the original positions. After tokens are dropped it is recomputed from the kept tokens' p, not sliced
+    from the full-length bias: the same values, built at K x K instead of n x n.
+    """
+
+    attention_implementation: ClassVar[str | None] = "eager"  # MPNet's HF attention has no SDPA path
+
+    def layer_context(self, positions: torch.Tensor) -> torch.Tensor:
+        encoder = self.backbone.encoder
+        relative = positions[:, None, :] - positions[:, :, None]  # p_j - p_i, as MPNetEncoder.compute_position_bias
+        # HF's forward calls the bucketing with its default bucket count, so this does too.
+        buckets = encoder.relative_position_bucket(relative)
+        return encoder.relative_attention_bias(buckets).permute(0, 3, 1, 2)  # [batch, heads, queries, keys]
+
+    def run_layer(self, index: int, hidden: torch.Tensor, key_bias: torch.Tensor, context: Any = None) -> torch.Tensor:
+        return self.layers[index](hidden, attention_mask=key_bias[:, None, None, :], position_bias=context)[0]
+
+    def run_layer_with_attention(self, index: int, hidden: torch.Tensor, key_bias: torch.Tensor,
+                                 context: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        layer = self.layers[index]
+        attended, probabilities = layer.attention(hidden, key_bias[:, None, None, :], position_bias=context,
+                                                  output_attentions=True)
+        return layer.output(layer.intermediate(attended), attended), probabilities
+
+
 ADAPTERS: dict[str, type[EncoderAdapter]] = {
     "bert": EncoderAdapter,
     "distilbert": DistilBertAdapter,
     "electra": ElectraAdapter,
+    "mpnet": MPNetAdapter,
     "roberta": RobertaAdapter,
     "xlm-roberta": RobertaAdapter,
 }
@@ -197,6 +239,7 @@ def load_encoder(path: str | Path, attn_implementation: str = "sdpa") -> Encoder
         supported = ", ".join(sorted(ADAPTERS))
         raise AdaretError(f"unsupported encoder type {config.model_type!r} in {path} (supported: {supported})")
     check_backbone_config(config, where)
+    attn_implementation = adapter_cls.attention_implementation or attn_implementation
     backbone = load_backbone(path, attn_implementation=attn_implementation, **adapter_cls.backbone_kwargs)
     return adapter_cls(backbone)
 
@@ -207,6 +250,7 @@ def encoder_from_config(config: PretrainedConfig, attn_implementation: str = "sd
     if adapter_cls is None:
         raise AdaretError(f"unsupported encoder type {config.model_type!r}")
     check_backbone_config(config)
+    attn_implementation = adapter_cls.attention_implementation or attn_implementation
     config._attn_implementation = attn_implementation
     return adapter_cls(AutoModel.from_config(config, attn_implementation=attn_implementation,
                                              **adapter_cls.backbone_kwargs))

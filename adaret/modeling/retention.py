@@ -196,7 +196,8 @@ class RetentionModel(nn.Module):
         order = torch.argsort(alive.to(torch.int8), dim=1, descending=True, stable=True)[:, :count]
         index = order.unsqueeze(-1).expand(-1, -1, hidden.shape[-1])
         h_alive, m_alive = hidden.gather(1, index), mask.gather(1, order)
-        out = self.encoder.run_layer(layer, h_alive, self._key_bias(m_alive))
+        # hidden is full length here, so the gather order is the alive tokens' original positions
+        out = self.encoder.run_layer(layer, h_alive, self._key_bias(m_alive), self.encoder.layer_context(order))
         m = m_alive.unsqueeze(-1)
         return hidden.scatter(1, index, m * out + (1.0 - m) * h_alive)
 
@@ -222,8 +223,9 @@ class RetentionModel(nn.Module):
         many schedules (the budget search) computes it once and passes it to ``forward_hard(prefix=...)``."""
         key_bias = (1.0 - attention_mask.to(torch.float32)) * MASKED_KEY_BIAS
         hidden = self.encoder.embed(input_ids, token_type_ids)
+        context = self.encoder.layer_context(_positions(input_ids)) if self.first_gated_layer else None
         for layer in range(self.first_gated_layer):
-            hidden = self.encoder.run_layer(layer, hidden, key_bias)
+            hidden = self.encoder.run_layer(layer, hidden, key_bias, context)
         return hidden
 
     def forward_hard(self, input_ids, attention_mask, token_type_ids, schedule: KeepSchedule,
@@ -242,6 +244,7 @@ class RetentionModel(nn.Module):
         forced = self._forced(attention_mask, token_type_ids)
         start = 0 if prefix is None else self.first_gated_layer
         hidden = self.encoder.embed(input_ids, token_type_ids) if prefix is None else prefix
+        context = self.encoder.layer_context(positions)  # rebuilt below whenever tokens are dropped
         # QA and a restored memory: each position's state when it was dropped
         restored = hidden if self.config.restores_states else None
         pooled_sum = torch.zeros_like(hidden[:, 0])
@@ -264,14 +267,15 @@ class RetentionModel(nn.Module):
                 if forced is not None:
                     forced = forced.gather(1, order)
                 hidden, mask, positions = _take(hidden, order), mask.gather(1, order), positions.gather(1, order)
+                context = self.encoder.layer_context(positions)
                 if track_pool:
                     pooled_sum = pooled_sum - _masked_sum(hidden, mask)
                 kept[layer] = positions
             key_bias = (1.0 - mask) * MASKED_KEY_BIAS
             if scorer is not None and scorer.needs_attention:
-                hidden, attention = self.encoder.run_layer_with_attention(layer, hidden, key_bias)
+                hidden, attention = self.encoder.run_layer_with_attention(layer, hidden, key_bias, context)
             else:
-                hidden = self.encoder.run_layer(layer, hidden, key_bias)
+                hidden = self.encoder.run_layer(layer, hidden, key_bias, context)
         if self.config.is_summarization:
             memory, memory_mask = (hidden, mask) if restored is None else (_put(restored, positions, hidden), real)
             return RetentionOutput(None, kept_positions=kept, ranking_scores=ranked, hidden_states=memory,
