@@ -28,9 +28,10 @@ from adaret.training.checkpoint import CheckpointInfo, RetentionCheckpoint
 MAX_LEN = 128  # tokens per text; RoBERTa's positions start at padding_idx + 1 = 2
 CONFIGS = {"roberta": RobertaConfig, "xlm-roberta": XLMRobertaConfig, "mpnet": MPNetConfig}
 OPTIMIZED = ("roberta", "mpnet")  # the kinds whose dynamic export also runs the graph passes
-# What the fusions must leave in each optimised graph. MPNet's attention adds its position bias before the
-# softmax, a form the attention fusion does not match, so only its feed-forward fuses.
-FUSED = {"roberta": {"MultiHeadAttention", "Attention", "SkipLayerNormalization"}, "mpnet": {"BiasGelu"}}
+# What the fusions must leave in each optimised graph. MPNet's position bias reaches the logits in the one Add the
+# attention fusion matches (MPNetAdapter._bias), so its attention fuses too.
+FUSED = {"roberta": {"MultiHeadAttention", "Attention", "SkipLayerNormalization"},
+         "mpnet": {"MultiHeadAttention", "Attention"}}
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]  # ids 0..3, as in RoBERTa and XLM-R
 WORDS = ["the", "a", "of", "to", "and", "in", "is", "for", "on", "that", "with", "match", "goals", "team", "minister",
          "election", "vote", "film", "music", "shares", "market", "profit", "phone", "software", "chip", "league"]

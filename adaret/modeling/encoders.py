@@ -157,14 +157,19 @@ class MPNetAdapter(RobertaAdapter):
         return encoder.relative_attention_bias(buckets).permute(0, 3, 1, 2)  # [batch, heads, queries, keys]
 
     def run_layer(self, index: int, hidden: torch.Tensor, key_bias: torch.Tensor, context: Any = None) -> torch.Tensor:
-        return self.layers[index](hidden, attention_mask=key_bias[:, None, None, :], position_bias=context)[0]
+        return self.layers[index](hidden, attention_mask=self._bias(key_bias, context))[0]
 
     def run_layer_with_attention(self, index: int, hidden: torch.Tensor, key_bias: torch.Tensor,
                                  context: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
         layer = self.layers[index]
-        attended, probabilities = layer.attention(hidden, key_bias[:, None, None, :], position_bias=context,
-                                                  output_attentions=True)
+        attended, probabilities = layer.attention(hidden, self._bias(key_bias, context), output_attentions=True)
         return layer.output(layer.intermediate(attended), attended), probabilities
+
+    @staticmethod
+    def _bias(key_bias: torch.Tensor, position_bias: torch.Tensor) -> torch.Tensor:
+        """One additive bias, position plus key mask: HF adds the two to the logits one after the other, but a
+        single Add is the form ONNX Runtime's attention fusion matches (it then takes it as ``attention_bias``)."""
+        return position_bias + key_bias[:, None, None, :]
 
 
 ADAPTERS: dict[str, type[EncoderAdapter]] = {
