@@ -179,6 +179,27 @@ def test_mpnet_layers_compute_what_hugging_face_computes(kind, checkpoint_dir):
     assert torch.equal(rebuilt, sliced)
 
 
+@pytest.mark.parametrize("kind", ["mpnet"], indirect=True)
+def test_mpnet_training_path_rebuilds_the_bias_for_the_tokens_it_gathers(kind, checkpoint_dir):
+    """Training runs each layer on the live tokens only (gathered, then scattered back); the bias must follow them.
+    With the gates off that is the full model, which the top-M path at budget 1.0 computes without any gather.
+    Row 0 has a hole in its mask, so its live tokens are not contiguous: a bias built from the gathered slots
+    instead of the original positions would put tokens 4 and 12 one apart."""
+    from adaret.modeling import KeepSchedule
+
+    model = RetentionCheckpoint.from_pretrained(checkpoint_dir).model.eval()
+    ids = torch.randint(4, VOCAB_SIZE - 1, (3, 40), generator=torch.Generator().manual_seed(4))
+    mask = torch.ones_like(ids)
+    mask[0, 5:12] = 0
+    mask[1, 29:] = 0
+    mask[2, 3:] = 0
+    ids[:, 0] = 0
+    with torch.no_grad():
+        relaxed = model(ids, mask, mode="full").logits
+        hard = model(ids, mask, mode="hard", schedule=KeepSchedule.from_fractions([1.0] * 4)).logits
+    assert (relaxed - hard).abs().max() <= 1e-5  # the same sums over differently gathered rows
+
+
 def test_dynamic_graph_matches_pytorch_on_fresh_inputs(reference, dynamic_export, vocab):
     session = ort.InferenceSession(str(dynamic_export.graphs[0].path), providers=["CPUExecutionProvider"])
     shapes = [(1, 2), (2, 3), (5, 17), (4, 63), (3, 99), (2, 127), (6, MAX_LEN)]
