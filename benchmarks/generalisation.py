@@ -188,21 +188,29 @@ def _key(run: dict) -> tuple[str, int, int]:
 def cross_validation(runs: list[dict], eval_budgets: list[float]) -> str:
     """Accuracies pooled over the folds of each (data set, seed) that has more than one: every held-out text of
     every fold counts once, so the ratio rests on all of them rather than on one fifth."""
-    groups: dict[tuple[str, int], list[dict]] = {}
+    groups: dict[tuple[str, int | str], list[dict]] = {}
     for r in runs:
         groups.setdefault((r["dataset"], r["seed"]), []).append(r)
     groups = {k: v for k, v in groups.items() if len({_key(r) for r in v}) > 1}
     if not groups:
         return ""
+    # Repeated cross-validation: a data set cross-validated with several seeds also gets one row over all of them,
+    # each text then counted once per seed (the seeds differ in the split and in training).
+    for dataset in {d for d, _ in groups}:
+        seeds = sorted(seed for d, seed in groups if d == dataset)
+        if len(seeds) > 1:
+            groups[(dataset, ",".join(map(str, seeds)))] = [r for seed in seeds for r in groups[(dataset, seed)]]
     lines = ["\n## Cross-validation\n", "Pooled over folds: each accuracy weighted by its fold's held-out texts; "
-             "% of full is pooled accuracy over pooled full accuracy.\n",
+             "% of full is pooled accuracy over pooled full accuracy. A row with several seeds pools every run of "
+             "those seeds (repeated cross-validation: each text counts once per seed).\n",
              "| data set | seed | folds | held-out texts | full |"
              + "".join(f" hard @{b:g} (% full) | trunc @{b:g} (% full) |" for b in eval_budgets),
              "| --- " * (5 + 2 * len(eval_budgets)) + "|"]
     for (dataset, seed), rows in groups.items():
         count = sum(r["eval_examples"] for r in rows)
         full = _pooled(rows, [r["accuracy_full"] for r in rows])
-        cells = [dataset, str(seed), ",".join(str(f) for f in sorted(r.get("fold", 0) for r in rows)), str(count),
+        folds = ",".join(str(f) for f in sorted({r.get("fold", 0) for r in rows}))
+        cells = [dataset, str(seed), folds, str(count),
                  f"{full:.3f}"]
         for b in eval_budgets:
             for key in ("hard", "truncation"):

