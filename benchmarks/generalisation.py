@@ -3,6 +3,7 @@
     python benchmarks/generalisation.py [--datasets squad-articles,rotten-tomatoes,political-speeches,bbc-news,
                                                     squad-articles-50]
                                         [--seeds 0,1,2] [--folds 0] [--budget 0.4] [--eval-budgets 0.3,0.4,0.5]
+                                        [--model DIR] [--max-train-samples N]
 
 For every (data set, seed) it runs ``adaret train --data D --budget 0.4 --seed S`` with every other setting
 at its default, then measures on the held-out split:
@@ -76,25 +77,30 @@ def squad_articles(count: int, path: Path) -> Path:
 FILE_DATASETS = {f"squad-articles-{count}": partial(squad_articles, count) for count in (50, 200)}
 
 
-def run_one(dataset: str, seed: int, fold: int, budget: float, eval_budgets: list[float]) -> dict:
+def run_one(dataset: str, seed: int, fold: int, budget: float, eval_budgets: list[float],
+            backbone: dict[str, object]) -> dict:
+    """``backbone``: TrainConfig's ``model`` and ``max_train_samples`` where the command line set them."""
     with scratch_directory("adaret-generalisation-") as work:
         data = str(FILE_DATASETS[dataset](work / f"{dataset}.jsonl")) if dataset in FILE_DATASETS else dataset
-        return _run_one(dataset, data, seed, fold, budget, eval_budgets, work / "ckpt")
+        return _run_one(dataset, data, seed, fold, budget, eval_budgets, work / "ckpt", backbone)
 
 
 def _run_one(dataset: str, data: str, seed: int, fold: int, budget: float, eval_budgets: list[float],
-             out: Path) -> dict:
+             out: Path, backbone: dict[str, object]) -> dict:
     started = time.perf_counter()
-    config = TrainConfig(out=str(out), data=data, budget=budget, seed=seed, eval_fold=fold)
+    config = TrainConfig(out=str(out), data=data, budget=budget, seed=seed, eval_fold=fold, **backbone)
     folded = f" --eval-fold {fold}" if fold else ""
-    run = run_training(config, command=f"adaret train --data {dataset} --budget {budget} --seed {seed}{folded} "
-                                       "--out CK")
+    options = "".join(f" --{k.replace('_', '-')} {Path(str(v)).name if k == 'model' else v}"
+                      for k, v in backbone.items())
+    run = run_training(config, command=f"adaret train --data {dataset} --budget {budget} --seed {seed}{folded}"
+                                       f"{options} --out CK")
     checkpoint, train_set, teacher = run.checkpoint, run.train_set, run.teacher
     metrics, model, tokenizer = checkpoint.info.metrics, checkpoint.model, checkpoint.tokenizer
     eval_set = Encoded(load_splits(data, seed=seed, eval_fold=fold).eval, tokenizer, config.max_length)
     lengths = [len(ids) for ids in eval_set.ids]
     learned = checkpoint.info.keep_schedule
     row = {"dataset": dataset, "seed": seed, "fold": fold, "train_examples": metrics["train_examples"],
+           "backbone": checkpoint.info.base_model.get("name"),
            "eval_examples": len(eval_set), "median_tokens": statistics.median(lengths),
            "accuracy_full": metrics["accuracy_full"], "accuracy_relaxed": metrics["accuracy_relaxed"],
            "achieved_budget": metrics["achieved_budget"], "sgda_steps": metrics["sgda_steps"],
@@ -238,6 +244,10 @@ def main() -> None:
     parser.add_argument("--folds", default="0", help="eval folds per seed (0-4); 0,1,2,3,4 cross-validates")
     parser.add_argument("--budget", type=float, default=0.4)
     parser.add_argument("--eval-budgets", default="0.3,0.4,0.5")
+    parser.add_argument("--model", default=None, help="a local Hugging Face encoder directory to train on "
+                                                      "(default: the packaged MiniLM-L6)")
+    parser.add_argument("--max-train-samples", type=int, default=None,
+                        help="cap on training texts (for a backbone too slow for the whole split)")
     parser.add_argument("--name", default="generalisation")
     parser.add_argument("--merge", default="",
                         help="comma-separated result names whose runs are added to this one (runs split over "
@@ -246,7 +256,11 @@ def main() -> None:
     eval_budgets = [float(b) for b in args.eval_budgets.split(",")]
     path = RESULTS / f"{args.name}.json"
     payload = json.loads(path.read_text()) if path.is_file() else {"runs": []}
-    payload |= {"command": COMMAND + " " + " ".join(sys.argv[1:]), "machine": machine(), "budget": args.budget}
+    backbone = {k: v for k, v in (("model", args.model), ("max_train_samples", args.max_train_samples))
+                if v is not None}
+    # the backbone by its directory's name: a machine's paths do not belong in a recorded command
+    argv = [Path(a).name if a == args.model else a for a in sys.argv[1:]]
+    payload |= {"command": COMMAND + " " + " ".join(argv), "machine": machine(), "budget": args.budget}
     for other in filter(None, args.merge.split(",")):
         done = {_key(r) for r in payload["runs"]}
         extra = json.loads((RESULTS / f"{other}.json").read_text())["runs"]
@@ -256,7 +270,7 @@ def main() -> None:
         for fold, dataset in itertools.product(folds, args.datasets.split(",")):
             if any(_key(r) == (dataset, seed, fold) for r in payload["runs"]):
                 continue
-            payload["runs"].append(run_one(dataset, seed, fold, args.budget, eval_budgets))
+            payload["runs"].append(run_one(dataset, seed, fold, args.budget, eval_budgets, backbone))
             path.write_text(json.dumps(payload, indent=2) + "\n")
     table = summarise(payload["runs"], eval_budgets)
     markdown = (f"# Generalisation of the default recipe\n\n`{payload['command']}`\n\n"

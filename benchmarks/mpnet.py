@@ -120,7 +120,8 @@ def render(payload: dict) -> str:
               f"| {training['train_examples']} | {training['eval_examples']} | {training['sgda_steps']} | "
               f"{training['accuracy_full']:.3f} | {training['accuracy_hard']:.3f} | "
               f"{100 * training['hard_over_full']:.1f}% | {training['achieved_budget']:.3f} | "
-              f"{', '.join(f'{f:.2f}' for f in training['schedule'])} |", ""]
+              f"{', '.join(f'{f:.2f}' for f in training['schedule'])} |", "",
+              "Training's notes: " + ("; ".join(training.get("convergence_notes") or []) or "none") + ".", ""]
     lines += ["## Export (dynamic, `ort-cpu` passes)", "",
               "| budget | export + parity + passes s | parity cases | largest logit diff | kept positions identical "
               "| nodes raw -> optimised | optimised MiB |", "| --- | --- | --- | --- | --- | --- | --- |"]

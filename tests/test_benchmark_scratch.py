@@ -67,8 +67,8 @@ def test_cross_validation_pools_folds_by_their_held_out_texts():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
 
-    def run(fold, examples, full, hard):
-        return {"dataset": "d", "seed": 0, "fold": fold, "eval_examples": examples, "accuracy_full": full,
+    def run(fold, examples, full, hard, seed=0):
+        return {"dataset": "d", "seed": seed, "fold": fold, "eval_examples": examples, "accuracy_full": full,
                 "budgets": {"0.3": {"hard": hard, "truncation": hard / 2}}}
 
     single = [run(0, 40, 0.9, 0.8)]
@@ -76,6 +76,12 @@ def test_cross_validation_pools_folds_by_their_held_out_texts():
     table = module.cross_validation([run(0, 40, 1.0, 0.5), run(1, 10, 0.5, 0.5)], [0.3])
     # full (40 * 1.0 + 10 * 0.5) / 50 = 0.9; hard (20 + 5) / 50 = 0.5 -> 55.6% of full; truncation half that
     assert "| d | 0 | 0,1 | 50 | 0.900 | 55.6% | 27.8% |" in table
+    assert "| d | 0,1 |" not in table  # one seed: no row over seeds
+    repeated = module.cross_validation([run(0, 40, 1.0, 0.5), run(1, 10, 0.5, 0.5),
+                                        run(0, 30, 0.8, 0.8, seed=1), run(1, 20, 0.8, 0.4, seed=1)], [0.3])
+    assert "| d | 1 | 0,1 | 50 | 0.800 | 80.0% | 40.0% |" in repeated
+    # every run of both seeds: full (45 + 40) / 100 = 0.85; hard (25 + 24 + 8) / 100 = 0.57 -> 67.1% of full
+    assert "| d | 0,1 | 0,1 | 100 | 0.850 | 67.1% | 33.5% |" in repeated
 
 
 def test_frontier_folds_pool_every_held_out_text_once():
