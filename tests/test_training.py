@@ -161,3 +161,44 @@ def test_the_selected_step_is_restored_whole_when_head_and_backbone_learn_too(to
     for name in ("head.weight", "gates.1.scorer.weight", "encoder.backbone.encoder.layer.0.output.dense.weight"):
         assert torch.equal(final[name], snapshots[1][name]), name
         assert not torch.equal(snapshots[1][name], snapshots[4][name]), f"{name} did not change after step 1"
+
+
+def test_the_backbone_is_fine_tuned_by_default_only_past_six_layers():
+    from adaret.training.config import FROZEN_MAX_LAYERS, TrainConfig, backbone_is_frozen
+
+    default = TrainConfig(out="x")
+    assert default.freeze_backbone is None  # decided once the encoder is known
+    assert backbone_is_frozen(default, FROZEN_MAX_LAYERS) and not backbone_is_frozen(default, FROZEN_MAX_LAYERS + 1)
+    assert backbone_is_frozen(TrainConfig(out="x", task="summarization"), 12)  # measured frozen only
+    for chosen in (True, False):  # a flag the user gave always wins
+        for layers in (2, 12):
+            assert backbone_is_frozen(TrainConfig(out="x", freeze_backbone=chosen), layers) is chosen
+
+
+def test_a_deep_encoder_is_fine_tuned_stored_and_said_so(minilm_dir, tmp_path):
+    """Trained with the defaults, a 7-layer encoder gets its backbone fine-tuned: the checkpoint records the choice,
+    stores the backbone, and the run's notes say why and how to keep it frozen."""
+    import json
+    import shutil
+
+    from transformers import BertModel
+
+    from adaret.training.checkpoint import RetentionCheckpoint
+    from adaret.training.trainer import run_training
+
+    backbone = tmp_path / "deep-bert"
+    torch.manual_seed(0)
+    BertModel(tiny_bert_config(num_hidden_layers=7)).save_pretrained(backbone)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        if (minilm_dir / name).is_file():
+            shutil.copy(minilm_dir / name, backbone / name)
+    data = tmp_path / "texts.jsonl"
+    data.write_text("".join(json.dumps({"text": f"{word} report {i}", "label": word}) + "\n"
+                            for i in range(20) for word in ("sport", "business")))
+    config = TrainConfig(out=str(tmp_path / "ckpt"), model=str(backbone), data=str(data), min_steps=0, max_steps=2,
+                         eval_every=1, head_epochs=2, max_length=16)
+    run_training(config)
+    info = RetentionCheckpoint.from_pretrained(tmp_path / "ckpt").info
+    assert info.training["freeze_backbone"] is False and info.base_model["in_checkpoint"] is True
+    assert any("fine-tuned, the default for an encoder of more than 6 layers (this one has 7)" in note
+               for note in info.metrics["data_notes"])

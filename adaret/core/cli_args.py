@@ -227,7 +227,7 @@ def _field_default(f: dataclasses.Field) -> Any:
 
 def _add_flag(parser: Any, dest: str, default: Any, spec: Flag) -> None:
     option = spec.name or "--" + dest.replace("_", "-")
-    if isinstance(default, bool):
+    if isinstance(default, bool) or (default is None and spec.negative is not None):
         _add_switch(parser, option, dest, default, spec)
         return
     required = spec.required or default is _REQUIRED
@@ -238,16 +238,18 @@ def _add_flag(parser: Any, dest: str, default: Any, spec: Flag) -> None:
     parser.add_argument(option, **{key: value for key, value in how.items() if value is not None})
 
 
-def _add_switch(parser: Any, option: str, dest: str, default: bool, spec: Flag) -> None:
-    if not default:
+def _add_switch(parser: Any, option: str, dest: str, default: bool | None, spec: Flag) -> None:
+    """``default`` None: neither of a named pair was given, and the library decides (a default that depends on
+    what is not known when the flags are parsed)."""
+    if default is False:
         parser.add_argument(option, dest=dest, action="store_true", help=spec.help)
     elif spec.negative is None:
         parser.add_argument(option, dest=dest, action=argparse.BooleanOptionalAction, default=True,
                             help=_with_default(spec.help, default))
     else:  # a named opposite reads better than --no-<name> (--fine-tune-backbone, not --no-freeze-backbone)
         pair = parser.add_mutually_exclusive_group()
-        pair.add_argument(option, dest=dest, action="store_true", default=True, help=spec.help)
-        pair.add_argument(spec.negative, dest=dest, action="store_false", help=spec.negative_help)
+        pair.add_argument(option, dest=dest, action="store_true", default=default, help=spec.help)
+        pair.add_argument(spec.negative, dest=dest, action="store_false", default=default, help=spec.negative_help)
 
 
 def _type_of(default: Any) -> Callable[[str], Any] | None:

@@ -21,6 +21,7 @@ from a checkpoint's gates, warm-up head and multipliers (``metrics.gate_duals``)
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import random
 import sys
@@ -46,7 +47,7 @@ from adaret.training.checkpoint import (
     library_versions,
     resolve_model_source,
 )
-from adaret.training.config import PACKAGED_MODEL, TrainConfig
+from adaret.training.config import FROZEN_MAX_LAYERS, PACKAGED_MODEL, TrainConfig, backbone_is_frozen
 from adaret.training.data import TextDataset, load_splits
 from adaret.training.evaluate import RelaxedEval, accuracy, evaluate_relaxed
 from adaret.training.head import fit_head, pooled_features, refit_budgets, refit_head_on_retained
@@ -90,6 +91,8 @@ def _run_training(config: TrainConfig, command: str | None) -> TrainingRun:
                          label_column=config.label_column, eval_fold=config.eval_fold)
     encoder = load_encoder(model_dir)
     _check_max_length(config.max_length, encoder)
+    chosen = config.freeze_backbone is None
+    config = dataclasses.replace(config, freeze_backbone=backbone_is_frozen(config, encoder.num_layers))
     tokenizer = load_tokenizer(model_dir)
     train_part, validation_part = split_validation(_random_subset(splits.train, config.max_train_samples,
                                                                   config.seed), config)
@@ -127,7 +130,7 @@ def _run_training(config: TrainConfig, command: str | None) -> TrainingRun:
         metrics = distributed.from_main(lambda: _held_out_metrics(
             model, reference_head, eval_set, evaluate_relaxed(model, eval_set, config.batch_size), measured, config))
     metrics |= _training_metrics(sgda, config, len(validation), len(train_set), started)
-    metrics["data_notes"] = splits.train.class_notes()
+    metrics["data_notes"] = splits.train.class_notes() + _backbone_note(config, encoder, chosen)
     metrics["seconds_per_stage"] = timer.seconds
     info = CheckpointInfo(
         base_model=_base_model(config, encoder, model_dir, stored=not config.freeze_backbone), retention={},
@@ -170,6 +173,13 @@ def _run_question_answering(config: TrainConfig, command: str | None) -> Trainin
     return TrainingRun(checkpoint, None, None)
 
 
+def _backbone_note(config: TrainConfig, encoder: EncoderAdapter, chosen: bool) -> list[str]:
+    if not chosen or config.freeze_backbone:
+        return []
+    return [f"the backbone was fine-tuned, the default for an encoder of more than {FROZEN_MAX_LAYERS} layers "
+            f"(this one has {encoder.num_layers}); --freeze-backbone keeps it frozen"]
+
+
 def _check_max_length(max_length: int, encoder: EncoderAdapter) -> None:
     if max_length > encoder.max_positions:
         raise AdaretError(f"max length {max_length} exceeds the model's {encoder.max_positions} positions; pass "
@@ -194,6 +204,7 @@ def _run_summarization(config: TrainConfig, command: str | None) -> TrainingRun:
         raise AdaretError(f"summarization warm-starts its decoder from a BERT checkpoint; {model_dir} is a "
                           f"{encoder.config.model_type} model (use a BERT-family encoder, like the default MiniLM)")
     _check_max_length(config.max_length, encoder)
+    config = dataclasses.replace(config, freeze_backbone=backbone_is_frozen(config, encoder.num_layers))
     retention = RetentionConfig(label_names=[], task=SUMMARIZATION.task, gate_first_layer=config.gate_first_layer,
                                 scorer=config.scorer, init_budget=config.budget, memory=config.memory)
     model = RetentionSeq2Seq(RetentionModel(encoder, retention), warm_start_decoder(str(model_dir)))
