@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from adaret.modeling import BudgetDuals, KeepSchedule, RetentionModel, RetentionOutput, expected_budget
 from adaret.training import distributed
 from adaret.training.batching import Encoded
+from adaret.training.config import backbone_is_frozen
 from adaret.training.evaluate import evaluate_relaxed
 from adaret.training.head import distillation_loss
 
@@ -114,6 +115,8 @@ def run_sgda(model: RetentionModel, train_set, config, task: SgdaTask, duals: Bu
     are the multipliers to start from (a resumed run); by default both start at 0. Under torchrun each step takes a
     global batch of ``batch_size`` rows per process (``adaret.training.distributed``).
     """
+    if config.freeze_backbone is None:  # a library caller left it open: decide as the trainer does, by depth
+        config = replace(config, freeze_backbone=backbone_is_frozen(config, model.num_layers))
     optimizer = _optimizer(model, config)
     if duals is None:
         duals = BudgetDuals(config.budget, config.lr_dual, config.budget_slack, config.rho)
