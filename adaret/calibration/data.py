@@ -8,6 +8,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from adaret.core.data_files import is_table_file
 from adaret.core.errors import AdaretError
 from adaret.core.fileio import sha256_file
 from adaret.core.io_spec import CLASSIFICATION, QUESTION_ANSWERING
@@ -73,7 +74,8 @@ def calibration_questions(data: str, *, samples: int, split: str | None = None, 
     JSON file with ``seed``, in file order; the same arguments give the same questions."""
     _check_samples(samples)
     split = _checked_split(split or default_split(data, QUESTION_ANSWERING.task))
-    if data in BUILTIN_DATASETS or Path(data).suffix.lower() in (".csv", ".tsv", ".jsonl"):
+    # any user's table but .json, which for question answering is SQuAD-format data
+    if data in BUILTIN_DATASETS or (is_table_file(data) and Path(data).suffix.lower() != ".json"):
         raise AdaretError(f"--data {data} is classification data; calibrate a question-answering export on squad "
                           "or a SQuAD-format JSON file")
     pool, files = _question_split(data, split, seed)

@@ -297,8 +297,8 @@ def train_question_answering(model: RetentionModel, tokenizer, config, settings:
     seconds["fine-tune (full model)"] = round(time.perf_counter() - clock, 1)
 
     clock = time.perf_counter()
-    # The backbone keeps learning in gate training (at its own rate), and so does the span head.
-    gate_config = dataclasses.replace(config, freeze_backbone=False, tune_head=True)
+    # The backbone (never frozen here) keeps learning in gate training at its own rate, and so does the span head.
+    gate_config = dataclasses.replace(config, tune_head=True)
     sgda = run_sgda(model, train_set, gate_config, QuestionAnsweringTask(config, teacher, validation,
                                                                           validation_answers))
     schedule = KeepSchedule.from_fractions(relaxed_keep_fractions(model, validation, config.batch_size))

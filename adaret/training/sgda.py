@@ -27,7 +27,6 @@ from tqdm.auto import tqdm
 from adaret.modeling import BudgetDuals, KeepSchedule, RetentionModel, RetentionOutput, expected_budget
 from adaret.training import distributed
 from adaret.training.batching import Encoded
-from adaret.training.config import backbone_is_frozen
 from adaret.training.evaluate import evaluate_relaxed
 from adaret.training.head import distillation_loss
 
@@ -115,8 +114,6 @@ def run_sgda(model: RetentionModel, train_set, config, task: SgdaTask, duals: Bu
     are the multipliers to start from (a resumed run); by default both start at 0. Under torchrun each step takes a
     global batch of ``batch_size`` rows per process (``adaret.training.distributed``).
     """
-    if config.freeze_backbone is None:  # a library caller left it open: decide as the trainer does, by depth
-        config = replace(config, freeze_backbone=backbone_is_frozen(config, model.num_layers))
     optimizer = _optimizer(model, config)
     if duals is None:
         duals = BudgetDuals(config.budget, config.lr_dual, config.budget_slack, config.rho)
@@ -176,7 +173,7 @@ def _primal_step(model: RetentionModel, trained: torch.nn.Module, optimizer, dua
     ``trained`` is ``model``, or its DDP wrapper under torchrun, which averages the gradients over the ranks.
     """
     model.train()
-    if config.freeze_backbone:
+    if _backbone_frozen(model):
         model.encoder.eval()  # no dropout inside a frozen backbone
     rows, share = distributed.shard(batch)
     out = trained(**rows.inputs, mode="relaxed")
@@ -207,6 +204,12 @@ def _optimizer(model: RetentionModel, config) -> torch.optim.Optimizer:
     trainable = [*model.gates.parameters(), *(model.head.parameters() if config.tune_head else [])]
     model.head.requires_grad_(config.tune_head)
     groups = [{"params": trainable, "lr": config.lr_primal}]
-    if not config.freeze_backbone:
+    if not _backbone_frozen(model):
         groups.append({"params": list(model.encoder.parameters()), "lr": config.lr_backbone})
     return torch.optim.AdamW(groups, weight_decay=0.0)
+
+
+def _backbone_frozen(model: RetentionModel) -> bool:
+    """Whether the caller froze the backbone (``model.freeze_backbone()``). Read from the model, where the choice
+    was applied, rather than from the config, which may leave it to the encoder's depth (``backbone_is_frozen``)."""
+    return not any(parameter.requires_grad for parameter in model.encoder.parameters())
