@@ -67,3 +67,13 @@ def interleaved_medians(runners: dict[str, Callable[[], object]], rounds: int, p
     """
     samples = interleaved_seconds(runners, rounds, per_round=per_round, warmup=warmup, settle=settle)
     return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def training_command(command: str, model_name: str = "MPNET") -> str:
+    """A checkpoint's recorded ``adaret train`` command with this machine's directories replaced by placeholders
+    (``--model`` by ``model_name``, ``--out`` by CK): a machine's paths do not belong in a results file."""
+    words = command.split()
+    for flag, name in (("--model", model_name), ("--out", "CK")):
+        if flag in words[:-1]:
+            words[words.index(flag) + 1] = name
+    return " ".join(["adaret", *words[words.index("train") :]] if "train" in words else words)

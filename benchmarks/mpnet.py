@@ -28,7 +28,7 @@ import onnxruntime as ort
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import describe, interleaved_medians, machine, scratch_directory, write_results
+from common import describe, interleaved_medians, machine, scratch_directory, training_command, write_results
 
 from adaret.core.dummy_inputs import Vocabulary, dummy_inputs
 from adaret.export import ExportConfig, run_export
@@ -97,15 +97,6 @@ def time_graphs(paths: dict, checkpoint: str, seq_len: int, rounds: int) -> list
     return rows
 
 
-def _without_paths(command: str) -> str:
-    """The recorded command with this machine's directories replaced by the names the docstring uses."""
-    words = command.split()
-    for flag, name in (("--model", "MPNET"), ("--out", "CK")):
-        if flag in words[:-1]:
-            words[words.index(flag) + 1] = name
-    return " ".join(["adaret", *words[words.index("train"):]] if "train" in words else words)
-
-
 def render(payload: dict) -> str:
     adapter, training = payload["adapter"], payload["training"]
     lines = ["# all-mpnet-base-v2 through adaret: adapter, training, export, speed", "",
@@ -151,7 +142,7 @@ def main() -> None:
     payload = {"command": command,
                "machine": machine(), "seq_len": args.seq_len, "rounds": args.rounds,
                "adapter": adapter_difference(args.model, texts), "training": recorded_training(args.checkpoint)}
-    payload["training"]["command"] = _without_paths(payload["training"]["command"])
+    payload["training"]["command"] = training_command(payload["training"]["command"])
     with scratch_directory("adaret-mpnet-") as work:
         paths, payload["exports"] = export_graphs(args.checkpoint, work)
         payload["rows"] = time_graphs(paths, args.checkpoint, args.seq_len, args.rounds)

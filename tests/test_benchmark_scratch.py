@@ -121,3 +121,9 @@ def test_every_benchmark_imports(script, monkeypatch):
     monkeypatch.setitem(sys.modules, name, module)  # dataclasses look their module up by name
     spec.loader.exec_module(module)
     assert callable(getattr(module, "main", None))
+
+
+def test_a_recorded_training_command_loses_this_machines_paths(common):
+    recorded = "/home/u/venv/bin/adaret train --model /data/models/mpnet --data x.tsv --seed 1 --out /tmp/ck"
+    assert common.training_command(recorded) == "adaret train --model MPNET --data x.tsv --seed 1 --out CK"
+    assert common.training_command("adaret train --data bbc-news", "M") == "adaret train --data bbc-news"
