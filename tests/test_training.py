@@ -125,7 +125,9 @@ def test_convergence_notes_name_a_moving_budget_and_a_rising_accuracy():
 
     def result(points):
         history = [ValidationPoint(50 * (i + 1), c, acc, acc) for i, (c, acc) in enumerate(points)]
-        best = max((p for p in history if p.within_budget(0.4)), key=ValidationPoint.key, default=None)
+        best = None
+        for point in history:
+            best = point if point.ranks_above(best, 0.4) else best
         return SgdaResult(BudgetDuals(0.4, 0.2), 0.4, 50 * len(points), best=best, history=history)
 
     assert result([(0.41, 0.80), (0.40, 0.81), (0.39, 0.80)]).convergence_notes(0.4, 100) == []
@@ -134,6 +136,22 @@ def test_convergence_notes_name_a_moving_budget_and_a_rising_accuracy():
     rising = result([(0.40, 0.70), (0.40, 0.72), (0.40, 0.80)]).convergence_notes(0.4, 100)
     assert len(rising) == 1 and "rising" in rising[0]
     assert "no evaluation met the budget" in result([(0.6, 0.8)]).convergence_notes(0.4, 100)[-1]
+    overshot = result([(0.5, 0.4), (0.456, 0.415), (0.322, 0.277)]).convergence_notes(0.4, 400)
+    assert "lower --lr-dual" in overshot[0] and "nearest to it (step 100, at 0.456)" in overshot[-1]
+
+
+def test_gates_within_the_budget_win_and_outside_it_the_nearest_does():
+    from adaret.training.sgda import ValidationPoint
+
+    def point(step, cost, accuracy):
+        return ValidationPoint(step, cost, accuracy, agreement=0.0)
+
+    assert point(1, 0.41, 0.5).ranks_above(point(2, 0.45, 0.9), 0.4)  # within beats a better one outside
+    assert not point(1, 0.45, 0.9).ranks_above(point(2, 0.41, 0.5), 0.4)
+    assert point(1, 0.41, 0.8).ranks_above(point(2, 0.39, 0.7), 0.4)  # within: accuracy
+    assert point(1, 0.456, 0.4).ranks_above(point(2, 0.322, 0.9), 0.4)  # outside: nearness first
+    assert not point(1, 0.5, 0.9).ranks_above(point(2, 0.45, 0.1), 0.4)
+    assert point(1, 0.45, 0.3).ranks_above(None, 0.4)
 
 
 def test_the_selected_step_is_restored_whole_when_head_and_backbone_learn_too(tokenizer):
@@ -161,6 +179,30 @@ def test_the_selected_step_is_restored_whole_when_head_and_backbone_learn_too(to
     for name in ("head.weight", "gates.1.scorer.weight", "encoder.backbone.encoder.layer.0.output.dense.weight"):
         assert torch.equal(final[name], snapshots[1][name]), name
         assert not torch.equal(snapshots[1][name], snapshots[4][name]), f"{name} did not change after step 1"
+
+
+def test_when_no_step_meets_the_budget_the_nearest_steps_gates_are_restored(tokenizer):
+    """An overshooting run: the final gates are furthest from the budget, and step 2's come back."""
+    from adaret.training.sgda import ValidationPoint
+
+    torch.manual_seed(0)
+    splits = load_splits("bbc-news")
+    train_set = Encoded(splits.train.subset(list(range(0, 320, 20)), "slice"), tokenizer, max_length=32)
+    model = RetentionModel(encoder_from_config(tiny_bert_config()), RetentionConfig(LABELS, init_budget=0.4))
+    config = TrainConfig(out="unused", budget=0.4, min_steps=4, max_steps=4, eval_every=1, lr_primal=3e-2)
+    costs, snapshots = {1: 0.5, 2: 0.45, 3: 0.32, 4: 0.25}, {}
+
+    class Overshoots(ClassificationTask):
+        def evaluate(self, model, step):
+            snapshots[step] = {k: v.clone() for k, v in model.state_dict().items() if k.startswith("gates.")}
+            return ValidationPoint(step, relaxed_budget=costs[step], hard_accuracy=1.0 - costs[step], agreement=0.0)
+
+    teacher = torch.zeros(len(train_set), len(LABELS))
+    result = run_sgda(model, train_set, config, Overshoots(config, teacher, train_set, teacher))
+    assert result.best.step == 2
+    final = model.state_dict()
+    assert all(torch.equal(final[name], tensor) for name, tensor in snapshots[2].items())
+    assert not all(torch.equal(snapshots[2][name], tensor) for name, tensor in snapshots[4].items())
 
 
 def test_the_backbone_is_fine_tuned_by_default_only_past_six_layers():

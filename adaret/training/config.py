@@ -89,7 +89,8 @@ class TrainConfig:
         "the default) or every position with dropped ones restored (restored; the cross-attention cache is then as "
         "large as the full model's)", choices=("compact", "restored")))
     device: str = field(default="cpu", metadata=flag(
-        "summarization: where training runs (cpu, or cuda for one GPU; the other tasks train on the CPU)",
+        "question answering and summarization: where training runs (cpu, or cuda for one GPU; classification "
+        "trains on the CPU)",
         choices=("cpu", "cuda")))
     decoder_epochs: float = field(default=3.0, metadata=flag(
         "summarization: passes over the training split when fitting the full model's decoder (stage 1)",
@@ -196,6 +197,9 @@ class TrainConfig:
         if self.eval_fold and self.task != CLASSIFICATION.task:
             raise AdaretError("--eval-fold picks a classification data set's eval split; question answering "
                               "evaluates on SQuAD dev and summarization on its own test split")
+        if self.device != "cpu" and self.task == CLASSIFICATION.task:
+            raise AdaretError(f"--device {self.device}: classification trains on the CPU; --device applies to "
+                              "question answering and summarization")
         if self.resume is not None and self.task == QUESTION_ANSWERING.task:
             raise AdaretError("--resume continues classification training: a question-answering run's teacher is its "
                               "stage-1 model, which its checkpoint does not keep")

@@ -63,7 +63,7 @@ class SpanBatch:
     token_type_ids: torch.Tensor
     start_positions: torch.Tensor
     end_positions: torch.Tensor
-    indices: torch.Tensor  # the windows' rows in their ``SpanData``
+    indices: torch.Tensor  # the windows' rows in their ``SpanData``; on the CPU, where teacher and outputs live
 
     @property
     def inputs(self) -> dict[str, torch.Tensor]:
@@ -74,13 +74,17 @@ class SpanBatch:
 class SpanData:
     """SQuAD examples cut into windows once, batched many times (length-grouped, padded to each batch's longest)."""
 
-    def __init__(self, examples: Sequence[SquadExample], tokenizer, settings: WindowSettings):
+    def __init__(self, examples: Sequence[SquadExample], tokenizer, settings: WindowSettings,
+                 device: torch.device | str = "cpu"):
         self.examples = list(examples)
         self.settings = settings
+        self.device = torch.device(device)  # where batches are made: the model's device
         self.windows: QaWindows = make_windows(
             tokenizer, [e.question for e in self.examples], [e.context for e in self.examples],
             max_length=settings.max_length, doc_stride=settings.doc_stride,
             max_query_length=settings.max_query_length, answers=[e.answers for e in self.examples])
+        # Read once: ``QaWindows.lengths`` is computed over every window, and a batch reads it per row.
+        self.lengths = self.windows.lengths
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -89,15 +93,16 @@ class SpanData:
         return -(-len(self) // batch_size)
 
     def batches(self, batch_size: int, *, shuffle: bool = False, seed: int = 0) -> Iterator[SpanBatch]:
-        for group in length_grouped(self.windows.lengths, batch_size, shuffle=shuffle, seed=seed):
+        for group in length_grouped(self.lengths, batch_size, shuffle=shuffle, seed=seed):
             yield self.collate(group)
 
     def collate(self, indices: list[int]) -> SpanBatch:
-        width = max(self.windows.lengths[i] for i in indices)
-        arrays = {k: torch.from_numpy(v) for k, v in self.windows.pad(width, indices).items()}
-        starts, ends = self.windows.start_positions, self.windows.end_positions
-        return SpanBatch(arrays["input_ids"], arrays["attention_mask"], arrays["token_type_ids"],
-                         torch.from_numpy(starts[indices]), torch.from_numpy(ends[indices]), torch.tensor(indices))
+        width = max(self.lengths[i] for i in indices)
+        arrays = {k: torch.from_numpy(v).to(self.device) for k, v in self.windows.pad(width, indices).items()}
+        starts, ends = (torch.from_numpy(p[indices]).to(self.device)
+                        for p in (self.windows.start_positions, self.windows.end_positions))
+        return SpanBatch(arrays["input_ids"], arrays["attention_mask"], arrays["token_type_ids"], starts, ends,
+                         torch.tensor(indices))
 
 
 def span_logits(logits: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,7 +118,8 @@ def span_loss(logits: torch.Tensor, batch: SpanBatch, teacher: torch.Tensor | No
     loss = (F.cross_entropy(start, batch.start_positions) + F.cross_entropy(end, batch.end_positions)) / 2
     if teacher is None or distill_weight == 0.0:
         return loss
-    teacher_start, teacher_end = span_logits(teacher[:, : logits.shape[1]], batch.attention_mask)
+    teacher = teacher[:, : logits.shape[1]].to(logits.device)  # the teacher stays on the CPU, sliced per batch
+    teacher_start, teacher_end = span_logits(teacher, batch.attention_mask)
     kl = sum(F.kl_div(F.log_softmax(s, -1), F.log_softmax(t, -1), log_target=True, reduction="batchmean")
              for s, t in ((start, teacher_start), (end, teacher_end)))
     return loss + distill_weight * kl / 2
@@ -191,7 +197,7 @@ def window_logits(model: RetentionModel, data: SpanData, batch_size: int, *, mod
                       leave=False, disable=desc is None):
         logits = model(**batch.inputs, mode=mode, schedule=schedule).logits
         start, end = span_logits(logits, batch.attention_mask)
-        out[batch.indices, : logits.shape[1]] = torch.stack([start, end], dim=-1)
+        out[batch.indices, : logits.shape[1]] = torch.stack([start, end], dim=-1).cpu()
     return out
 
 
@@ -283,9 +289,10 @@ def train_question_answering(model: RetentionModel, tokenizer, config, settings:
     train_examples, held_out, name = load_qa_splits(config.data, config.seed)
     train_examples = sample(train_examples, config.max_train_samples, config.seed)
     validation_size = min(config.max_validation, max(1, round(config.validation_fraction * len(train_examples))))
-    validation = SpanData(train_examples[:validation_size], tokenizer, settings)
-    train_set = SpanData(train_examples[validation_size:], tokenizer, settings)
-    eval_set = SpanData(sample(held_out, config.max_eval_samples, config.seed), tokenizer, settings)
+    device = next(model.parameters()).device
+    validation = SpanData(train_examples[:validation_size], tokenizer, settings, device)
+    train_set = SpanData(train_examples[validation_size:], tokenizer, settings, device)
+    eval_set = SpanData(sample(held_out, config.max_eval_samples, config.seed), tokenizer, settings, device)
 
     clock = time.perf_counter()
     finetune_steps = fine_tune_full(model, train_set, config)

@@ -83,7 +83,8 @@ def _run_training(config: TrainConfig, command: str | None) -> TrainingRun:
     if config.task == QUESTION_ANSWERING.task:
         return _run_question_answering(config, command)
     if config.task == SUMMARIZATION.task:
-        return _run_summarization(config, command)
+        with _without_memory_efficient_attention(config.device):
+            return _run_summarization(config, command)
     started = time.perf_counter()
     model_dir = resolve_model_source(config.model)
     # The data is read (and every row checked) before the model loads: a bad file fails in a second, not after it.
@@ -159,7 +160,9 @@ def _run_question_answering(config: TrainConfig, command: str | None) -> Trainin
                                                     gate_first_layer=config.gate_first_layer, scorer=config.scorer,
                                                     init_budget=config.budget))
     tokenizer = load_tokenizer(model_dir)
+    place_on_device(model, config)
     run = train_question_answering(model, tokenizer, config, settings)
+    model.cpu()
     info = CheckpointInfo(
         base_model=_base_model(config, encoder, model_dir, stored=True), retention={},
         training=_recorded_training(config, command) | {"question_answering": asdict(settings)},
@@ -178,6 +181,37 @@ def _backbone_note(config: TrainConfig, encoder: EncoderAdapter, chosen: bool) -
         return []
     return [f"the backbone was fine-tuned, the default for an encoder of more than {FROZEN_MAX_LAYERS} layers "
             f"(this one has {encoder.num_layers}); --freeze-backbone keeps it frozen"]
+
+
+def place_on_device(model: torch.nn.Module, config: TrainConfig) -> None:
+    """Move ``model`` to ``--device``. On a GPU, float32 matrix products may use TF32 (PyTorch's "high"
+    precision), the usual setting for training on Ampere and later; the run's own held-out numbers are then TF32
+    too. ``adaret validate`` measures the exported graph in float32 on the CPU."""
+    if config.device == "cuda":
+        if not torch.cuda.is_available():
+            raise AdaretError("--device cuda: no CUDA device (torch.cuda.is_available() is False)")
+        torch.set_float32_matmul_precision("high")
+    model.to(config.device)
+
+
+@contextmanager
+def _without_memory_efficient_attention(device: str):
+    """Summarization on CUDA trains with PyTorch's memory-efficient attention kernel switched off (restored after).
+
+    Its backward failed there ("LSE is not correctly aligned (strideH)", torch 2.11 on an H200) in gate
+    training, on the encoder's attention with the differentiable key bias log(m); the same run passed with the
+    kernel off (attention then runs in PyTorch's math kernel; flash attention takes no float32). Question
+    answering trained through the same kernel on the same machine without error, so it keeps it.
+    """
+    if device != "cuda":
+        yield
+        return
+    enabled = torch.backends.cuda.mem_efficient_sdp_enabled()
+    torch.backends.cuda.enable_mem_efficient_sdp(False)
+    try:
+        yield
+    finally:
+        torch.backends.cuda.enable_mem_efficient_sdp(enabled)
 
 
 def _check_max_length(max_length: int, encoder: EncoderAdapter) -> None:
@@ -210,9 +244,7 @@ def _run_summarization(config: TrainConfig, command: str | None) -> TrainingRun:
     model = RetentionSeq2Seq(RetentionModel(encoder, retention), warm_start_decoder(str(model_dir)))
     if config.freeze_backbone:
         model.freeze_backbone()
-    if config.device == "cuda" and not torch.cuda.is_available():
-        raise AdaretError("--device cuda: no CUDA device (torch.cuda.is_available() is False)")
-    model.to(config.device)
+    place_on_device(model, config)
     tokenizer = load_tokenizer(model_dir)
     settings = ChunkSettings(config.max_length, config.max_source_tokens, config.max_target_tokens)
     special = s2s.SpecialTokens.of(tokenizer)
