@@ -3,6 +3,7 @@ import json
 import pytest
 
 from adaret.core.errors import AdaretError
+from adaret.training.checkpoint import RetentionCheckpoint
 from adaret.training.data import load_splits
 
 
@@ -245,3 +246,17 @@ def test_political_speech_folds_keep_each_speaker_on_one_side():
         seen += splits.eval.texts
         assert not ({speaker[t] for t in splits.train.texts} & {speaker[t] for t in splits.eval.texts}) - {""}
     assert len(seen) == len(set(seen)) == 189
+
+
+def test_validate_and_calibrate_say_which_column_they_read(tmp_path, tiny_checkpoint, capsys):
+    from adaret.calibration.data import _split
+    from adaret.validation.evaluate import load_eval_set
+
+    path = tmp_path / "news.jsonl"
+    labels = ["business", "tech"]
+    path.write_text("".join(json.dumps({"article": f"story {i}", "label": labels[i % 2]}) + "\n" for i in range(20)))
+    note = "note: news.jsonl has no 'text' column: reading 'article' (--text-column chooses another)"
+    load_eval_set(RetentionCheckpoint.from_pretrained(tiny_checkpoint), str(path))
+    assert note in capsys.readouterr().err.splitlines()
+    _split(str(path), "train", seed=0)
+    assert note in capsys.readouterr().err.splitlines()

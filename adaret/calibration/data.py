@@ -119,6 +119,7 @@ def _draw(available: int, samples: int, seed: int, what: str) -> list[int]:
 
 def _split(data: str, split: str, seed: int, eval_fold: int = 0) -> TextDataset:
     splits = load_splits(data, seed=seed, eval_fold=eval_fold)
+    splits.train.announce_notes()
     if split == "train":
         return splits.train
     if split == "eval":

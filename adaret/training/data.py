@@ -29,6 +29,7 @@ import functools
 import hashlib
 import json
 import math
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,12 @@ class TextDataset:
     def subset(self, indices: list[int], suffix: str) -> TextDataset:
         return TextDataset(f"{self.name}:{suffix}", [self.texts[i] for i in indices],
                            [self.labels[i] for i in indices], self.label_names, self.notes)
+
+    def announce_notes(self) -> None:
+        """Print how the file was read when it was not as asked (another column's name), for the commands that
+        read a user's file after training (validate, calibrate, --budget auto); training prints ``class_notes``."""
+        for note in self.notes:
+            print(f"note: {note}", file=sys.stderr)
 
     def class_notes(self, few: int = FEW_EXAMPLES) -> list[str]:
         """Warnings about classes this (training) split cannot teach: absent ones, and ones with < ``few`` texts."""

@@ -242,6 +242,7 @@ def validation_halves(checkpoint: RetentionCheckpoint, auto: AutoBudgetConfig) -
     seed = keys["seed"]
     try:
         split = load_splits(str(source), **keys, **columns).eval
+        split.announce_notes()
     except AdaretError as exc:
         if not recorded:
             raise

@@ -38,6 +38,7 @@ def load_eval_set(checkpoint: RetentionCheckpoint, data: str | None = None, max_
     source = data or training.get("data", "bbc-news")
     split = load_splits(source, **checkpoint.info.eval_split, text_column=text_column,
                         label_column=label_column).eval
+    split.announce_notes()
     model_labels = checkpoint.info.label_names
     missing = sorted(set(split.label_names) - set(model_labels))
     if missing:
