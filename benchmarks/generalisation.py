@@ -3,7 +3,7 @@
     python benchmarks/generalisation.py [--datasets squad-articles,rotten-tomatoes,political-speeches,bbc-news,
                                                     squad-articles-50]
                                         [--seeds 0,1,2] [--folds 0] [--budget 0.4] [--eval-budgets 0.3,0.4,0.5]
-                                        [--model DIR] [--max-train-samples N]
+                                        [--model DIR] [--max-train-samples N] [--dual-restarts]
 
 For every (data set, seed) it runs ``adaret train --data D --budget 0.4 --seed S`` with every other setting
 at its default, then measures on the held-out split:
@@ -85,13 +85,19 @@ def run_one(dataset: str, seed: int, fold: int, budget: float, eval_budgets: lis
         return _run_one(dataset, data, seed, fold, budget, eval_budgets, work / "ckpt", backbone)
 
 
+def _option_value(name: str, value: object) -> str:
+    """How a TrainConfig setting reads on the recorded command line: a flag alone, a model by its directory's name."""
+    if value is True:
+        return ""
+    return f" {Path(str(value)).name}" if name == "model" else f" {value}"
+
+
 def _run_one(dataset: str, data: str, seed: int, fold: int, budget: float, eval_budgets: list[float],
              out: Path, backbone: dict[str, object]) -> dict:
     started = time.perf_counter()
     config = TrainConfig(out=str(out), data=data, budget=budget, seed=seed, eval_fold=fold, **backbone)
     folded = f" --eval-fold {fold}" if fold else ""
-    options = "".join(f" --{k.replace('_', '-')} {Path(str(v)).name if k == 'model' else v}"
-                      for k, v in backbone.items())
+    options = "".join(f" --{k.replace('_', '-')}{_option_value(k, v)}" for k, v in backbone.items())
     run = run_training(config, command=f"adaret train --data {dataset} --budget {budget} --seed {seed}{folded}"
                                        f"{options} --out CK")
     checkpoint, train_set, teacher = run.checkpoint, run.train_set, run.teacher
@@ -248,6 +254,7 @@ def main() -> None:
                                                       "(default: the packaged MiniLM-L6)")
     parser.add_argument("--max-train-samples", type=int, default=None,
                         help="cap on training texts (for a backbone too slow for the whole split)")
+    parser.add_argument("--dual-restarts", action="store_true", help="train with --dual-restarts")
     parser.add_argument("--name", default="generalisation")
     parser.add_argument("--merge", default="",
                         help="comma-separated result names whose runs are added to this one (runs split over "
@@ -256,7 +263,8 @@ def main() -> None:
     eval_budgets = [float(b) for b in args.eval_budgets.split(",")]
     path = RESULTS / f"{args.name}.json"
     payload = json.loads(path.read_text()) if path.is_file() else {"runs": []}
-    backbone = {k: v for k, v in (("model", args.model), ("max_train_samples", args.max_train_samples))
+    backbone = {k: v for k, v in (("model", args.model), ("max_train_samples", args.max_train_samples),
+                                  ("dual_restarts", args.dual_restarts or None))
                 if v is not None}
     # the backbone by its directory's name: a machine's paths do not belong in a recorded command
     argv = [Path(a).name if a == args.model else a for a in sys.argv[1:]]

@@ -44,3 +44,25 @@ def test_lower_bound_pushes_cost_up_when_slack():
 def test_geometric_ratio_solves_its_equation(budget):
     r = geometric_keep_ratio(budget, 6, 1)
     assert (1 + sum(r**k for k in range(1, 6))) / 6 == pytest.approx(budget, abs=1e-9)
+
+
+def test_dual_restarts_zero_a_multiplier_once_its_constraint_holds():
+    plain, restarted = DualAscent(0.4, lr=1.0), DualAscent(0.4, lr=1.0, restarts=True)
+    for dual in (plain, restarted):
+        dual.step(0.9)  # violated: both ascend alike
+        assert dual.value == pytest.approx(0.5)
+    plain.step(0.3)
+    restarted.step(0.3)
+    assert plain.value == pytest.approx(0.4)  # decays by lr * |g| only
+    assert restarted.value == 0.0
+    restarted.step(0.4)  # on the bound: the constraint holds
+    assert restarted.value == 0.0
+
+
+def test_budget_duals_pass_restarts_to_both_bounds():
+    duals = BudgetDuals(0.4, lr=1.0, delta=0.05, restarts=True)
+    duals.step(0.2)  # below the lower bound 0.35: mu ascends, lambda stays 0
+    assert duals.lower.value == pytest.approx(0.15) and duals.upper.value == 0.0
+    duals.step(0.38)  # inside [0.35, 0.4]: both constraints hold
+    assert duals.lower.value == 0.0 and duals.upper.value == 0.0
+    assert not BudgetDuals(0.4, lr=1.0, delta=0.05).lower.restarts

@@ -244,3 +244,15 @@ def test_a_deep_encoder_is_fine_tuned_stored_and_said_so(minilm_dir, tmp_path):
     assert info.training["freeze_backbone"] is False and info.base_model["in_checkpoint"] is True
     assert any("fine-tuned, the default for an encoder of more than 6 layers (this one has 7)" in note
                for note in info.metrics["data_notes"])
+
+
+def test_dual_restarts_reach_the_multipliers_gate_training_uses(tokenizer):
+    splits = load_splits("bbc-news")
+    train_set = Encoded(splits.train.subset(list(range(0, 160, 20)), "slice"), tokenizer, max_length=32)
+    model = RetentionModel(encoder_from_config(tiny_bert_config()), RetentionConfig(LABELS, init_budget=0.4))
+    teacher = torch.zeros(len(train_set), len(LABELS))
+    for restarts in (False, True):
+        config = TrainConfig(out="unused", budget=0.4, min_steps=1, max_steps=1, eval_every=1,
+                             dual_restarts=restarts)
+        result = run_sgda(model, train_set, config, ClassificationTask(config, teacher, train_set, teacher))
+        assert result.duals.upper.restarts is restarts and result.duals.lower.restarts is restarts

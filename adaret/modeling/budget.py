@@ -23,6 +23,12 @@ Two refinements, both standard, and both off when their knob is 0 or None:
 
       (max(0, lambda + rho * g)^2 - lambda^2) / (2 * rho)
 
+- Dual restarts (``restarts``, off by default). When a constraint holds, its optimal multiplier is 0
+  (complementary slackness), yet plain ascent lets a lambda that grew while the gates lagged above the budget
+  decay only at eta_dual * |C - b| per step, so the gates keep being pushed down long after C < b: an
+  overshoot (Gallego-Posada et al., "Controlled Sparsity via Constrained Optimization", 2022, for L0 gates).
+  A restart sets the multiplier to 0 at any step its constraint holds.
+
 - A lower bound (``delta``). With drop-and-restore and a mean-pooling head, dropping a token costs the
   task little (its earlier state still reaches the pool), so C <= b alone goes slack and the gates learn
   their ranking far below the budget that deployment spends. A second constraint C >= b - delta, with
@@ -56,12 +62,14 @@ class DualAscent:
     ``sign=+1`` is the budget ``C <= b``; ``sign=-1`` is the lower bound ``C >= b - delta``.
     """
 
-    def __init__(self, bound: float, lr: float, sign: int = 1, rho: float = 0.0, initial: float = 0.0):
+    def __init__(self, bound: float, lr: float, sign: int = 1, rho: float = 0.0, initial: float = 0.0,
+                 restarts: bool = False):
         self.bound = bound
         self.lr = lr
         self.sign = sign
         self.rho = rho
         self.value = initial
+        self.restarts = restarts
 
     def violation(self, cost):
         return self.sign * (cost - self.bound)
@@ -73,16 +81,19 @@ class DualAscent:
         return ((self.value + self.rho * g).clamp_min(0.0) ** 2 - self.value**2) / (2.0 * self.rho)
 
     def step(self, cost: float) -> float:
-        self.value = max(0.0, self.value + self.lr * self.violation(cost))
+        g = self.violation(cost)
+        self.value = 0.0 if self.restarts and g <= 0 else max(0.0, self.value + self.lr * g)
         return self.value
 
 
 class BudgetDuals:
     """The budget ``C <= b`` and, when ``delta`` is set, the lower bound ``C >= b - delta``."""
 
-    def __init__(self, budget: float, lr: float, delta: float | None = None, rho: float = 0.0):
-        self.upper = DualAscent(budget, lr, sign=1, rho=rho)
-        self.lower = DualAscent(budget - delta, lr, sign=-1, rho=rho) if delta is not None else None
+    def __init__(self, budget: float, lr: float, delta: float | None = None, rho: float = 0.0,
+                 restarts: bool = False):
+        self.upper = DualAscent(budget, lr, sign=1, rho=rho, restarts=restarts)
+        self.lower = (DualAscent(budget - delta, lr, sign=-1, rho=rho, restarts=restarts)
+                      if delta is not None else None)
 
     @property
     def duals(self) -> list[DualAscent]:

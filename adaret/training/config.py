@@ -119,6 +119,9 @@ class TrainConfig:
     rho: float = field(default=20.0, metadata=flag(
         "augmented-Lagrangian damping of the budget constraints; 0 gives the plain Lagrangian",
         type=non_negative_float))
+    dual_restarts: bool = field(default=False, metadata=flag(
+        "reset each budget multiplier to 0 whenever its constraint holds (dual restarts), so that a multiplier "
+        "grown while the gates lagged does not push them past the budget"))
     seed: int = field(default=0, metadata=flag(
         "seed of the data split, the subsets, the batch order and the initialisation"))
     eval_fold: int = field(default=0, metadata=flag(

@@ -135,7 +135,8 @@ def run_sgda(model: RetentionModel, train_set, config, task: SgdaTask, duals: Bu
     """
     optimizer = _optimizer(model, config)
     if duals is None:
-        duals = BudgetDuals(config.budget, config.lr_dual, config.budget_slack, config.rho)
+        duals = BudgetDuals(config.budget, config.lr_dual, config.budget_slack, config.rho,
+                            config.dual_restarts)
     global_batch = config.batch_size * distributed.world_size()
     total = total_steps(len(train_set), global_batch, config.epochs, config.min_steps, config.max_steps)
     result = SgdaResult(duals, float("nan"), total)

@@ -484,7 +484,8 @@ def resumed_duals(config: TrainConfig, checkpoint: RetentionCheckpoint | None) -
         return None
     metrics = checkpoint.info.metrics
     saved = metrics.get("gate_duals") or {"lambda": metrics.get("final_lambda"), "mu": metrics.get("final_mu")}
-    duals = BudgetDuals(config.budget, config.lr_dual, config.budget_slack, config.rho)
+    duals = BudgetDuals(config.budget, config.lr_dual, config.budget_slack, config.rho,
+                        config.dual_restarts)
     for dual, name in ((duals.upper, "lambda"), (duals.lower, "mu")):
         value = saved.get(name) if isinstance(saved, dict) else None
         if dual is not None and value is not None:
