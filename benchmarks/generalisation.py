@@ -78,11 +78,12 @@ FILE_DATASETS = {f"squad-articles-{count}": partial(squad_articles, count) for c
 
 
 def run_one(dataset: str, seed: int, fold: int, budget: float, eval_budgets: list[float],
-            backbone: dict[str, object]) -> dict:
-    """``backbone``: TrainConfig's ``model`` and ``max_train_samples`` where the command line set them."""
+            overrides: dict[str, object]) -> dict:
+    """``overrides``: TrainConfig's ``model``, ``max_train_samples`` and ``dual_restarts`` where the command line
+    set them."""
     with scratch_directory("adaret-generalisation-") as work:
         data = str(FILE_DATASETS[dataset](work / f"{dataset}.jsonl")) if dataset in FILE_DATASETS else dataset
-        return _run_one(dataset, data, seed, fold, budget, eval_budgets, work / "ckpt", backbone)
+        return _run_one(dataset, data, seed, fold, budget, eval_budgets, work / "ckpt", overrides)
 
 
 def _option_value(name: str, value: object) -> str:
@@ -93,11 +94,11 @@ def _option_value(name: str, value: object) -> str:
 
 
 def _run_one(dataset: str, data: str, seed: int, fold: int, budget: float, eval_budgets: list[float],
-             out: Path, backbone: dict[str, object]) -> dict:
+             out: Path, overrides: dict[str, object]) -> dict:
     started = time.perf_counter()
-    config = TrainConfig(out=str(out), data=data, budget=budget, seed=seed, eval_fold=fold, **backbone)
+    config = TrainConfig(out=str(out), data=data, budget=budget, seed=seed, eval_fold=fold, **overrides)
     folded = f" --eval-fold {fold}" if fold else ""
-    options = "".join(f" --{k.replace('_', '-')}{_option_value(k, v)}" for k, v in backbone.items())
+    options = "".join(f" --{k.replace('_', '-')}{_option_value(k, v)}" for k, v in overrides.items())
     run = run_training(config, command=f"adaret train --data {dataset} --budget {budget} --seed {seed}{folded}"
                                        f"{options} --out CK")
     checkpoint, train_set, teacher = run.checkpoint, run.train_set, run.teacher
@@ -263,8 +264,8 @@ def main() -> None:
     eval_budgets = [float(b) for b in args.eval_budgets.split(",")]
     path = RESULTS / f"{args.name}.json"
     payload = json.loads(path.read_text()) if path.is_file() else {"runs": []}
-    backbone = {k: v for k, v in (("model", args.model), ("max_train_samples", args.max_train_samples),
-                                  ("dual_restarts", args.dual_restarts or None))
+    overrides = {k: v for k, v in (("model", args.model), ("max_train_samples", args.max_train_samples),
+                                   ("dual_restarts", args.dual_restarts or None))
                 if v is not None}
     # the backbone by its directory's name: a machine's paths do not belong in a recorded command
     argv = [Path(a).name if a == args.model else a for a in sys.argv[1:]]
@@ -278,7 +279,7 @@ def main() -> None:
         for fold, dataset in itertools.product(folds, args.datasets.split(",")):
             if any(_key(r) == (dataset, seed, fold) for r in payload["runs"]):
                 continue
-            payload["runs"].append(run_one(dataset, seed, fold, args.budget, eval_budgets, backbone))
+            payload["runs"].append(run_one(dataset, seed, fold, args.budget, eval_budgets, overrides))
             path.write_text(json.dumps(payload, indent=2) + "\n")
     table = summarise(payload["runs"], eval_budgets)
     markdown = (f"# Generalisation of the default recipe\n\n`{payload['command']}`\n\n"

@@ -90,11 +90,17 @@ def test_summarization_trains_on_cuda_and_reloads_on_the_cpu(tmp_path, tiny_back
 
 
 def test_summarization_on_cuda_switches_the_memory_efficient_kernel_off_and_back():
-    from adaret.training.trainer import _without_memory_efficient_attention
+    from adaret.training.trainer import cuda_training_settings
 
     before = torch.backends.cuda.mem_efficient_sdp_enabled()
-    with _without_memory_efficient_attention("cuda"):
+    precision = torch.get_float32_matmul_precision()
+    with cuda_training_settings(TrainConfig(out="x", task="summarization", device="cuda")):
         assert not torch.backends.cuda.mem_efficient_sdp_enabled()
+        assert torch.get_float32_matmul_precision() == "high"
     assert torch.backends.cuda.mem_efficient_sdp_enabled() == before
-    with _without_memory_efficient_attention("cpu"):
+    assert torch.get_float32_matmul_precision() == precision
+    with cuda_training_settings(TrainConfig(out="x", task="question-answering", device="cuda")):
+        assert torch.backends.cuda.mem_efficient_sdp_enabled() == before  # question answering keeps the kernel
+    with cuda_training_settings(TrainConfig(out="x", task="summarization", device="cpu")):
         assert torch.backends.cuda.mem_efficient_sdp_enabled() == before
+        assert torch.get_float32_matmul_precision() == precision

@@ -52,21 +52,16 @@ class ValidationPoint:
     def key(self) -> tuple[float, float, int]:
         return (self.hard_accuracy, self.agreement, self.step)
 
-    def ranks_above(self, other: ValidationPoint | None, budget: float) -> bool:
-        """Whether these gates are kept over ``other``'s. Within the budget, the best hard accuracy (then agreement,
-        then the later step) wins, and any evaluation within it beats one outside. Outside it, the nearer to the
-        budget wins (then the key): the final gates of a run that overshot can be much worse than earlier ones
-        (a GPU question-answering run fell from 0.456 to 0.322 against 0.4 in its last 200 steps, its validation
-        F1 from 41.5 to 27.7; benchmarks/results/qa_training_gpu.json)."""
-        if other is None:
-            return True
-        inside, other_inside = self.within_budget(budget), other.within_budget(budget)
-        if inside != other_inside:
-            return inside
-        if inside:
-            return self.key() >= other.key()
-        return (-abs(self.relaxed_budget - budget), *self.key()) >= (-abs(other.relaxed_budget - budget), *other.key())
+    def selection_key(self, budget: float) -> tuple[bool, float, float, float, int]:
+        """How gate selection ranks evaluations: any within the budget above any outside it; outside, the nearer
+        to the budget first (the final gates of a run that overshot can be the worst it had;
+        benchmarks/results/qa_training_gpu.json); then the hard accuracy, the agreement and the later step."""
+        inside = self.within_budget(budget)
+        return (inside, 0.0 if inside else -abs(self.relaxed_budget - budget), *self.key())
 
+    def ranks_above(self, other: ValidationPoint | None, budget: float) -> bool:
+        """Whether these gates are kept over ``other``'s (``selection_key``)."""
+        return other is None or self.selection_key(budget) >= other.selection_key(budget)
 
 @dataclass
 class SgdaResult:

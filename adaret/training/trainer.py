@@ -81,9 +81,10 @@ def run_training(config: TrainConfig, command: str | None = None) -> TrainingRun
 def _run_training(config: TrainConfig, command: str | None) -> TrainingRun:
     torch.manual_seed(config.seed)
     if config.task == QUESTION_ANSWERING.task:
-        return _run_question_answering(config, command)
+        with cuda_training_settings(config):
+            return _run_question_answering(config, command)
     if config.task == SUMMARIZATION.task:
-        with _without_memory_efficient_attention(config.device):
+        with cuda_training_settings(config):
             return _run_summarization(config, command)
     started = time.perf_counter()
     model_dir = resolve_model_source(config.model)
@@ -184,34 +185,37 @@ def _backbone_note(config: TrainConfig, encoder: EncoderAdapter, chosen: bool) -
 
 
 def place_on_device(model: torch.nn.Module, config: TrainConfig) -> None:
-    """Move ``model`` to ``--device``. On a GPU, float32 matrix products may use TF32 (PyTorch's "high"
-    precision), the usual setting for training on Ampere and later; the run's own held-out numbers are then TF32
-    too. ``adaret validate`` measures the exported graph in float32 on the CPU."""
-    if config.device == "cuda":
-        if not torch.cuda.is_available():
-            raise AdaretError("--device cuda: no CUDA device (torch.cuda.is_available() is False)")
-        torch.set_float32_matmul_precision("high")
+    """Move ``model`` to ``--device``, refusing cuda where there is none."""
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise AdaretError("--device cuda: no CUDA device (torch.cuda.is_available() is False)")
     model.to(config.device)
 
 
 @contextmanager
-def _without_memory_efficient_attention(device: str):
-    """Summarization on CUDA trains with PyTorch's memory-efficient attention kernel switched off (restored after).
+def cuda_training_settings(config: TrainConfig):
+    """PyTorch's global settings for a run on ``--device cuda``, restored after it; nothing on the CPU.
 
-    Its backward failed there ("LSE is not correctly aligned (strideH)", torch 2.11 on an H200) in gate
-    training, on the encoder's attention with the differentiable key bias log(m); the same run passed with the
-    kernel off (attention then runs in PyTorch's math kernel; flash attention takes no float32). Question
-    answering trained through the same kernel on the same machine without error, so it keeps it.
+    - float32 matrix products may use TF32 (PyTorch's "high" precision), the usual setting for training on Ampere
+      and later; the run's own held-out numbers are then TF32 too (``adaret validate`` measures the exported
+      graph in float32 on the CPU).
+    - Summarization trains with the memory-efficient attention kernel off. Its backward failed in gate training
+      ("LSE is not correctly aligned (strideH)", torch 2.11 on an H200), on the encoder's attention with the
+      differentiable key bias log(m); the same run passed with the kernel off (attention then runs in PyTorch's
+      math kernel; flash attention takes no float32). Question answering trained through that kernel on the same
+      machine without error, so it keeps it.
     """
-    if device != "cuda":
+    if config.device != "cuda":
         yield
         return
-    enabled = torch.backends.cuda.mem_efficient_sdp_enabled()
-    torch.backends.cuda.enable_mem_efficient_sdp(False)
+    precision, efficient = torch.get_float32_matmul_precision(), torch.backends.cuda.mem_efficient_sdp_enabled()
+    torch.set_float32_matmul_precision("high")
+    if config.task == SUMMARIZATION.task:
+        torch.backends.cuda.enable_mem_efficient_sdp(False)
     try:
         yield
     finally:
-        torch.backends.cuda.enable_mem_efficient_sdp(enabled)
+        torch.set_float32_matmul_precision(precision)
+        torch.backends.cuda.enable_mem_efficient_sdp(efficient)
 
 
 def _check_max_length(max_length: int, encoder: EncoderAdapter) -> None:
