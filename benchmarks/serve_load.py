@@ -11,9 +11,10 @@ up for the whole run. Each gets --warmup untimed requests, then the timed load r
 every configuration in turn (the order rotates by one each round) gets --settle untimed requests and then a timed
 slice of --seconds/--rounds seconds (or --requests/--rounds requests). One client process keeps --clients requests in
 flight (asyncio, tritonclient's aio HTTP client: one coroutine per client, so the client's own CPU use stays low; it
-shares the cores with the server). Each request is one held-out BBC News article (120-3482 words; the model reads the
-first 512 tokens), all configurations drawing the same shuffled sequence. A request fails on any exception or error
-response, or an answer without one label and one probability row per text. Latency is send to answer.
+shares the cores with the server). Each request is one held-out text of --dataset (default: a BBC News article,
+120-3482 words; the model reads the first 512 tokens), all configurations drawing the same shuffled sequence. A
+request fails on any exception or error response, or an answer without one label and one probability row per text.
+Latency is send to answer. Triton's statistics give the requests per execution: the mean batch the batcher formed.
 
 Server memory: the resident set of the server's process tree (tritonserver and its Python-backend stub processes,
 one per model instance; read from /proc) every --sample-every seconds while that server is under load, plus at
@@ -21,7 +22,7 @@ start, after warm-up and at the end. The slope, in MiB per 1,000 requests, is th
 against the server's request count after warm-up. Open file descriptors of the tree at start, after warm-up, at the
 end (client connections still open) and after the client closed its connections.
 
-Soak mode (--soak N; results/serve_soak.{json,md}): one server (the 0.4 export, dynamic batching on), --warmup
+Soak mode (--soak N; results/serve_soak.{json,md}): one server (the --soak-budget export, dynamic batching), --warmup
 requests, then N requests of 1-4 texts cut from held-out articles at random lengths (as benchmarks/soak.py, so
 every padding bucket and truncation is hit) with --clients in flight; the same memory and descriptor records.
 
@@ -213,10 +214,28 @@ class Outcome:
     failures: list[str] = field(default_factory=list)
     seconds: float = 0.0  # wall time of the timed slices
     slice_rps: list[float] = field(default_factory=list)  # answered requests per second of each timed slice
+    # Triton's own counts over the timed slices: requests the model ran, and executions (the batches it formed)
+    inferences: int = 0
+    executions: int = 0
+
+    def count_batches(self, before: tuple[int, int], after: tuple[int, int]) -> None:
+        self.inferences += after[0] - before[0]
+        self.executions += after[1] - before[1]
+
+    @property
+    def requests_per_execution(self) -> float | None:
+        return round(self.inferences / self.executions, 2) if self.executions else None
 
     @property
     def requests(self) -> int:
         return len(self.latencies) + len(self.failures)
+
+
+async def model_counts(client) -> tuple[int, int]:
+    """The text model's (inference count, execution count) from Triton's statistics endpoint: their ratio is the
+    mean batch the dynamic batcher formed (1 without it)."""
+    stats = (await client.get_inference_statistics(TEXT_MODEL))["model_stats"][0]
+    return int(stats["inference_count"]), int(stats["execution_count"])
 
 
 def make_request(texts: list[bytes]):
@@ -338,10 +357,17 @@ def flatness(slope: float | None, stderr: float | None, threshold: float) -> str
 # --- texts ---------------------------------------------------------------------------------------------------------
 
 
-def articles() -> list[str]:
+def held_out_texts(dataset: str) -> list[str]:
+    """The eval split of a data set ``adaret train --data`` reads (seed 0): texts the exports were not trained on."""
     from adaret.training.data import load_splits
 
-    return load_splits("bbc-news", seed=0).eval.texts
+    return load_splits(dataset, seed=0).eval.texts
+
+
+def describe_texts(dataset: str, texts: list[str]) -> dict:
+    words = [len(t.split()) for t in texts]
+    return {"dataset": dataset, "texts": len(texts), "words_min": min(words), "words_median": int(np.median(words)),
+            "words_max": max(words)}
 
 
 def article_stream(texts: list[str], seed: int) -> Callable[[], list[bytes]]:
@@ -423,6 +449,7 @@ async def load_run(servers: list[Server], args: argparse.Namespace, texts: list[
                 sampler.active = s
                 await send(clients[s.label], s, streams[s.label], clients=args.clients, count=args.settle,
                            outcome=warm[s.label])
+                counts = await model_counts(clients[s.label])
                 started, answered = time.perf_counter(), len(timed[s.label].latencies)
                 if args.requests:
                     await send(clients[s.label], s, streams[s.label], clients=args.clients,
@@ -431,6 +458,7 @@ async def load_run(servers: list[Server], args: argparse.Namespace, texts: list[
                     await send(clients[s.label], s, streams[s.label], clients=args.clients,
                                until=started + args.seconds / args.rounds, outcome=timed[s.label])
                 elapsed = time.perf_counter() - started
+                timed[s.label].count_batches(counts, await model_counts(clients[s.label]))
                 timed[s.label].seconds += elapsed
                 timed[s.label].slice_rps.append(round((len(timed[s.label].latencies) - answered) / elapsed, 3))
                 sampler.active = None
@@ -449,6 +477,7 @@ async def load_run(servers: list[Server], args: argparse.Namespace, texts: list[
     for s in servers:
         results[s.label] = {"budget": s.label.split()[0][1:], "dynamic_batching": s.dynamic,
                             **latency_stats(timed[s.label]),
+                            "requests_per_execution": timed[s.label].requests_per_execution,
                             "untimed_requests": warm[s.label].requests, "untimed_failed": len(warm[s.label].failures),
                             **memory_summary(sampler.samples[s.label])}
     return results, sampler
@@ -555,7 +584,9 @@ def main() -> None:
     bound.add_argument("--requests", type=int, default=None,
                        help="timed requests per configuration instead of --seconds, split over the rounds")
     bound.add_argument("--soak", type=int, default=None, metavar="N",
-                       help="soak mode: N requests of 1-4 texts to one server (the 0.4 export, dynamic batching)")
+                       help="soak mode: N requests of 1-4 texts to one server (dynamic batching)")
+    parser.add_argument("--soak-budget", type=float, default=0.4, choices=(0.4, 1.0),
+                        help="soak mode: the export the server runs (default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds (default: %(default)s)")
     parser.add_argument("--clients", type=int, default=16, help="requests in flight (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=200,
@@ -574,6 +605,9 @@ def main() -> None:
     parser.add_argument("--memory", default=SERVE_MEMORY_MODE, choices=MEMORY_MODES,
                         help="adaret serve --memory: ONNX Runtime CPU allocator of every instance (default: "
                              "%(default)s, as adaret serve)")
+    parser.add_argument("--dataset", default="bbc-news",
+                        help="the held-out texts the clients send, any name `adaret train --data` takes (default: "
+                             "%(default)s; rotten-tomatoes: short texts)")
     parser.add_argument("--export-04", default=None, metavar="DIR", help="the 0.4 export (default: export it)")
     parser.add_argument("--export-10", default=None, metavar="DIR", help="the 1.0 export (default: export it)")
     parser.add_argument("--sample-every", type=float, default=0.5, help="RSS sample period, s (default: %(default)s)")
@@ -588,17 +622,19 @@ def main() -> None:
     if args.results_dir:
         common.RESULTS = Path(args.results_dir)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the finally blocks: stop every server
-    texts = articles()
+    texts = held_out_texts(args.dataset)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="adaret-serve-load-") as work_dir:
         work = Path(work_dir)
         if args.soak:
-            paths, export_seconds = exports(args, work, (0.4,))
-            server = Server("b0.4 dynamic", paths[0.4], True, args, work / "server.log")
+            budget = args.soak_budget
+            paths, export_seconds = exports(args, work, (budget,))
+            server = Server(f"b{budget} dynamic", paths[budget], True, args, work / "server.log")
             with running([server]):
                 result, sampler = asyncio.run(soak_run(server, args, texts))
             payload = {"command": shown_command(), "machine": machine(), "settings": settings(args),
-                       "soak_requests": args.soak, "export_seconds": export_seconds, "result": result,
+                       "texts": describe_texts(args.dataset, texts), "soak_requests": args.soak, "budget": budget,
+                       "export_seconds": export_seconds, "result": result,
                        "wall_seconds": round(time.perf_counter() - started, 1),
                        "rss_flat_after_warmup": flatness(result["rss_slope_mib_per_1000_requests"],
                                                          result["rss_slope_stderr"], args.flat_mib_per_1000),
@@ -611,6 +647,7 @@ def main() -> None:
         with running(servers):
             results, sampler = asyncio.run(load_run(servers, args, texts))
     payload = {"command": shown_command(), "machine": machine(), "settings": settings(args),
+               "texts": describe_texts(args.dataset, texts),
                "bound": {"requests": args.requests} if args.requests else {"seconds": args.seconds},
                "rounds": args.rounds, "export_seconds": export_seconds, "configurations": results,
                "targets": targets(results, args), "flat_threshold_mib_per_1000": args.flat_mib_per_1000,
@@ -632,6 +669,14 @@ def _setup(p: dict) -> str:
             f"intra-op thread(s) each, CPU allocator {s.get('ort_memory', 'no-arena')}. Client: one process, "
             f"{s['clients']} requests in flight (asyncio, tritonclient "
             f"aio HTTP), on the same machine. {s['warmup_requests']} untimed warm-up requests per server.")
+
+
+def _texts(p: dict, what: str) -> str:
+    """The texts the clients sent; results recorded before --dataset were BBC News articles."""
+    t = p.get("texts") or {"dataset": "bbc-news", "words_min": 120, "words_max": 3482}
+    name = {"bbc-news": "BBC News", "rotten-tomatoes": "Rotten Tomatoes"}.get(t["dataset"], t["dataset"])
+    median = f", median {t['words_median']}" if "words_median" in t else ""
+    return f"held-out {name} {what} ({t['words_min']}-{t['words_max']} words{median})"
 
 
 def _fmt(value, suffix: str = "") -> str:
@@ -661,16 +706,18 @@ def render_load(p: dict) -> str:
              f"`{p['command']}`", "", _setup(p), "",
              f"Each configuration: {bound} in {p['rounds']} interleaved rounds (order rotated each round, "
              f"{p['settings']['settle_requests']} untimed settle requests before each slice). Each request: one "
-             "held-out BBC News article (120-3482 words, truncated by the model at 512 tokens). Latency: send to "
-             "answer, in ms. RSS: tritonserver plus its Python-backend stubs (MiB); slope: least squares over the "
-             "samples after warm-up, in MiB per 1,000 requests (± standard error). Open file descriptors of that tree: "
-             "ready (no request yet), after warm-up and at the end (the client's connections open), and after the "
-             "client closed its connections.", "",
-             "| configuration | requests | failed | req/s | p50 | p95 | p99 | RSS start / after warm-up / end | "
-             "RSS slope | open fds start / after warm-up / end / clients closed |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             f"{_texts(p, 'text')}; the model reads at most 512 tokens. Requests per execution: Triton's inference "
+             "count over its execution count in the timed slices, the mean batch the dynamic batcher formed. "
+             "Latency: send to answer, in ms. RSS: tritonserver plus its Python-backend stubs (MiB); slope: least "
+             "squares over the samples after warm-up, in MiB per 1,000 requests (± standard error). Open file "
+             "descriptors of that tree: ready (no request yet), after warm-up and at the end (the client's "
+             "connections open), and after the client closed its connections.", "",
+             "| configuration | requests | failed | req/s | requests per execution | p50 | p95 | p99 | "
+             "RSS start / after warm-up / end | RSS slope | open fds start / after warm-up / end / clients closed |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for label, r in p["configurations"].items():
         lines.append(f"| {label} | {r['requests']} | {r['failed'] + r['untimed_failed']} | {_fmt(r['rps'])} | "
+                     f"{_fmt(r.get('requests_per_execution'))} | "
                      f"{_fmt(r['p50_ms'])} | {_fmt(r['p95_ms'])} | {_fmt(r['p99_ms'])} | {r['rss_mib_start']:.0f} / "
                      f"{r['rss_mib_after_warmup']:.0f} / {r['rss_mib_end']:.0f} | {_slope(r)} | "
                      f"{r['open_fds_start']} / {r['open_fds_after_warmup']} / {r['open_fds_end']} / "
@@ -706,8 +753,9 @@ def render_load(p: dict) -> str:
 def render_soak(p: dict) -> str:
     r = p["result"]
     lines = ["# Soak: `adaret serve` under mixed-length requests", "", f"`{p['command']}`", "", _setup(p), "",
-             f"{p['soak_requests']} requests of 1-4 texts ({r['texts']} texts: held-out BBC News articles cut to a "
-             f"random length, 1 word up to the whole article) to the 0.4 export with dynamic batching, in "
+             f"{p['soak_requests']} requests of 1-4 texts ({r['texts']} texts: {_texts(p, 'texts')} cut to a "
+             f"random length, 1 word up to the whole text) to the {p.get('budget', 0.4)} export with dynamic batching, "
+             f"in "
              f"{r['seconds']} s ({_fmt(r['rps'])} req/s; latency p50 {_fmt(r['p50_ms'])}, p95 {_fmt(r['p95_ms'])}, "
              f"p99 {_fmt(r['p99_ms'])} ms). RSS: tritonserver plus its Python-backend stubs ({r['processes']} "
              "processes).", "",
