@@ -120,11 +120,14 @@ def test_cli_train_defaults_are_the_library_defaults(monkeypatch):
 
 
 def test_convergence_notes_name_a_moving_budget_and_a_rising_accuracy():
+    from dataclasses import replace
+
     from adaret.modeling import BudgetDuals
     from adaret.training.sgda import SgdaResult, ValidationPoint
 
-    def result(points):
+    def result(points, final_lambda=None):
         history = [ValidationPoint(50 * (i + 1), c, acc, acc) for i, (c, acc) in enumerate(points)]
+        history[-1] = replace(history[-1], dual_lambda=final_lambda)
         best = None
         for point in history:
             best = point if point.ranks_above(best, 0.4) else best
@@ -136,8 +139,11 @@ def test_convergence_notes_name_a_moving_budget_and_a_rising_accuracy():
     rising = result([(0.40, 0.70), (0.40, 0.72), (0.40, 0.80)]).convergence_notes(0.4, 100)
     assert len(rising) == 1 and "rising" in rising[0]
     assert "no evaluation met the budget" in result([(0.6, 0.8)]).convergence_notes(0.4, 100)[-1]
-    overshot = result([(0.5, 0.4), (0.456, 0.415), (0.322, 0.277)]).convergence_notes(0.4, 400)
+    overshot = result([(0.5, 0.4), (0.456, 0.415), (0.322, 0.277)], final_lambda=21.1).convergence_notes(0.4, 400)
     assert "lower --lr-dual" in overshot[0] and "nearest to it (step 100, at 0.456)" in overshot[-1]
+    # below the budget with the multiplier at 0 it did not overshoot: a slower dual would not help
+    undershot = result([(0.37, 0.80), (0.36, 0.80), (0.35, 0.80)], final_lambda=0.0).convergence_notes(0.4, 100)
+    assert "train longer: --min-steps)" in undershot[0] and "lr-dual" not in undershot[0]
 
 
 def test_gates_within_the_budget_win_and_outside_it_the_nearest_does():

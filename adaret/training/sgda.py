@@ -63,6 +63,16 @@ class ValidationPoint:
         """Whether these gates are kept over ``other``'s (``selection_key``)."""
         return other is None or self.selection_key(budget) >= other.selection_key(budget)
 
+
+def _budget_advice(final: ValidationPoint, budget: float) -> str:
+    """What may settle gates that ended outside the budget. Below it with the budget's multiplier still positive,
+    the multiplier overshot (it grew while the gates lagged above the budget): a slower dual helps. Below it with
+    the multiplier at 0, or above it, the duals have not caught up yet."""
+    if final.relaxed_budget < budget and (final.dual_lambda or 0.0) > 0.0:
+        return "lower --lr-dual"
+    return "train longer: --min-steps" + (", or raise --lr-dual" if final.relaxed_budget > budget else "")
+
+
 @dataclass
 class SgdaResult:
     duals: BudgetDuals
@@ -75,12 +85,11 @@ class SgdaResult:
         """Why the run may not have converged; empty when the budget and the accuracy had both settled."""
         notes = []
         if self.history and not self.history[-1].within_budget(budget):
-            last = self.history[-1].relaxed_budget
+            final = self.history[-1]
             kept = (f"; the gates kept are from step {self.best.step}, at {self.best.relaxed_budget:.3f}"
                     if self.best else "")
-            advice = "train longer: --min-steps, or raise --lr-dual" if last > budget else "lower --lr-dual"
-            notes.append(f"budget still moving: at the last evaluation the gates spent {last:.3f} against "
-                         f"{budget:g}{kept} ({advice})")
+            notes.append(f"budget still moving: at the last evaluation the gates spent {final.relaxed_budget:.3f} "
+                         f"against {budget:g}{kept} ({_budget_advice(final, budget)})")
         if len(self.history) >= 3:
             last, earlier = self.history[-1].hard_accuracy, [c.hard_accuracy for c in self.history[-3:-1]]
             if last - sum(earlier) / 2 > max(0.01, 2.0 / max(validation_size, 1)):
