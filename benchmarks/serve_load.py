@@ -23,7 +23,7 @@ against the server's request count after warm-up. Open file descriptors of the t
 end (client connections still open) and after the client closed its connections.
 
 Soak mode (--soak N; results/serve_soak.{json,md}): one server (the --soak-budget export, dynamic batching), --warmup
-requests, then N requests of 1-4 texts cut from held-out articles at random lengths (as benchmarks/soak.py, so
+requests, then N requests of 1-4 texts cut from held-out texts of --dataset at random lengths (as benchmarks/soak.py, so
 every padding bucket and truncation is hit) with --clients in flight; the same memory and descriptor records.
 
 Settings for a 2-core CPU: --instances model instances (Triton Python-backend processes, each with its own ONNX
