@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -79,14 +81,34 @@ def save_tiny_checkpoint(path: Path, tokenizer, fractions=(1.0, 0.6, 0.35, 0.2),
     return path
 
 
+# Exports dominate the suite's time, so each shared artifact is built once per test run and read by every module
+# that needs it, in whichever pytest-xdist worker: the first worker to ask builds it under a file lock in the run's
+# temporary root (the one both workers' roots sit in) and pickles what the builder returned; the others load that.
+# Tests that change a shared export work on a copy: each is fingerprinted when it is made and checked again when
+# the session ends.
+
+
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], Any]) -> Any:
+    """``build(directory)``'s result, built by the first test process of this run that asks for ``name``."""
+    from filelock import FileLock
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    directory, record = root / "shared" / name, root / "shared" / f"{name}.pickle"
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(directory.parent / f"{name}.lock")):
+        if record.is_file():
+            return pickle.loads(record.read_bytes())
+        directory.mkdir()
+        result = build(directory)
+        record.write_bytes(pickle.dumps(result))  # under the lock, so no reader sees it half-written
+    return result
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory, tokenizer) -> Path:
-    return save_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", tokenizer)
-
-
-# Exports dominate the suite's time, so each form of the tiny checkpoint is exported once per test process (once
-# per pytest-xdist worker) and read by every module that needs it. Tests that change an export work on a copy:
-# each shared export is fingerprinted when it is made and checked again when the session ends.
+    return built_once(tmp_path_factory, "tiny-checkpoint", lambda d: save_tiny_checkpoint(d / "tiny", tokenizer))
 
 
 def _fingerprint(directory: Path) -> dict[str, str]:
@@ -98,13 +120,16 @@ def _shared_export(tmp_path_factory, checkpoint: Path, name: str, optimized: boo
     from adaret.export import ExportConfig, run_export
     from adaret.graph_passes.pipeline import optimize  # after adaret.export: the two import each other
 
-    out = tmp_path_factory.mktemp(name) / "export"
-    previous = os.umask(0o022)  # test_runtime_inputs checks the files' modes against what a plain open() gives
-    try:
-        result = run_export(ExportConfig(checkpoint=str(checkpoint), out=str(out), **config),
-                            optimize if optimized else None)
-    finally:
-        os.umask(previous)
+    def build(directory: Path):
+        previous = os.umask(0o022)  # test_runtime_inputs checks the files' modes against what a plain open() gives
+        try:
+            return run_export(ExportConfig(checkpoint=str(checkpoint), out=str(directory / "export"), **config),
+                              optimize if optimized else None)
+        finally:
+            os.umask(previous)
+
+    result = built_once(tmp_path_factory, name, build)
+    out = Path(result.config.out)
     made = _fingerprint(out)
     yield result
     now = _fingerprint(out)
@@ -250,7 +275,7 @@ def save_tiny_summarizer(path: Path, tokenizer, training: dict | None = None, wi
 @pytest.fixture(scope="session")
 def summarizer_checkpoint(tmp_path_factory, tokenizer) -> Path:
     """``save_tiny_summarizer``'s checkpoint, shared by the summarization test files (read, never changed)."""
-    return save_tiny_summarizer(tmp_path_factory.mktemp("s2s") / "ckpt", tokenizer)
+    return built_once(tmp_path_factory, "s2s-checkpoint", lambda d: save_tiny_summarizer(d / "ckpt", tokenizer))
 
 
 @pytest.fixture(scope="session")
@@ -259,5 +284,5 @@ def summarizer_export(summarizer_checkpoint, tmp_path_factory):
     from adaret.export import ExportConfig
     from adaret.export.seq2seq import run_summarization_export
 
-    out = tmp_path_factory.mktemp("s2s-export") / "b0.4"
-    return run_summarization_export(ExportConfig(budget=0.4, checkpoint=str(summarizer_checkpoint), out=str(out)))
+    return built_once(tmp_path_factory, "s2s-export", lambda d: run_summarization_export(
+        ExportConfig(budget=0.4, checkpoint=str(summarizer_checkpoint), out=str(d / "b0.4"))))

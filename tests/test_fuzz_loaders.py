@@ -62,7 +62,6 @@ from adaret.engines.sidecar import (
     load_sidecar,
     sidecar_path,
 )
-from adaret.export import ExportConfig, run_export
 from adaret.runtime.explain import GraphFile, _encode_varint
 from adaret.runtime.runners import metadata_from_sidecar
 from adaret.runtime.session import load
@@ -527,10 +526,8 @@ def work(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def artifacts(tiny_checkpoint, work) -> Artifacts:
-    export = work / "export"
-    run_export(ExportConfig(budget=0.4, checkpoint=str(tiny_checkpoint), out=str(export), parity_batches=(1,),
-                            parity_lengths=(16,)))
+def artifacts(tiny_checkpoint, tiny_dynamic_export, work) -> Artifacts:
+    export = Path(tiny_dynamic_export.config.out)  # read only: the fuzzers write mutated copies into ``work``
     model = (export / "model.onnx").read_bytes()
     hot: list[int] = []
     assert _message_offsets(model, 0, 0, hot)

@@ -147,8 +147,7 @@ class TrainConfig:
     validation_fraction: float = field(default=0.1, metadata=flag(
         "fraction of the training split held out to select the gates by the deployed rule (at most "
         "--max-validation examples)", type=fraction_value))
-    max_validation: int = field(default=96, metadata=flag(
-        "examples in that validation slice at most", type=positive_int))
+    max_validation: int = field(default=96, metadata=flag("examples in that slice at most", type=positive_int))
     tune_head: bool = field(default=False, metadata=flag(
         "let the head adapt to relaxed retained features while the gates train (default: the head is fitted on "
         "the full model, kept fixed during gate training, then re-fitted on the deployed rule)"))
