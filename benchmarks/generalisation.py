@@ -4,6 +4,7 @@
                                                     squad-articles-50]
                                         [--seeds 0,1,2] [--folds 0] [--budget 0.4] [--eval-budgets 0.3,0.4,0.5]
                                         [--model DIR] [--max-train-samples N] [--dual-restarts]
+                                        [--distill-weight W] [--budget-slack D] [--scorer mlp] [--gate-positions]
 
 For every (data set, seed) it runs ``adaret train --data D --budget 0.4 --seed S`` with every other setting
 at its default, then measures on the held-out split:
@@ -79,8 +80,8 @@ FILE_DATASETS = {f"squad-articles-{count}": partial(squad_articles, count) for c
 
 def run_one(dataset: str, seed: int, fold: int, budget: float, eval_budgets: list[float],
             overrides: dict[str, object]) -> dict:
-    """``overrides``: TrainConfig's ``model``, ``max_train_samples`` and ``dual_restarts`` where the command line
-    set them."""
+    """``overrides``: TrainConfig's ``model``, ``max_train_samples``, ``dual_restarts``, ``distill_weight``,
+    ``budget_slack``, ``scorer`` and ``gate_positions`` where the command line set them."""
     with scratch_directory("adaret-generalisation-") as work:
         data = str(FILE_DATASETS[dataset](work / f"{dataset}.jsonl")) if dataset in FILE_DATASETS else dataset
         return _run_one(dataset, data, seed, fold, budget, eval_budgets, work / "ckpt", overrides)
@@ -96,7 +97,10 @@ def _option_value(name: str, value: object) -> str:
 def _run_one(dataset: str, data: str, seed: int, fold: int, budget: float, eval_budgets: list[float],
              out: Path, overrides: dict[str, object]) -> dict:
     started = time.perf_counter()
-    config = TrainConfig(out=str(out), data=data, budget=budget, seed=seed, eval_fold=fold, **overrides)
+    settings = dict(overrides)
+    if settings.get("budget_slack", 0) < 0:  # as on adaret train's command line: a negative slack is no lower bound
+        settings["budget_slack"] = None
+    config = TrainConfig(out=str(out), data=data, budget=budget, seed=seed, eval_fold=fold, **settings)
     folded = f" --eval-fold {fold}" if fold else ""
     options = "".join(f" --{k.replace('_', '-')}{_option_value(k, v)}" for k, v in overrides.items())
     run = run_training(config, command=f"adaret train --data {dataset} --budget {budget} --seed {seed}{folded}"
@@ -256,6 +260,14 @@ def main() -> None:
     parser.add_argument("--max-train-samples", type=int, default=None,
                         help="cap on training texts (for a backbone too slow for the whole split)")
     parser.add_argument("--dual-restarts", action="store_true", help="train with --dual-restarts")
+    parser.add_argument("--distill-weight", type=float, default=None,
+                        help="train with this --distill-weight (a recipe variant; default: the recipe's)")
+    parser.add_argument("--scorer", choices=("linear", "mlp"), default=None,
+                        help="train with this --scorer (a recipe variant; default: the recipe's)")
+    parser.add_argument("--gate-positions", action="store_true",
+                        help="train with --gate-positions (a recipe variant)")
+    parser.add_argument("--budget-slack", type=float, default=None,
+                        help="train with this --budget-slack (a recipe variant; negative: no lower bound)")
     parser.add_argument("--name", default="generalisation")
     parser.add_argument("--merge", default="",
                         help="comma-separated result names whose runs are added to this one (runs split over "
@@ -265,7 +277,9 @@ def main() -> None:
     path = RESULTS / f"{args.name}.json"
     payload = json.loads(path.read_text()) if path.is_file() else {"runs": []}
     overrides = {k: v for k, v in (("model", args.model), ("max_train_samples", args.max_train_samples),
-                                   ("dual_restarts", args.dual_restarts or None))
+                                   ("dual_restarts", args.dual_restarts or None),
+                                   ("distill_weight", args.distill_weight), ("budget_slack", args.budget_slack),
+                                   ("scorer", args.scorer), ("gate_positions", args.gate_positions or None))
                 if v is not None}
     # the backbone by its directory's name: a machine's paths do not belong in a recorded command
     argv = [Path(a).name if a == args.model else a for a in sys.argv[1:]]

@@ -65,10 +65,12 @@ def tiny_model() -> RetentionModel:
 
 
 def save_tiny_checkpoint(path: Path, tokenizer, fractions=(1.0, 0.6, 0.35, 0.2), budget: float = 0.4,
-                         max_length: int | None = None, **config_overrides) -> Path:
+                         max_length: int | None = None, model: RetentionModel | None = None,
+                         **config_overrides) -> Path:
     """A complete checkpoint whose (tiny, random) backbone is stored inside it; ``max_length``: the length it
-    records as trained on (none by default, as in checkpoints made before it was recorded)."""
-    model = make_tiny_model(**config_overrides)
+    records as trained on (none by default, as in checkpoints made before it was recorded); ``model``: a tiny
+    model to store instead of ``make_tiny_model(**config_overrides)``."""
+    model = model if model is not None else make_tiny_model(**config_overrides)
     config = model.encoder.config
     info = CheckpointInfo(
         base_model={"source": "tiny-random-bert", "model_type": "bert", "name": "tiny-random-bert",

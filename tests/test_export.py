@@ -199,6 +199,30 @@ def test_a_checkpoint_trained_on_short_texts_is_deployed_at_that_length(tmp_path
     assert [graph.seq_len for graph in static.graphs] == [48]  # the default buckets stop at the trained length
 
 
+def test_gates_with_a_position_prior_export_with_parity(tmp_path, tokenizer):
+    """--gate-positions adds a term in each token's relative position to the gate scores; the parity gate (fresh
+    inputs, right padding, odd lengths) holds only if the graph computes it from the real length as PyTorch does."""
+    from tests.conftest import make_tiny_model, random_batch, save_tiny_checkpoint
+
+    model = make_tiny_model(gate_positions=True)
+    with torch.no_grad():
+        for gate in model.gates.values():  # strong enough to outrank the tiny model's content scores
+            gate.position_weights.copy_(torch.tensor([-20.0, 15.0]))
+    ids, mask = random_batch(3, 37, seed=5)
+    schedule = KeepSchedule.from_fractions([1.0, 0.6, 0.35, 0.2])
+    with_prior = model(ids, mask, mode="hard", schedule=schedule).kept_positions
+    for gate in model.gates.values():
+        gate.position_weights.data.zero_()
+    without = model(ids, mask, mode="hard", schedule=schedule).kept_positions
+    assert any(not torch.equal(with_prior[layer], without[layer]) for layer in with_prior)
+    for gate in model.gates.values():
+        gate.position_weights.data.copy_(torch.tensor([-20.0, 15.0]))
+    path = save_tiny_checkpoint(tmp_path / "positions", tokenizer, model=model)
+    result = run_export(ExportConfig(budget=0.4, checkpoint=str(path), out=str(tmp_path / "o"),
+                                     parity_lengths=(9, 37, 64), parity_batches=(1, 3)))
+    assert result.graphs and RetentionCheckpoint.from_pretrained(path).model.config.gate_positions
+
+
 @pytest.mark.parametrize("max_length, buckets", [(512, (128, 256, 512)), (384, (128, 256, 384)), (64, (64,)),
                                                  (128, (128,))])
 def test_default_buckets_end_at_the_deployed_length(max_length, buckets):

@@ -51,3 +51,31 @@ def test_force_logits_keeps_cls_and_ranks_padding_last():
     assert float(scores[0, 0]) == FORCED_LOGIT
     assert float(scores[0, 3:].max()) < float(scores[0, :3].min())
     assert float(scores[0, 3]) > float(scores[0, 4])  # padding ties broken by position, the same everywhere
+
+
+def test_position_prior_adds_its_two_terms_to_the_content_score():
+    torch.manual_seed(0)
+    gate = HardConcreteGate(16, HardConcreteParams(), positions=True)
+    with torch.no_grad():
+        gate.position_weights.copy_(torch.tensor([-3.0, 5.0]))
+    hidden, relative = torch.randn(2, 7, 16), torch.rand(2, 7)
+    content = gate.scorer(gate.norm(hidden)).squeeze(-1)
+    centred = relative - 0.5
+    expected = content - 3.0 * centred + 5.0 * centred**2
+    assert torch.allclose(gate.log_alpha(hidden, relative), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="relative position"):
+        gate.log_alpha(hidden)
+    gate.log_alpha(hidden, relative).sum().backward()
+    assert float(gate.position_weights.grad.abs().min()) > 0  # both terms learn
+
+
+def test_position_prior_starts_out_ranking_like_truncation():
+    from adaret.modeling.gates import POSITION_INIT
+
+    torch.manual_seed(0)
+    gate = HardConcreteGate(384, HardConcreteParams(), positions=True)  # MiniLM's width, at initialisation
+    relative = torch.linspace(0, 1, 200).unsqueeze(0)
+    scores = gate.log_alpha(torch.randn(1, 200, 384), relative)
+    kept = torch.topk(scores, 80, dim=1).indices
+    # Mostly the head that a first-40% cut keeps: the content scores (std about 0.4 here) blur the boundary only.
+    assert POSITION_INIT < 0 and int((kept < 80).sum()) >= 70 and int(kept.max()) < 120

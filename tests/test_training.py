@@ -262,3 +262,23 @@ def test_dual_restarts_reach_the_multipliers_gate_training_uses(tokenizer):
                              dual_restarts=restarts)
         result = run_sgda(model, train_set, config, ClassificationTask(config, teacher, train_set, teacher))
         assert result.duals.upper.restarts is restarts and result.duals.lower.restarts is restarts
+
+
+def test_gates_with_a_position_prior_train_and_load(tiny_backbone, tmp_path):
+    """--gate-positions: the prior's two weights are gate parameters, so SGDA moves them from their truncation-like
+    start; the checkpoint records the setting, and --resume refuses a run that asks for the other."""
+    from adaret.core.errors import AdaretError
+    from adaret.modeling.gates import POSITION_INIT
+    from adaret.training.checkpoint import RetentionCheckpoint
+    from adaret.training.trainer import train
+
+    settings = dict(model=str(tiny_backbone), max_train_samples=40, max_eval_samples=8, epochs=0.1, min_steps=0,
+                    max_steps=4, max_length=32, head_epochs=2, eval_every=1000, max_validation=8, refit_head=False)
+    out = tmp_path / "ckpt"
+    train(TrainConfig(out=str(out), gate_positions=True, **settings))
+    model = RetentionCheckpoint.from_pretrained(out).model
+    assert model.config.gate_positions
+    for gate in model.gates.values():
+        assert not torch.equal(gate.position_weights.detach(), torch.tensor([POSITION_INIT, 0.0]))
+    with pytest.raises(AdaretError, match="gate positions"):
+        train(TrainConfig(out=str(tmp_path / "again"), resume=str(out), **settings))

@@ -56,6 +56,7 @@ class RetentionConfig:
     label_names: list[str]
     gate_first_layer: bool = False
     scorer: str = "linear"
+    gate_positions: bool = False  # the gates' learned prior on each token's relative position (gates.py)
     hard_concrete: dict = field(default_factory=lambda: asdict(HardConcreteParams()))
     init_budget: float = 0.5
     mask_epsilon: float = 1e-9
@@ -112,7 +113,7 @@ class RetentionModel(nn.Module):
         gated = config.gated_layers(encoder.num_layers)
         ratio = geometric_keep_ratio(config.init_budget, encoder.num_layers, encoder.num_layers - len(gated))
         self.gates = nn.ModuleDict({
-            str(layer): HardConcreteGate(hidden, params, config.scorer, init_open_prob=ratio) for layer in gated
+            str(layer): HardConcreteGate(hidden, params, config.scorer, ratio, config.gate_positions) for layer in gated
         })
         if config.task not in TASKS:
             raise ValueError(f"unknown task {config.task!r} (expected one of {', '.join(TASKS)})")
@@ -160,7 +161,7 @@ class RetentionModel(nn.Module):
         for layer in range(self.num_layers):
             gate = self.gates[str(layer)] if use_gates and str(layer) in self.gates else None
             if gate is not None:
-                log_alpha = force_logits(gate.log_alpha(hidden), real, positions, forced)
+                log_alpha = force_logits(_gate_score(gate, hidden, positions, real), real, positions, forced)
                 z = gate.sample(log_alpha) if self.training else gate.deterministic(log_alpha)
                 mask = mask * z
                 expected = expected * gate.prob_open(log_alpha)
@@ -254,7 +255,7 @@ class RetentionModel(nn.Module):
         attention = None
         for layer in range(start, self.num_layers):
             if str(layer) in self.gates and schedule.numerators[layer] < DENOMINATOR:
-                raw = (self.gates[str(layer)].log_alpha(hidden) if scorer is None
+                raw = (_gate_score(self.gates[str(layer)], hidden, positions, real) if scorer is None
                        else scorer(layer, hidden, positions, mask, attention))
                 scores = ranked[layer] = force_logits(raw, mask, positions, forced)
                 order = torch.topk(scores, counts[layer], dim=1).indices
@@ -290,6 +291,16 @@ class RetentionModel(nn.Module):
 def _positions(input_ids: torch.Tensor) -> torch.Tensor:
     batch, seq = input_ids.shape
     return torch.arange(seq, device=input_ids.device).unsqueeze(0).expand(batch, seq)
+
+
+def _gate_score(gate: HardConcreteGate, hidden: torch.Tensor, positions: torch.Tensor,
+                real: torch.Tensor) -> torch.Tensor:
+    """The gate's log_alpha; with a position prior, each token's original position over its text's last real
+    position (0 for the first, 1 for the last) is its relative position."""
+    if gate.position_weights is None:
+        return gate.log_alpha(hidden)
+    last = (real.sum(-1, keepdim=True) - 1.0).clamp(min=1.0)
+    return gate.log_alpha(hidden, positions.to(real.dtype) / last)
 
 
 def _masked_sum(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -365,8 +365,9 @@ def _retention_problem(retention: dict[str, Any]) -> str | None:
     for name, allowed in choices.items():
         if name in retention and retention[name] not in allowed:
             return f"retention.{name} must be one of {', '.join(allowed)}, got {retention[name]!r}"
-    if not isinstance(retention.get("gate_first_layer", False), bool):
-        return f"retention.gate_first_layer must be true or false, got {retention['gate_first_layer']!r}"
+    for name in ("gate_first_layer", "gate_positions"):
+        if not isinstance(retention.get(name, False), bool):
+            return f"retention.{name} must be true or false, got {retention[name]!r}"
     init = retention.get("init_budget", 0.5)
     if not (_is_number(init) and 0.0 < init <= 1.0):
         return f"retention.init_budget must be a number in (0, 1], got {init!r}"

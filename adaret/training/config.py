@@ -135,6 +135,9 @@ class TrainConfig:
     gate_first_layer: bool = field(default=False, metadata=flag("also gate the input of layer 1"))
     scorer: str = field(default="linear", metadata=flag(
         "the gate's token scorer", choices=("linear", "mlp")))
+    gate_positions: bool = field(default=False, metadata=flag(
+        "add to each gate's score a learned prior on the token's relative position in its text, initialised to "
+        "rank mostly like truncation (the head first)"))
     text_column: str = field(default="text", metadata=flag("text column of a data file; if absent, the one usual "
         "alternative present (sentence, review, ...)"))
     label_column: str = field(default="label", metadata=flag("label column of a data file; if absent, the one "

@@ -103,8 +103,7 @@ def _run_training(config: TrainConfig, command: str | None) -> TrainingRun:
     eval_set = Encoded(_random_subset(splits.eval, config.max_eval_samples, config.seed), tokenizer,
                        config.max_length)
 
-    retention = RetentionConfig(label_names=splits.train.label_names, gate_first_layer=config.gate_first_layer,
-                                scorer=config.scorer, init_budget=config.budget)
+    retention = _gates_as_configured(config, label_names=splits.train.label_names)
     model = RetentionModel(encoder, retention)
     if config.freeze_backbone:
         model.freeze_backbone()
@@ -157,9 +156,7 @@ def _run_question_answering(config: TrainConfig, command: str | None) -> Trainin
     if not encoder.uses_token_type_ids:
         raise AdaretError(f"question answering needs token types to find the question; {encoder.config.model_type} "
                           "has none (use a BERT-family encoder)")
-    model = RetentionModel(encoder, RetentionConfig(label_names=[], task=QUESTION_ANSWERING.task,
-                                                    gate_first_layer=config.gate_first_layer, scorer=config.scorer,
-                                                    init_budget=config.budget))
+    model = RetentionModel(encoder, _gates_as_configured(config, label_names=[], task=QUESTION_ANSWERING.task))
     tokenizer = load_tokenizer(model_dir)
     place_on_device(model, config)
     run = train_question_answering(model, tokenizer, config, settings)
@@ -175,6 +172,12 @@ def _run_question_answering(config: TrainConfig, command: str | None) -> Trainin
     checkpoint = RetentionCheckpoint(model, tokenizer, info)
     distributed.from_main(partial(checkpoint.save_pretrained, config.out, overwrite=config.overwrite))
     return TrainingRun(checkpoint, None, None)
+
+
+def _gates_as_configured(config: TrainConfig, **task_fields) -> RetentionConfig:
+    """The gates the recipe asks for; ``task_fields``: the task's own settings (labels, task, memory)."""
+    return RetentionConfig(gate_first_layer=config.gate_first_layer, scorer=config.scorer,
+                           gate_positions=config.gate_positions, init_budget=config.budget, **task_fields)
 
 
 def _backbone_note(config: TrainConfig, encoder: EncoderAdapter, chosen: bool) -> list[str]:
@@ -243,8 +246,7 @@ def _run_summarization(config: TrainConfig, command: str | None) -> TrainingRun:
                           f"{encoder.config.model_type} model (use a BERT-family encoder, like the default MiniLM)")
     _check_max_length(config.max_length, encoder)
     config = dataclasses.replace(config, freeze_backbone=backbone_is_frozen(config, encoder.num_layers))
-    retention = RetentionConfig(label_names=[], task=SUMMARIZATION.task, gate_first_layer=config.gate_first_layer,
-                                scorer=config.scorer, init_budget=config.budget, memory=config.memory)
+    retention = _gates_as_configured(config, label_names=[], task=SUMMARIZATION.task, memory=config.memory)
     model = RetentionSeq2Seq(RetentionModel(encoder, retention), warm_start_decoder(str(model_dir)))
     if config.freeze_backbone:
         model.freeze_backbone()
@@ -470,7 +472,7 @@ def _resume_problem(checkpoint: RetentionCheckpoint, config: TrainConfig, label_
         return f"it is a {retention.task} checkpoint, and --resume continues classification training"
     if list(retention.label_names) != list(label_names):
         return f"its labels {retention.label_names} are not those of --data {config.data} ({label_names})"
-    for name in ("scorer", "gate_first_layer"):
+    for name in ("scorer", "gate_first_layer", "gate_positions"):
         if getattr(retention, name) != getattr(config, name):
             return f"its {name.replace('_', ' ')} is {getattr(retention, name)!r}, this run's {getattr(config, name)!r}"
     if base.get("weights_sha256") != backbone_sha256:
