@@ -20,7 +20,6 @@ from adaret.cli import main
 from adaret.core.errors import AdaretError
 from adaret.core.fileio import sha256_file
 from adaret.export.pipeline import ExportConfig, run_export
-from adaret.graph_passes.pipeline import optimize
 from adaret.training.checkpoint import RetentionCheckpoint
 
 # Spelled out rather than imported from adaret.core.outputs, so that each test fails on its own behaviour (not on an
@@ -59,11 +58,9 @@ def _export_config(checkpoint, out, **extra) -> ExportConfig:
 
 
 @pytest.fixture(scope="module")
-def exported(tiny_checkpoint, tmp_path_factory) -> Path:
-    """One optimised export at budget 0.5 (about 10 s); tests that change it work on a copy."""
-    out = tmp_path_factory.mktemp("export") / "e"
-    run_export(_export_config(tiny_checkpoint, out), optimize)
-    return out
+def exported(tiny_dynamic_export) -> Path:
+    """The session's optimised export at budget 0.5 (conftest); tests that change it work on a copy."""
+    return Path(tiny_dynamic_export.config.out)
 
 
 @pytest.fixture
