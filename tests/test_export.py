@@ -13,6 +13,7 @@ from conftest import BERT_VOCAB
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from adaret.core import graph_facts as gf
 from adaret.core.dummy_inputs import dummy_inputs
 from adaret.core.errors import ParityError
 from adaret.core.metadata import ExportMetadata
@@ -221,6 +222,11 @@ def test_gates_with_a_position_prior_export_with_parity(tmp_path, tokenizer):
     result = run_export(ExportConfig(budget=0.4, checkpoint=str(path), out=str(tmp_path / "o"),
                                      parity_lengths=(9, 37, 64), parity_batches=(1, 3)))
     assert result.graphs and RetentionCheckpoint.from_pretrained(path).model.config.gate_positions
+    # The prior's arithmetic (the real length's ReduceSum, the Div into r) is on every score path, so INT8 and
+    # TensorRT keep it in fp32 with the rest of the scores.
+    graph = gf.load_model(result.graphs[0].path)
+    for topk in (node for node in gf.nodes(graph) if gf.is_score_topk(node)):
+        assert {"ReduceSum", "Div"} <= {node.op_type for node in gf.score_path(topk)}
 
 
 @pytest.mark.parametrize("max_length, buckets", [(512, (128, 256, 512)), (384, (128, 256, 384)), (64, (64,)),
