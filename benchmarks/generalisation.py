@@ -43,6 +43,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, describe, machine, scratch_directory, write_results
 
+from adaret.core.cli_args import add_dataclass_arguments, flag_fields
 from adaret.modeling import KeepSchedule
 from adaret.training.batching import Encoded
 from adaret.training.data import load_splits, squad_article_paragraphs
@@ -74,33 +75,36 @@ def squad_articles(count: int, path: Path) -> Path:
     return path
 
 
+# TrainConfig settings this benchmark takes on its command line, to measure a recipe variant against the defaults.
+VARIANTS = ("model", "max_train_samples", "dual_restarts", "distill_weight", "budget_slack", "scorer",
+            "gate_positions")
+
 # Data sets this benchmark builds as files: many labels, and (200) a larger training split.
 FILE_DATASETS = {f"squad-articles-{count}": partial(squad_articles, count) for count in (50, 200)}
 
 
 def run_one(dataset: str, seed: int, fold: int, budget: float, eval_budgets: list[float],
             overrides: dict[str, object]) -> dict:
-    """``overrides``: TrainConfig's ``model``, ``max_train_samples``, ``dual_restarts``, ``distill_weight``,
-    ``budget_slack``, ``scorer`` and ``gate_positions`` where the command line set them."""
+    """``overrides``: the ``VARIANTS`` settings of TrainConfig that the command line moved off their defaults."""
     with scratch_directory("adaret-generalisation-") as work:
         data = str(FILE_DATASETS[dataset](work / f"{dataset}.jsonl")) if dataset in FILE_DATASETS else dataset
         return _run_one(dataset, data, seed, fold, budget, eval_budgets, work / "ckpt", overrides)
 
 
 def _option_value(name: str, value: object) -> str:
-    """How a TrainConfig setting reads on the recorded command line: a flag alone, a model by its directory's name."""
+    """How a TrainConfig setting reads on the recorded command line: a flag alone, a model by its directory's name,
+    a setting turned off (None: --budget-slack) as the negative value that turns it off."""
     if value is True:
         return ""
+    if value is None:
+        return " -1"
     return f" {Path(str(value)).name}" if name == "model" else f" {value}"
 
 
 def _run_one(dataset: str, data: str, seed: int, fold: int, budget: float, eval_budgets: list[float],
              out: Path, overrides: dict[str, object]) -> dict:
     started = time.perf_counter()
-    settings = dict(overrides)
-    if settings.get("budget_slack", 0) < 0:  # as on adaret train's command line: a negative slack is no lower bound
-        settings["budget_slack"] = None
-    config = TrainConfig(out=str(out), data=data, budget=budget, seed=seed, eval_fold=fold, **settings)
+    config = TrainConfig(out=str(out), data=data, budget=budget, seed=seed, eval_fold=fold, **overrides)
     folded = f" --eval-fold {fold}" if fold else ""
     options = "".join(f" --{k.replace('_', '-')}{_option_value(k, v)}" for k, v in overrides.items())
     run = run_training(config, command=f"adaret train --data {dataset} --budget {budget} --seed {seed}{folded}"
@@ -255,19 +259,9 @@ def main() -> None:
     parser.add_argument("--folds", default="0", help="eval folds per seed (0-4); 0,1,2,3,4 cross-validates")
     parser.add_argument("--budget", type=float, default=0.4)
     parser.add_argument("--eval-budgets", default="0.3,0.4,0.5")
-    parser.add_argument("--model", default=None, help="a local Hugging Face encoder directory to train on "
-                                                      "(default: the packaged MiniLM-L6)")
-    parser.add_argument("--max-train-samples", type=int, default=None,
-                        help="cap on training texts (for a backbone too slow for the whole split)")
-    parser.add_argument("--dual-restarts", action="store_true", help="train with --dual-restarts")
-    parser.add_argument("--distill-weight", type=float, default=None,
-                        help="train with this --distill-weight (a recipe variant; default: the recipe's)")
-    parser.add_argument("--scorer", choices=("linear", "mlp"), default=None,
-                        help="train with this --scorer (a recipe variant; default: the recipe's)")
-    parser.add_argument("--gate-positions", action="store_true",
-                        help="train with --gate-positions (a recipe variant)")
-    parser.add_argument("--budget-slack", type=float, default=None,
-                        help="train with this --budget-slack (a recipe variant; negative: no lower bound)")
+    # The recipe variants are adaret train's own flags, declared once in TrainConfig (same parsing, same defaults).
+    add_dataclass_arguments(parser.add_argument_group("recipe variants (as for adaret train)"), TrainConfig,
+                            exclude={f.name for f, _ in flag_fields(TrainConfig)} - set(VARIANTS))
     parser.add_argument("--name", default="generalisation")
     parser.add_argument("--merge", default="",
                         help="comma-separated result names whose runs are added to this one (runs split over "
@@ -276,11 +270,8 @@ def main() -> None:
     eval_budgets = [float(b) for b in args.eval_budgets.split(",")]
     path = RESULTS / f"{args.name}.json"
     payload = json.loads(path.read_text()) if path.is_file() else {"runs": []}
-    overrides = {k: v for k, v in (("model", args.model), ("max_train_samples", args.max_train_samples),
-                                   ("dual_restarts", args.dual_restarts or None),
-                                   ("distill_weight", args.distill_weight), ("budget_slack", args.budget_slack),
-                                   ("scorer", args.scorer), ("gate_positions", args.gate_positions or None))
-                if v is not None}
+    defaults = TrainConfig(out="")  # only read for its defaults
+    overrides = {name: getattr(args, name) for name in VARIANTS if getattr(args, name) != getattr(defaults, name)}
     # the backbone by its directory's name: a machine's paths do not belong in a recorded command
     argv = [Path(a).name if a == args.model else a for a in sys.argv[1:]]
     payload |= {"command": COMMAND + " " + " ".join(argv), "machine": machine(), "budget": args.budget}

@@ -102,7 +102,7 @@ def built_once(tmp_path_factory, name: str, build: Callable[[Path], Any]) -> Any
     with FileLock(str(directory.parent / f"{name}.lock")):
         if record.is_file():
             return pickle.loads(record.read_bytes())
-        directory.mkdir()
+        directory.mkdir(exist_ok=True)  # a build that failed in another worker may have left it
         result = build(directory)
         record.write_bytes(pickle.dumps(result))  # under the lock, so no reader sees it half-written
     return result
