@@ -247,12 +247,13 @@ CHUNKS = ChunkSettings(chunk_length=64, max_source_tokens=200, max_target_tokens
 SPECIAL = {"start": 101, "end": 102, "pad": 0}
 
 
-def tiny_summarizer(seed: int = 0, end_bias: float = 1.2) -> RetentionSeq2Seq:
+def tiny_summarizer(seed: int = 0, end_bias: float = 1.2, **retention_overrides) -> RetentionSeq2Seq:
     """Weights at std 0.1 (at BERT's 0.02 every document gets the same tokens), gates spread like
-    ``conftest.make_tiny_model``'s, and an end-token bias at which some documents end within a few steps."""
+    ``conftest.make_tiny_model``'s, and an end-token bias at which some documents end within a few steps;
+    ``retention_overrides``: RetentionConfig fields."""
     torch.manual_seed(seed)
     encoder = encoder_from_config(tiny_bert_config(initializer_range=0.1), "eager")
-    retention = RetentionModel(encoder, RetentionConfig(label_names=[], task="summarization"))
+    retention = RetentionModel(encoder, RetentionConfig(label_names=[], task="summarization", **retention_overrides))
     model = RetentionSeq2Seq(retention, decoder_from_config(tiny_bert_config(initializer_range=0.1)))
     for gate in model.gates.values():
         torch.nn.init.normal_(gate.scorer.weight, std=1.0)
@@ -261,10 +262,12 @@ def tiny_summarizer(seed: int = 0, end_bias: float = 1.2) -> RetentionSeq2Seq:
     return model.eval()
 
 
-def save_tiny_summarizer(path: Path, tokenizer, training: dict | None = None, with_reference: bool = False) -> Path:
+def save_tiny_summarizer(path: Path, tokenizer, training: dict | None = None, with_reference: bool = False,
+                         model: RetentionSeq2Seq | None = None) -> Path:
     """``training``: the training record (default: only the budget, 0.4); ``with_reference``: store the decoder as
-    the reference decoder too, as ``adaret train`` stores its full model's."""
-    model = tiny_summarizer()
+    the reference decoder too, as ``adaret train`` stores its full model's; ``model``: a tiny summarizer to store
+    instead of ``tiny_summarizer()``."""
+    model = model if model is not None else tiny_summarizer()
     info = Seq2SeqInfo(encoder_config=model.encoder.config.to_diff_dict() | {"model_type": "bert"},
                        decoder_config=model.decoder.lm.config.to_diff_dict() | {"model_type": "bert"},
                        retention={}, chunks=asdict(CHUNKS), special_tokens=dict(SPECIAL),

@@ -10,6 +10,7 @@ import pytest
 
 from adaret.cli import build_parser
 from adaret.core.cli_args import add_dataclass_arguments, dataclass_values, flag, flag_fields
+from adaret.core.errors import AdaretError
 from adaret.export.config import ExportConfig
 from adaret.training.config import TrainConfig
 
@@ -126,3 +127,11 @@ def test_help_loads_neither_torch_nor_onnx():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx', 'transformers')))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("task", ["sequence-classification", "summarization"])
+def test_gate_question_is_refused_outside_question_answering(task):
+    args = build_parser().parse_args(["train", "--out", "x", "--task", task, "--gate-question"])
+    with pytest.raises(AdaretError, match="--gate-question applies to question answering only"):
+        TrainConfig(**dataclass_values(TrainConfig, args)).validate()
+    TrainConfig(out="x", task="question-answering", gate_question=True).validate()

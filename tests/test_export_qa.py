@@ -28,8 +28,8 @@ WINDOWS = {"max_length": 96, "doc_stride": 32, "max_query_length": 24, "max_answ
 FRACTIONS = [1.0, 0.6, 0.35, 0.2]
 
 
-def save_qa_checkpoint(path: Path, tokenizer) -> Path:
-    model = tiny_qa_model()
+def save_qa_checkpoint(path: Path, tokenizer, model=None) -> Path:
+    model = model if model is not None else tiny_qa_model()
     config = model.encoder.config
     info = CheckpointInfo(
         base_model={"source": "tiny-random-bert", "model_type": "bert", "name": "tiny-random-bert",
@@ -119,3 +119,14 @@ def test_tensorrt_lint_passes_the_static_span_graph(qa_exports):
     for graph in qa_exports[1].graphs:
         report = lint_model(graph.optimized.output)
         assert report.passed, report.table()
+
+
+def test_a_gated_question_exports_with_parity(tokenizer, tmp_path):
+    """``--gate-question``: no segment is forced in the graph, so the question's tokens are ranked like the
+    context's; parity on random question segments as for the default."""
+    checkpoint = save_qa_checkpoint(tmp_path / "ckpt", tokenizer, tiny_qa_model(gate_question=True))
+    result = run_export(ExportConfig(budget=0.4, checkpoint=str(checkpoint), out=str(tmp_path / "out"),
+                                     parity_batches=(1, 3), parity_lengths=(5, 37, 96)))
+    graph = result.graphs[0]
+    assert graph.parity.passed and graph.parity.max_abs_diff <= 1e-4, graph.parity.as_dict()
+    assert RetentionCheckpoint.from_pretrained(checkpoint).model.config.gate_question

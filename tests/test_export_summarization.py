@@ -180,3 +180,28 @@ def test_task_and_checkpoint_must_agree(summarizer_checkpoint, tiny_checkpoint, 
                                                   out=str(tmp_path / "a")))
     with pytest.raises(AdaretError, match="is a summarization checkpoint: export it with --task summarization"):
         run_export(ExportConfig(budget=0.4, checkpoint=str(summarizer_checkpoint), out=str(tmp_path / "b")))
+
+
+def test_gates_with_a_position_prior_export_with_parity(tokenizer, tmp_path):
+    """``adaret train --task summarization --gate-positions``: the prior is part of every gate's score in the encoder
+    graph. A steep prior, so that it moves the choice: without it the same weights keep other tokens."""
+    import torch
+    from conftest import save_tiny_summarizer, tiny_summarizer
+
+    model = tiny_summarizer(gate_positions=True)
+    with torch.no_grad():
+        for gate in model.gates.values():
+            gate.position_weights.copy_(torch.tensor([-6.0, 4.0]))
+    checkpoint = save_tiny_summarizer(tmp_path / "ckpt", tokenizer, model=model)
+    result = s2s.run_summarization_export(ExportConfig(budget=0.4, checkpoint=str(checkpoint), out=str(tmp_path / "b")))
+    assert result.parity.passed and result.parity.tokens_equal and result.parity.masks_equal
+    assert result.parity.encoder_max_abs_diff <= 1e-4
+
+    schedule = Seq2SeqCheckpoint.from_pretrained(checkpoint, "eager").info.keep_schedule.rescaled(0.4)
+    ids = torch.randint(1000, 30000, (2, 64), generator=torch.Generator().manual_seed(0))
+    ids[:, 0] = SPECIAL["start"]
+    mask = torch.ones_like(ids)
+    with_prior = model.encode(ids, mask, mode="hard", schedule=schedule).kept_positions
+    without = tiny_summarizer().encode(ids, mask, mode="hard", schedule=schedule).kept_positions
+    assert with_prior.keys() == without.keys()
+    assert any(not torch.equal(with_prior[layer], without[layer]) for layer in with_prior)

@@ -15,9 +15,10 @@ from adaret.modeling import KeepSchedule, RetentionConfig, RetentionModel, encod
 QA = "question-answering"
 
 
-def tiny_qa_model(seed: int = 0) -> RetentionModel:
+def tiny_qa_model(seed: int = 0, **config_overrides) -> RetentionModel:
     torch.manual_seed(seed)
-    model = RetentionModel(encoder_from_config(tiny_bert_config(), "eager"), RetentionConfig(label_names=[], task=QA))
+    model = RetentionModel(encoder_from_config(tiny_bert_config(), "eager"),
+                           RetentionConfig(label_names=[], task=QA, **config_overrides))
     for gate in model.gates.values():  # spread the scores so that token choice is not a near-tie
         torch.nn.init.normal_(gate.scorer.weight, std=1.0)
     return model.eval()
@@ -68,6 +69,21 @@ def test_the_question_segment_is_always_kept():
     for layer_mask in relaxed.masks:  # deterministic gates: a forced token's gate is exactly 1
         for row, q in enumerate(question):
             assert bool((layer_mask[row, :q] == 1).all())
+
+
+def test_with_gate_question_only_cls_is_forced_and_the_rule_is_still_drop_and_restore():
+    """``--gate-question``: the question's tokens compete with the context's for the same K_l."""
+    model = tiny_qa_model(seed=3, gate_question=True)
+    question = [9, 4, 12]
+    ids, mask, types = qa_batch(3, 60, question=question, lengths=[60, 41, 60], seed=1)
+    with torch.no_grad():
+        hard = model(ids, mask, types, mode="hard", schedule=KeepSchedule.from_fractions((1.0, 0.6, 0.4, 0.25)))
+        reference = drop_and_restore(model, ids, mask, types, hard.kept_positions)
+    assert (hard.logits - reference)[mask.bool()].abs().max() < 1e-5
+    last = hard.kept_positions[max(hard.kept_positions)]
+    assert all(0 in row.tolist() for row in last)
+    dropped = [set(range(q)) - set(last[row].tolist()) for row, q in enumerate(question)]
+    assert any(dropped), "with random gates some question token should rank below K"
 
 
 def test_full_budget_equals_the_full_model_at_real_positions():

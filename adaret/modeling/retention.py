@@ -14,7 +14,8 @@ Three heads:
 - question answering reads every position's final state h[L, i] (a dropped token's is the state it had when it
   was dropped) and gives a start and an end logit per position. The question segment (token type 0: CLS, the
   question and its SEP) is forced like CLS, so the budget is spent on the context; the budget still counts
-  every real token, question included, so a budget means the same compute in both tasks.
+  every real token, question included, so a budget means the same compute in both tasks. With
+  ``gate_question`` only CLS is forced and the question's tokens compete with the context's.
 - summarization has no head: the encoder's output is the decoder's memory (``adaret.modeling.seq2seq``). The
   compact memory is what survives the last gated layer: in hard mode those tokens' states, gathered (K_L of
   them), and in relaxed mode every position's state with the soft mask m[L] as its mask. ``memory="restored"``
@@ -57,6 +58,7 @@ class RetentionConfig:
     gate_first_layer: bool = False
     scorer: str = "linear"
     gate_positions: bool = False  # the gates' learned prior on each token's relative position (gates.py)
+    gate_question: bool = False  # question answering: the question segment is gated too, only CLS is forced
     hard_concrete: dict = field(default_factory=lambda: asdict(HardConcreteParams()))
     init_budget: float = 0.5
     mask_epsilon: float = 1e-9
@@ -178,8 +180,9 @@ class RetentionModel(nn.Module):
         return RetentionOutput(self.head(pooled), pooled, expected_masks=expected_masks, masks=masks)
 
     def _forced(self, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None) -> torch.Tensor | None:
-        """The tokens every gate keeps: None means CLS only; question answering keeps the question segment."""
-        if not self.config.is_question_answering:
+        """The tokens every gate keeps: None means CLS only; question answering keeps the question segment unless
+        its gates rank the question too (``gate_question``)."""
+        if not self.config.is_question_answering or self.config.gate_question:
             return None
         if token_type_ids is None:
             raise ValueError("question answering needs token_type_ids to find the question segment")

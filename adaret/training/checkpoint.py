@@ -365,7 +365,7 @@ def _retention_problem(retention: dict[str, Any]) -> str | None:
     for name, allowed in choices.items():
         if name in retention and retention[name] not in allowed:
             return f"retention.{name} must be one of {', '.join(allowed)}, got {retention[name]!r}"
-    for name in ("gate_first_layer", "gate_positions"):
+    for name in ("gate_first_layer", "gate_positions", "gate_question"):
         if not isinstance(retention.get(name, False), bool):
             return f"retention.{name} must be true or false, got {retention[name]!r}"
     init = retention.get("init_budget", 0.5)

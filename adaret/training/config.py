@@ -138,6 +138,9 @@ class TrainConfig:
     gate_positions: bool = field(default=False, metadata=flag(
         "add to each gate's score a learned prior on the token's relative position in its text, initialised to "
         "rank mostly like truncation (the head first)"))
+    gate_question: bool = field(default=False, metadata=flag(
+        "question answering: gate the question's tokens like the context's, so that only [CLS] is always kept (by "
+        "default the whole question segment is kept and the budget is spent on the context)"))
     text_column: str = field(default="text", metadata=flag("text column of a data file; if absent, the one usual "
         "alternative present (sentence, review, ...)"))
     label_column: str = field(default="label", metadata=flag("label column of a data file; if absent, the one "
@@ -202,6 +205,8 @@ class TrainConfig:
         if self.eval_fold and self.task != CLASSIFICATION.task:
             raise AdaretError("--eval-fold picks a classification data set's eval split; question answering "
                               "evaluates on SQuAD dev and summarization on its own test split")
+        if self.gate_question and self.task != QUESTION_ANSWERING.task:
+            raise AdaretError("--gate-question applies to question answering only")
         if self.device != "cpu" and self.task == CLASSIFICATION.task:
             raise AdaretError(f"--device {self.device}: classification trains on the CPU; --device applies to "
                               "question answering and summarization")

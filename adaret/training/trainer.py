@@ -177,7 +177,8 @@ def _run_question_answering(config: TrainConfig, command: str | None) -> Trainin
 def _gates_as_configured(config: TrainConfig, **task_fields) -> RetentionConfig:
     """The gates the recipe asks for; ``task_fields``: the task's own settings (labels, task, memory)."""
     return RetentionConfig(gate_first_layer=config.gate_first_layer, scorer=config.scorer,
-                           gate_positions=config.gate_positions, init_budget=config.budget, **task_fields)
+                           gate_positions=config.gate_positions, gate_question=config.gate_question,
+                           init_budget=config.budget, **task_fields)
 
 
 def _backbone_note(config: TrainConfig, encoder: EncoderAdapter, chosen: bool) -> list[str]:
