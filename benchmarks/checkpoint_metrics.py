@@ -57,7 +57,8 @@ def _rouge(scores: dict) -> str:
 def render_summarization(rows: list[dict]) -> list[str]:
     lines = ["## Summarization", "",
              "ROUGE-1/2/L (F, x100) of greedy summaries on each run's held-out split: \"full\" is the reference "
-             "decoder on the full memory, \"at the budget\" the re-fitted decoder on the deployed hard top-M memory.", "",
+             "decoder on the full memory, \"at the budget\" the re-fitted decoder on the deployed hard top-M "
+             "memory.", "",
              "| command | train / held-out documents | SGDA steps (gates from) | ROUGE full | ROUGE at the budget | "
              "ROUGE-L % of full | achieved budget | deployed schedule | seconds per stage | notes |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
