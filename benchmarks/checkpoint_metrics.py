@@ -5,7 +5,8 @@
 ``adaret train`` stores its command line and its held-out metrics in every checkpoint (``adaret_checkpoint.json``).
 This script measures nothing itself: it tabulates those records, so that a comparison of training runs (for example
 a frozen against a fine-tuned backbone) sits in ``benchmarks/results`` with the commands that produced it.
-Classification and summarization checkpoints each get their own table (accuracy, or ROUGE of greedy summaries).
+Classification, question-answering and summarization checkpoints each get their own table (accuracy, SQuAD F1, or
+ROUGE of greedy summaries).
 """
 
 from __future__ import annotations
@@ -50,6 +51,39 @@ def summarization_record(directory: str, model_name: str) -> dict:
             "notes": metrics.get("convergence_notes", [])}
 
 
+def question_answering_record(directory: str, model_name: str) -> dict:
+    """A question-answering checkpoint's record, read from its config (as for summarization)."""
+    info = json.loads((Path(directory) / CONFIG_NAME).read_text(encoding="utf-8"))
+    metrics = info["metrics"]
+    keys = ("train_questions", "eval_questions", "finetune_steps", "sgda_steps", "hard_finetune_steps", "selected_step",
+            "f1_full", "f1_full_final_weights", "f1_hard_before_stage3", "f1_hard", "exact_match_hard",
+            "hard_over_full", "achieved_budget", "seconds_per_stage")
+    return {"task": "question-answering", "gate_question": info["retention"].get("gate_question", False),
+            "command": training_command(info["training"].get("command", ""), model_name),
+            "keep_fractions": info["schedule"]["keep_fractions"], "notes": metrics.get("convergence_notes", []),
+            **{key: metrics.get(key) for key in keys}}
+
+
+def render_question_answering(rows: list[dict]) -> list[str]:
+    lines = ["## Question answering", "",
+             "SQuAD F1 on each run's held-out dev questions: \"full\" is the stage-1 model; \"hard\" the deployed "
+             "hard top-M rule at the budget, before and after stage 3 (fine-tuning through it); \"schedule\" is "
+             "the relaxed gates' own, which the deployed rule rescales to the budget.", "",
+             "| command | train / held-out questions | steps: full / SGDA (gates from) / hard | "
+             "F1 full (final weights) | F1 hard before stage 3 | F1 hard | EM hard | % of full F1 | achieved budget | "
+             "schedule | seconds per stage | notes |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        stages = ", ".join(f"{k} {v:.0f}" for k, v in (r["seconds_per_stage"] or {}).items())
+        schedule = ", ".join(f"{f:.2f}" for f in r["keep_fractions"])
+        lines.append(f"| `{r['command']}` | {r['train_questions']} / {r['eval_questions']} | {r['finetune_steps']} / "
+                     f"{r['sgda_steps']} ({r['selected_step'] or 'final'}) / {r['hard_finetune_steps']} | "
+                     f"{r['f1_full']:.2f} ({r['f1_full_final_weights']:.2f}) | {r['f1_hard_before_stage3']:.2f} | "
+                     f"{r['f1_hard']:.2f} | {r['exact_match_hard']:.2f} | {100 * r['hard_over_full']:.1f}% | "
+                     f"{r['achieved_budget']:.3f} | {schedule} | {stages} | {'; '.join(r['notes']) or 'converged'} |")
+    return lines
+
+
 def _rouge(scores: dict) -> str:
     return " / ".join(f"{scores[k]:.2f}" for k in ("rouge1", "rouge2", "rougeL"))
 
@@ -73,13 +107,15 @@ def render_summarization(rows: list[dict]) -> list[str]:
 
 
 def render(rows: list[dict]) -> str:
-    summaries = [r for r in rows if r.get("task") == "summarization"]
-    classification = [r for r in rows if r not in summaries]
+    sections = []
+    for task, table in (("classification", render_classification), ("question-answering", render_question_answering),
+                        ("summarization", render_summarization)):
+        chosen = [r for r in rows if r.get("task", "classification") == task]
+        sections += [table(chosen)] if chosen else []
     lines = ["# Training runs, as their checkpoints recorded them", "",
-             "`python benchmarks/checkpoint_metrics.py CK ...`. Each run's held-out summary at its training budget.",
-             ""]
-    lines += render_classification(classification) if classification else []
-    lines += ([""] if classification and summaries else []) + (render_summarization(summaries) if summaries else [])
+             "`python benchmarks/checkpoint_metrics.py CK ...`. Each run's held-out summary at its training budget."]
+    for section in sections:
+        lines += ["", *section]
     return "\n".join(lines) + "\n"
 
 
@@ -98,14 +134,20 @@ def render_classification(rows: list[dict]) -> list[str]:
     return lines
 
 
+def _reader(directory: str):
+    if is_seq2seq_checkpoint(directory):
+        return summarization_record
+    task = json.loads((Path(directory) / CONFIG_NAME).read_text(encoding="utf-8"))["retention"].get("task")
+    return question_answering_record if task == "question-answering" else record
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoints", nargs="+")
     parser.add_argument("--name", required=True)
     parser.add_argument("--model-name", default="MPNET", help="placeholder for the --model directory in commands")
     args = parser.parse_args()
-    rows = [(summarization_record if is_seq2seq_checkpoint(c) else record)(c, args.model_name)
-            for c in args.checkpoints]
+    rows = [_reader(c)(c, args.model_name) for c in args.checkpoints]
     payload = {"command": f"python benchmarks/checkpoint_metrics.py {' '.join(['CK'] * len(rows))} --name {args.name}",
                "runs": rows}
     write_results(args.name, payload, render(rows))

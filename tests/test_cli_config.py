@@ -12,7 +12,7 @@ from adaret.cli import build_parser
 from adaret.core.cli_args import add_dataclass_arguments, dataclass_values, flag, flag_fields
 from adaret.core.errors import AdaretError
 from adaret.export.config import ExportConfig
-from adaret.training.config import TrainConfig
+from adaret.training.config import TrainConfig, gates_see_positions
 
 # The flags of the hand-written parsers these replaced: scripts and the README use them.
 TRAIN_FLAGS = {"--batch-size", "--budget", "--budget-slack", "--data", "--distill-weight", "--epochs", "--eval-every",
@@ -135,3 +135,15 @@ def test_gate_question_is_refused_outside_question_answering(task):
     with pytest.raises(AdaretError, match="--gate-question applies to question answering only"):
         TrainConfig(**dataclass_values(TrainConfig, args)).validate()
     TrainConfig(out="x", task="question-answering", gate_question=True).validate()
+
+
+def test_the_position_prior_is_on_by_default_for_summarization_only():
+    parse = build_parser().parse_args
+    resolved = {task: gates_see_positions(TrainConfig(**dataclass_values(TrainConfig, parse(
+        ["train", "--out", "x", "--task", task]))))
+        for task in ("sequence-classification", "question-answering", "summarization")}
+    assert resolved == {"sequence-classification": False, "question-answering": False, "summarization": True}
+    for task, flags, wanted in (("summarization", ["--no-gate-positions"], False),
+                                ("sequence-classification", ["--gate-positions"], True)):
+        config = TrainConfig(**dataclass_values(TrainConfig, parse(["train", "--out", "x", "--task", task, *flags])))
+        assert gates_see_positions(config) is wanted

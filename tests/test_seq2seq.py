@@ -189,6 +189,7 @@ def test_training_writes_a_checkpoint_that_reloads(summarization_checkpoint):
     deployed = dict(checkpoint.model.decoder.named_parameters())
     assert any(not torch.equal(p, deployed[n]) for n, p in checkpoint.reference_decoder.named_parameters())
     assert len(checkpoint.info.schedule["keep_fractions"]) == 4
+    assert checkpoint.model.config.gate_positions  # summarization's default (--no-gate-positions turns it off)
 
 
 def test_checkpoint_round_trip_keeps_every_tensor_and_the_tied_head(summarization_checkpoint, tmp_path):

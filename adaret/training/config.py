@@ -40,6 +40,14 @@ def backbone_is_frozen(config: TrainConfig, num_layers: int) -> bool:
     return num_layers <= FROZEN_MAX_LAYERS or config.task == SUMMARIZATION.task
 
 
+def gates_see_positions(config: TrainConfig) -> bool:
+    """``--gate-positions`` / ``--no-gate-positions`` where given; otherwise on for summarization only, the task
+    where it was measured to help (docs/summarization.md; on classification it did not, docs/results.md)."""
+    if config.gate_positions is not None:
+        return config.gate_positions
+    return config.task == SUMMARIZATION.task
+
+
 @dataclass
 class TrainConfig:
     """The recipe; each field's metadata is its ``adaret train`` flag (``adaret.core.cli_args.flag``)."""
@@ -135,9 +143,12 @@ class TrainConfig:
     gate_first_layer: bool = field(default=False, metadata=flag("also gate the input of layer 1"))
     scorer: str = field(default="linear", metadata=flag(
         "the gate's token scorer", choices=("linear", "mlp")))
-    gate_positions: bool = field(default=False, metadata=flag(
-        "add to each gate's score a learned prior on the token's relative position in its text, initialised to "
-        "rank mostly like truncation (the head first)"))
+    gate_positions: bool | None = field(default=None, metadata=flag(
+        "add to each gate's score a learned prior on the token's relative position in its text (in its chunk, for a "
+        "long document), initialised to rank mostly like truncation (the head first); the default for "
+        "summarization",
+        negative="--no-gate-positions",
+        negative_help="rank tokens by their states alone (the default for classification and question answering)"))
     gate_question: bool = field(default=False, metadata=flag(
         "question answering: gate the question's tokens like the context's, so that only [CLS] is always kept (by "
         "default the whole question segment is kept and the budget is spent on the context)"))

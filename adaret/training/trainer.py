@@ -47,7 +47,13 @@ from adaret.training.checkpoint import (
     library_versions,
     resolve_model_source,
 )
-from adaret.training.config import FROZEN_MAX_LAYERS, PACKAGED_MODEL, TrainConfig, backbone_is_frozen
+from adaret.training.config import (
+    FROZEN_MAX_LAYERS,
+    PACKAGED_MODEL,
+    TrainConfig,
+    backbone_is_frozen,
+    gates_see_positions,
+)
 from adaret.training.data import TextDataset, load_splits
 from adaret.training.evaluate import RelaxedEval, accuracy, evaluate_relaxed
 from adaret.training.head import fit_head, pooled_features, refit_budgets, refit_head_on_retained
@@ -177,7 +183,7 @@ def _run_question_answering(config: TrainConfig, command: str | None) -> Trainin
 def _gates_as_configured(config: TrainConfig, **task_fields) -> RetentionConfig:
     """The gates the recipe asks for; ``task_fields``: the task's own settings (labels, task, memory)."""
     return RetentionConfig(gate_first_layer=config.gate_first_layer, scorer=config.scorer,
-                           gate_positions=config.gate_positions, gate_question=config.gate_question,
+                           gate_positions=gates_see_positions(config), gate_question=config.gate_question,
                            init_budget=config.budget, **task_fields)
 
 
@@ -473,9 +479,11 @@ def _resume_problem(checkpoint: RetentionCheckpoint, config: TrainConfig, label_
         return f"it is a {retention.task} checkpoint, and --resume continues classification training"
     if list(retention.label_names) != list(label_names):
         return f"its labels {retention.label_names} are not those of --data {config.data} ({label_names})"
-    for name in ("scorer", "gate_first_layer", "gate_positions"):
-        if getattr(retention, name) != getattr(config, name):
-            return f"its {name.replace('_', ' ')} is {getattr(retention, name)!r}, this run's {getattr(config, name)!r}"
+    configured = {"scorer": config.scorer, "gate_first_layer": config.gate_first_layer,
+                  "gate_positions": gates_see_positions(config)}
+    for name, value in configured.items():
+        if getattr(retention, name) != value:
+            return f"its {name.replace('_', ' ')} is {getattr(retention, name)!r}, this run's {value!r}"
     if base.get("weights_sha256") != backbone_sha256:
         return f"it was trained on another backbone than --model {config.model}"
     if bool(base.get("in_checkpoint")) == config.freeze_backbone:
